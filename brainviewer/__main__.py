@@ -1,0 +1,5 @@
+import sys
+
+from brainviewer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,72 @@
+"""Training augmentations (albumentations) and tumour-aware random crops."""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+
+
+def build_augmentation(strength: str) -> A.Compose | None:
+    """The augmentation pipeline for ``strength`` (none, light, medium, strong).
+
+    It acts on an ``(S, S, C)`` float32 unit-range image and its ``(S, S)`` uint8 mask.
+    """
+    if strength == "none":
+        return None
+    ops: list[A.BasicTransform] = [A.HorizontalFlip(p=0.5)]
+    if strength in ("medium", "strong"):
+        big = strength == "strong"
+        ops += [
+            A.Affine(
+                scale=(0.85, 1.15) if big else (0.9, 1.1),
+                translate_percent=(-0.08, 0.08) if big else (-0.05, 0.05),
+                rotate=(-20, 20) if big else (-12, 12),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+                p=0.6,
+            ),
+            A.RandomBrightnessContrast(brightness_limit=0.15 if big else 0.1, contrast_limit=0.15 if big else 0.1, p=0.5),
+        ]
+    if strength == "strong":
+        ops += [
+            A.VerticalFlip(p=0.1),
+            A.ElasticTransform(alpha=30, sigma=6, p=0.2),
+            A.RandomGamma(gamma_limit=(85, 115), p=0.3),
+        ]
+    elif strength not in ("light", "medium"):
+        raise ValueError(f"augmentation strength must be none, light, medium or strong; got {strength!r}")
+    return A.Compose(ops, seed=0)
+
+
+def apply_augmentation(
+    pipeline: A.Compose | None, image: np.ndarray, mask: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply ``pipeline`` reproducibly: the same ``seed`` always gives the same result."""
+    if pipeline is None:
+        return image, mask
+    pipeline.set_random_seed(seed)
+    out = pipeline(image=image, mask=mask)
+    return np.clip(out["image"], 0.0, 1.0).astype(np.float32, copy=False), out["mask"]
+
+
+def random_crop(
+    image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, tumour_prob: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size x size`` crop; with probability ``tumour_prob`` (when there is tumour) it is
+    centred on a random tumour pixel (clamped to the image)."""
+    height, width = mask.shape
+    if size >= height and size >= width:
+        return image, mask
+    ys, xs = np.nonzero(mask) if rng.random() < tumour_prob else ((), ())
+    if len(ys):
+        k = int(rng.integers(len(ys)))
+        top = int(np.clip(ys[k] - size // 2, 0, height - size))
+        left = int(np.clip(xs[k] - size // 2, 0, width - size))
+    else:
+        top = int(rng.integers(0, height - size + 1))
+        left = int(rng.integers(0, width - size + 1))
+    return image[top : top + size, left : left + size], mask[top : top + size, left : left + size]

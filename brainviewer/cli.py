@@ -1,0 +1,134 @@
+"""Command line: ``python -m brainviewer {train,evaluate,predict,benchmark}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("brainviewer")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from brainviewer.config import config_from_args
+    from brainviewer.train import train
+
+    if args.resume:
+        run_dir = train(resume=args.resume)
+    else:
+        run_dir = train(config_from_args(args))
+    print(run_dir)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from brainviewer.datasets import open_dataset
+    from brainviewer.evaluate import evaluate_probs, write_report
+    from brainviewer.split import Split
+    from brainviewer.weights import resolve_segmenter
+
+    segmenter = resolve_segmenter(args.weights, device=args.device, revision=args.revision)
+    dataset = open_dataset(args.dataset)
+    if args.split:
+        split = Split.load(args.split)
+        dataset = dataset.subset(split.val if args.side == "val" else split.train)
+        if not len(dataset):
+            raise SystemExit(f"none of the {args.side} patients of {args.split} are in {args.dataset}")
+    threshold = segmenter.prep.threshold if args.threshold is None else args.threshold
+    min_px = segmenter.prep.min_component_px if args.min_component_px is None else args.min_component_px
+    setting = (threshold, min_px, segmenter.prep.keep_largest)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done}/{total} patients", end="", file=sys.stderr, flush=True)
+
+    report = evaluate_probs(dataset, lambda s: segmenter.predict_probs_batch(s, args.batch_size), [setting], progress)[0]
+    print(file=sys.stderr)
+    if args.out:
+        paths = write_report(report, args.out, overwrite=args.overwrite)
+        print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    rows = [f"{p.patient_id:32s} dice {p.volume_dice:.4f}  slices {p.n_slices:3d}  tumour slices {p.n_tumour_slices:3d}"
+            f"  fp_rate {'n/a' if p.fp_rate is None else f'{p.fp_rate:.3f}'}" for p in report.patients]
+    if not args.quiet:
+        print("\n".join(rows))
+    print(json.dumps(report.summary(), indent=2))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from brainviewer.predict import predict_paths
+    from brainviewer.weights import resolve_segmenter
+
+    segmenter = resolve_segmenter(args.weights, device=args.device, revision=args.revision)
+    written, failed = predict_paths(segmenter, args.inputs, Path(args.out), args.threshold, overwrite=args.overwrite)
+    for path, error in failed:
+        print(f"skipped {path}: {error}", file=sys.stderr)
+    print(f"wrote {len(written)} masks to {args.out}" + (f"; {len(failed)} files failed" if failed else ""))
+    return 1 if failed and not written else 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from brainviewer.benchmark import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from brainviewer.config import add_config_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m brainviewer", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train or fine-tune a model", argument_default=None)
+    train.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its last checkpoint")
+    add_config_arguments(train)
+    train.set_defaults(func=_cmd_train)
+
+    def weights_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--weights", default=None, help="weights folder or Hugging Face Hub repo id (default: the app's model)")
+        p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) when --weights is a repo id")
+        p.add_argument("--device", default=None, help="cpu, cuda (default: CUDA if available)")
+        p.add_argument("--batch-size", type=int, default=16)
+
+    ev = sub.add_parser("evaluate", help="score a model per patient on a dataset")
+    ev.add_argument("dataset", help="dataset folder, data_mask.csv or COCO json")
+    weights_args(ev)
+    ev.add_argument("--split", help="a run's split.json: evaluate only its patients of --side")
+    ev.add_argument("--side", choices=("val", "train"), default="val")
+    ev.add_argument("--threshold", type=float, default=None, help="probability cut (default: the model's)")
+    ev.add_argument("--min-component-px", type=int, default=None, help="drop smaller predicted components")
+    ev.add_argument("--out", help="folder for evaluation.json, per_patient.csv and per_patient_dice.png")
+    ev.add_argument("--overwrite", action="store_true", help="replace existing report files in --out")
+    ev.add_argument("--quiet", action="store_true", help="print only the summary")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="write predicted masks for files or folders")
+    pr.add_argument("inputs", nargs="+", help="scan files or folders (searched recursively; *_mask files skipped)")
+    weights_args(pr)
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--threshold", type=float, default=None, help="probability cut (default: the model's)")
+    pr.add_argument("--overwrite", action="store_true", help="replace existing prediction files")
+    pr.set_defaults(func=_cmd_predict)
+
+    be = sub.add_parser("benchmark", help="time inference, the review flow and training steps")
+    be.add_argument("--weights", default=None)
+    be.add_argument("--device", default=None)
+    be.add_argument("--repeats", type=int, default=10)
+    be.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    be.add_argument("--skip-training", action="store_true")
+    be.set_defaults(func=_cmd_benchmark)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,177 @@
+"""The one training configuration. Saved as ``config.json`` beside every run and checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+
+LOSSES = ("dice", "bce", "bce_dice", "focal", "tversky", "focal_tversky")
+AUGMENTATIONS = ("none", "light", "medium", "strong")
+SPLIT_MODES = ("random", "contiguous")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Every field is a ``--flag`` of
+    ``python -m brainviewer train``; ``--config FILE`` reads them from JSON."""
+
+    # data
+    data: str = "../shared/data/lgg"
+    """Dataset to train on: any layout brainviewer reads (kaggle_3m, data_mask.csv, images/+masks/, COCO)."""
+    val_fraction: float = 0.15
+    """Share of patients held out for validation (ignored when val_patients > 0)."""
+    val_patients: int = 0
+    """Exact number of validation patients (0 = use val_fraction)."""
+    split_mode: str = "random"
+    """random: seeded shuffle of patients; contiguous: the last patients in natural id order."""
+    seed: int = 42
+    """Seeds the split, the initialisation, the order of slices and every augmentation."""
+
+    # model
+    arch: str = "Unet"
+    """smp architecture: Unet, UnetPlusPlus, FPN, DeepLabV3Plus, Linknet, MAnet."""
+    encoder: str = "resnet18"
+    """smp encoder, trained from scratch (no ImageNet download)."""
+    in_channels: int = 3
+    """3 for LGG (pre-contrast, FLAIR, post-contrast), 1 for grayscale data."""
+    input_size: int = 256
+    """The network's square input side; scans are letterboxed to it."""
+    init_weights: str = ""
+    """Start from this weights folder (fine-tuning); its architecture and preprocessing are used."""
+
+    # sampling
+    crop_size: int = 128
+    """Train on random crops of this side at full resolution (0 = whole images); inference uses whole images."""
+    tumour_crop_prob: float = 0.7
+    """Chance that a crop of a tumour slice is centred on a tumour pixel."""
+    empty_fraction: float = 0.5
+    """Share of the tumour-free training slices drawn each epoch (all tumour slices are always used)."""
+    augment: str = "medium"
+    """Augmentation strength: none, light (flips), medium (+ affine, brightness/contrast), strong (+ elastic)."""
+
+    # optimisation
+    loss: str = "bce_dice"
+    """dice, bce, bce_dice, focal, tversky or focal_tversky."""
+    epochs: int = 40
+    """Maximum number of epochs."""
+    batch_size: int = 16
+    """Images per optimisation step (per process under torchrun)."""
+    lr: float = 1e-3
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    warmup_epochs: float = 1.0
+    """Linear warm-up length, then cosine decay to lr * min_lr_ratio at the last epoch."""
+    min_lr_ratio: float = 0.01
+    """Final learning rate as a share of lr."""
+    freeze_encoder_epochs: int = 0
+    """Keep the encoder frozen for this many epochs (useful when fine-tuning)."""
+    early_stop_patience: int = 12
+    """Stop after this many validations without a better mean per-patient Dice (0 = never)."""
+    amp: bool = True
+    """Mixed precision (bf16) on CUDA; ignored on CPU, which always trains in float32."""
+
+    # run control
+    device: str = "auto"
+    """auto (CUDA if present), cpu, cuda or cuda:N."""
+    threads: int = 0
+    """CPU threads for torch (0 = torch's default)."""
+    log_every: int = 10
+    """Write a training line to metrics.jsonl every this many steps."""
+    checkpoint_every_steps: int = 0
+    """Also checkpoint mid-epoch every this many steps (0 = only at epoch ends)."""
+    max_steps: int = 0
+    """Stop after this many optimisation steps in total (0 = no limit); for smoke tests."""
+    out_dir: str = "runs"
+    """Folder holding runs; each run is out_dir/run_name."""
+    run_name: str = ""
+    """Name of the run folder (default: date-time, architecture and encoder)."""
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {self.augment!r}")
+        if self.split_mode not in SPLIT_MODES:
+            raise ValueError(f"split_mode must be one of {', '.join(SPLIT_MODES)}; got {self.split_mode!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
+        if self.crop_size and (self.crop_size % 32 or self.crop_size > self.input_size):
+            raise ValueError(f"crop_size must be a multiple of 32 and <= input_size; got {self.crop_size}")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("batch_size and epochs must be at least 1")
+        if not 0.0 <= self.empty_fraction <= 1.0:
+            raise ValueError(f"empty_fraction must be in [0, 1]; got {self.empty_fraction}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _field_type(annotation: object) -> type:
+    hints = typing.get_type_hints(TrainConfig)
+    return hints.get(annotation, str) if isinstance(annotation, str) else annotation  # type: ignore[return-value]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per :class:`TrainConfig` field (defaults None = not given)."""
+    hints = typing.get_type_hints(TrainConfig)
+    docs = _field_docs()
+    for f in fields(TrainConfig):
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType):
+            kind = str
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build a config: defaults, then ``--config FILE``, then explicit flags."""
+    data: dict = {}
+    if getattr(args, "config", None):
+        data.update(json.loads(Path(args.config).read_text()))
+    for f in fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            data[f.name] = value
+    return TrainConfig.from_dict(data)
+
+
+def _field_docs() -> dict[str, str]:
+    """Field docstrings (the string literal under each field) from the source."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, following in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(following, ast.Expr) and isinstance(getattr(following, "value", None), ast.Constant):
+                docs[node.target.id] = str(following.value.value)
+    return docs

@@ -1,0 +1,342 @@
+"""Datasets the app and the engine read, all reduced to one index of slices.
+
+Supported layouts (detected by :func:`open_dataset`):
+
+* ``kaggle_3m``: ``<root>/<patient folder>/<patient folder>_<n>.<ext>`` with
+  ``..._<n>_mask.<ext>`` beside each slice (the Kaggle LGG MRI Segmentation set).
+  ``root`` may be the ``kaggle_3m`` folder or its parent.
+* ``data_mask.csv``: the index LGG notebooks use, columns
+  ``patient_id,image_path,mask_path,mask`` (paths absolute or relative to the CSV).
+* ``images/`` + ``masks/``: paired files with the same name (figshare-style). Each
+  image is its own "patient" (the unit of evaluation) unless a ``patients.csv``
+  (``file,patient_id``) says otherwise.
+* COCO JSON (``_annotations.coco.json`` or any ``*.json`` with ``images`` and
+  ``annotations``): polygons are rasterised into masks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from brainviewer.io import (
+    IMAGE_SUFFIXES,
+    ScanReadError,
+    is_mask_name,
+    natural_key,
+    read_image,
+    read_mask,
+    scan_stem_for_mask,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming the dataset folder the app opens by default.
+DATA_ENV = "BRAINVIEWER_DATA"
+DATA_MASK_CSV = "data_mask.csv"
+DATA_MASK_COLUMNS = ("patient_id", "image_path", "mask_path", "mask")
+
+
+class DatasetError(ValueError):
+    """A folder is not a dataset brainviewer can read. The message says what it expects."""
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """One slice of a dataset.
+
+    Attributes:
+        patient_id: the unit of evaluation (a patient volume, or one image).
+        image_path: the scan file.
+        mask_path: its ground-truth mask file, if any.
+        index: the slice's position within its patient (0-based, in slice order).
+        polygons: COCO polygons (flat ``[x0, y0, x1, y1, ...]`` lists) instead of a mask file.
+    """
+
+    patient_id: str
+    image_path: Path
+    mask_path: Path | None = None
+    index: int = 0
+    polygons: tuple[tuple[float, ...], ...] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.image_path.name
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return self.mask_path is not None or self.polygons is not None
+
+
+@dataclass
+class Dataset:
+    """An ordered index of slices grouped by patient.
+
+    Attributes:
+        root: the folder (or file) it was opened from.
+        kind: ``kaggle_3m``, ``data_mask_csv``, ``image_mask_folders`` or ``coco``.
+        records: slices, patient by patient, each patient's slices in slice order.
+    """
+
+    root: Path
+    kind: str
+    records: list[SliceRecord] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[SliceRecord]:
+        return iter(self.records)
+
+    @cached_property
+    def patients(self) -> dict[str, list[SliceRecord]]:
+        """Patient id -> that patient's slices in order (patients in natural order)."""
+        grouped: dict[str, list[SliceRecord]] = {}
+        for record in self.records:
+            grouped.setdefault(record.patient_id, []).append(record)
+        return {pid: grouped[pid] for pid in sorted(grouped, key=natural_key)}
+
+    @property
+    def patient_ids(self) -> list[str]:
+        return list(self.patients)
+
+    def subset(self, patient_ids: list[str] | set[str]) -> Dataset:
+        """A dataset holding only the given patients."""
+        wanted = set(patient_ids)
+        return Dataset(self.root, self.kind, [r for r in self.records if r.patient_id in wanted])
+
+    def load_image(self, record: SliceRecord) -> np.ndarray:
+        """The scan of ``record``: ``(H, W)`` or ``(H, W, 3)`` (see :func:`brainviewer.io.read_image`)."""
+        return read_image(record.image_path)
+
+    def load_mask(self, record: SliceRecord, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+        """The ground truth of ``record`` as ``(H, W)`` bool, or ``None`` when it has none."""
+        if record.polygons is not None:
+            if shape is None:
+                shape = self.load_image(record).shape[:2]
+            return rasterise_polygons(record.polygons, shape)
+        if record.mask_path is None:
+            return None
+        return read_mask(record.mask_path, shape=shape)
+
+
+def rasterise_polygons(polygons: tuple[tuple[float, ...], ...], shape: tuple[int, int]) -> np.ndarray:
+    """Fill COCO polygons (flat ``x, y`` lists in pixels) into a ``(H, W)`` bool mask."""
+    canvas = np.zeros(shape, dtype=np.uint8)
+    for poly in polygons:
+        points = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        if len(points) >= 3:
+            cv2.fillPoly(canvas, [np.round(points).astype(np.int32)], 1)
+    return canvas.astype(bool)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _find_kaggle_root(root: Path) -> Path | None:
+    """The folder whose sub-folders are patients with ``*_mask`` files, if any."""
+    for candidate in (root / "kaggle_3m", root):
+        if not candidate.is_dir():
+            continue
+        for sub in sorted(candidate.iterdir()):
+            if sub.is_dir() and any(is_mask_name(p.name) for p in _image_files(sub)):
+                return candidate
+    return None
+
+
+def read_kaggle_3m(root: str | Path) -> Dataset:
+    """Index a ``kaggle_3m`` folder: patients, then slices in numeric order (``_2`` before ``_10``)."""
+    root = Path(root)
+    base = _find_kaggle_root(root)
+    if base is None:
+        raise DatasetError(f"{root} has no patient folders with *_mask files (kaggle_3m layout).")
+    records: list[SliceRecord] = []
+    for folder in sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
+        files = _image_files(folder)
+        masks = {scan_stem_for_mask(p.name): p for p in files if is_mask_name(p.name)}
+        scans = sorted((p for p in files if not is_mask_name(p.name)), key=lambda p: natural_key(p.stem))
+        for index, scan in enumerate(scans):
+            records.append(SliceRecord(folder.name, scan, masks.get(scan.stem), index))
+    if not records:
+        raise DatasetError(f"{base} holds no slices.")
+    return Dataset(root, "kaggle_3m", records)
+
+
+def read_data_mask_csv(csv_path: str | Path) -> Dataset:
+    """Read a ``data_mask.csv`` index (``patient_id,image_path,mask_path,mask``)."""
+    csv_path = Path(csv_path)
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in DATA_MASK_COLUMNS[:3] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetError(
+                f"{csv_path} lacks column(s) {', '.join(missing)}; expected {','.join(DATA_MASK_COLUMNS)}."
+            )
+        rows = list(reader)
+    by_patient: dict[str, list[tuple[Path, Path | None]]] = {}
+    for row in rows:
+        image = Path(row["image_path"])
+        image = image if image.is_absolute() else csv_path.parent / image
+        mask = Path(row["mask_path"]) if row.get("mask_path") else None
+        if mask is not None and not mask.is_absolute():
+            mask = csv_path.parent / mask
+        by_patient.setdefault(row["patient_id"], []).append((image, mask))
+    records = []
+    for pid in sorted(by_patient, key=natural_key):
+        items = sorted(by_patient[pid], key=lambda item: natural_key(item[0].stem))
+        records.extend(SliceRecord(pid, img, msk, i) for i, (img, msk) in enumerate(items))
+    return Dataset(csv_path, "data_mask_csv", records)
+
+
+def write_data_mask_csv(dataset: Dataset, csv_path: str | Path, relative: bool = True) -> Path:
+    """Write ``dataset`` as a ``data_mask.csv`` index; ``mask`` is 1 when the slice has tumour.
+
+    Refuses to overwrite an existing file.
+    """
+    csv_path = Path(csv_path)
+    if csv_path.exists():
+        raise FileExistsError(f"{csv_path} already exists; choose another path.")
+    base = csv_path.parent.resolve()
+
+    def rel(path: Path) -> str:
+        path = path.resolve()
+        if relative:
+            try:
+                return os.path.relpath(path, base)
+            except ValueError:
+                return str(path)
+        return str(path)
+
+    tmp = csv_path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(DATA_MASK_COLUMNS)
+        for record in dataset:
+            if record.mask_path is None:
+                continue
+            has_tumour = int(read_mask(record.mask_path).any())
+            writer.writerow([record.patient_id, rel(record.image_path), rel(record.mask_path), has_tumour])
+    os.replace(tmp, csv_path)
+    return csv_path
+
+
+def read_image_mask_folders(root: str | Path) -> Dataset:
+    """Index ``images/`` + ``masks/`` folders paired by file stem."""
+    root = Path(root)
+    images_dir, masks_dir = root / "images", root / "masks"
+    if not images_dir.is_dir():
+        raise DatasetError(f"{root} has no images/ folder.")
+    masks = {p.stem: p for p in _image_files(masks_dir)} if masks_dir.is_dir() else {}
+    for p in list(masks.values()):
+        stem = scan_stem_for_mask(p.name)
+        if stem:
+            masks.setdefault(stem, p)
+    patient_of: dict[str, str] = {}
+    patients_csv = root / "patients.csv"
+    if patients_csv.is_file():
+        with patients_csv.open(newline="", encoding="utf-8-sig") as handle:
+            patient_of = {Path(r["file"]).stem: r["patient_id"] for r in csv.DictReader(handle)}
+    scans = sorted(_image_files(images_dir), key=lambda p: natural_key(p.stem))
+    if not scans:
+        raise DatasetError(f"{images_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    counters: dict[str, int] = {}
+    records = []
+    for scan in scans:
+        pid = patient_of.get(scan.stem, scan.stem)
+        index = counters.get(pid, 0)
+        counters[pid] = index + 1
+        records.append(SliceRecord(pid, scan, masks.get(scan.stem), index))
+    records.sort(key=lambda r: (natural_key(r.patient_id), r.index))
+    return Dataset(root, "image_mask_folders", records)
+
+
+def _find_coco_json(root: Path) -> Path | None:
+    if root.is_file() and root.suffix == ".json":
+        return root
+    candidates = sorted(root.glob("_annotations.coco.json")) + sorted(root.glob("*/_annotations.coco.json"))
+    return candidates[0] if candidates else None
+
+
+def read_coco(json_path: str | Path) -> Dataset:
+    """Index a COCO JSON export; each image is its own patient; polygons become masks.
+
+    Boxes without polygons are used as rectangles. The file may start with a UTF-8 BOM.
+    """
+    json_path = Path(json_path)
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{json_path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise DatasetError(f"{json_path} is not a COCO file (needs 'images' and 'annotations').")
+    polys: dict[int, list[tuple[float, ...]]] = {}
+    for ann in data["annotations"]:
+        seg = ann.get("segmentation")
+        shapes: list[tuple[float, ...]] = []
+        if isinstance(seg, list) and seg:
+            shapes = [tuple(map(float, p)) for p in seg if isinstance(p, list) and len(p) >= 6]
+        if not shapes and ann.get("bbox"):
+            x, y, w, h = map(float, ann["bbox"])
+            shapes = [(x, y, x + w, y, x + w, y + h, x, y + h)]
+        polys.setdefault(int(ann["image_id"]), []).extend(shapes)
+    records = []
+    for image in sorted(data["images"], key=lambda im: natural_key(str(im["file_name"]))):
+        path = json_path.parent / image["file_name"]
+        if not path.is_file():
+            logger.warning("COCO image %s is listed but missing", path)
+            continue
+        records.append(SliceRecord(Path(image["file_name"]).stem, path, None, 0, tuple(polys.get(image["id"], []))))
+    if not records:
+        raise DatasetError(f"{json_path} lists no images that exist beside it.")
+    return Dataset(json_path, "coco", records)
+
+
+def open_dataset(path: str | Path) -> Dataset:
+    """Open any supported dataset layout at ``path`` (folder, CSV or COCO JSON).
+
+    Raises:
+        DatasetError: when ``path`` matches none of the layouts (the message lists them).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DatasetError(f"{path} does not exist.")
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return read_data_mask_csv(path)
+        if path.suffix.lower() == ".json":
+            return read_coco(path)
+        raise DatasetError(f"{path} is a file; give a dataset folder, a data_mask.csv or a COCO .json.")
+    if (path / "images").is_dir():
+        return read_image_mask_folders(path)
+    if _find_kaggle_root(path) is not None:
+        return read_kaggle_3m(path)
+    if (path / DATA_MASK_CSV).is_file():
+        return read_data_mask_csv(path / DATA_MASK_CSV)
+    coco = _find_coco_json(path)
+    if coco is not None:
+        return read_coco(coco)
+    raise DatasetError(
+        f"{path} is not a dataset brainviewer can read. Expected one of: a kaggle_3m folder "
+        "(patient folders with <slice>_mask files), a data_mask.csv, images/ + masks/ folders, "
+        "or a COCO _annotations.coco.json."
+    )
+
+
+def load_arrays(dataset: Dataset, record: SliceRecord) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(image, mask)`` for a record, the mask checked against the image's size."""
+    image = dataset.load_image(record)
+    try:
+        mask = dataset.load_mask(record, shape=image.shape[:2])
+    except ScanReadError:
+        raise
+    return image, mask

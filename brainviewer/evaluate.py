@@ -1,0 +1,256 @@
+"""Scoring a model on a dataset, patient by patient (Buda et al. 2019 protocol).
+
+For each patient all slices are stacked into one volume:
+
+* ``volume_dice``: Dice of the stacked prediction against the stacked truth;
+* ``tumour_slice_dice``: mean Dice over the slices whose truth has tumour;
+* ``fp_rate``: fraction of tumour-free slices on which anything is predicted.
+
+Dataset summaries are the mean and median of per-patient volume Dice, micro Dice
+(all pixels of all patients pooled), and the pooled false-positive slice rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from brainviewer.datasets import Dataset, SliceRecord
+from brainviewer.metrics import Counts, counts, dice_from_counts
+from brainviewer.postprocess import postprocess
+
+logger = logging.getLogger(__name__)
+
+ProbsFn = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+@dataclass
+class PatientResult:
+    """Scores of one patient volume."""
+
+    patient_id: str
+    n_slices: int
+    n_tumour_slices: int
+    volume_dice: float
+    tumour_slice_dice: float | None
+    fp_rate: float | None
+    truth_voxels: int
+    pred_voxels: int
+    slice_dice: list[float] = field(default_factory=list)
+
+
+@dataclass
+class EvaluationReport:
+    """Per-patient results and dataset summaries for one threshold / post-processing."""
+
+    threshold: float
+    min_component_px: int
+    keep_largest: bool
+    patients: list[PatientResult]
+    micro_dice: float
+    fp_slices: int
+    empty_slices: int
+
+    @property
+    def dice_values(self) -> list[float]:
+        return [p.volume_dice for p in self.patients]
+
+    @property
+    def mean_dice(self) -> float:
+        return float(np.mean(self.dice_values)) if self.patients else math.nan
+
+    @property
+    def median_dice(self) -> float:
+        return float(np.median(self.dice_values)) if self.patients else math.nan
+
+    @property
+    def fp_rate(self) -> float | None:
+        return self.fp_slices / self.empty_slices if self.empty_slices else None
+
+    def summary(self) -> dict:
+        tumour = [p.tumour_slice_dice for p in self.patients if p.tumour_slice_dice is not None]
+        return {
+            "patients": len(self.patients),
+            "slices": sum(p.n_slices for p in self.patients),
+            "threshold": self.threshold,
+            "min_component_px": self.min_component_px,
+            "keep_largest": self.keep_largest,
+            "mean_volume_dice": self.mean_dice,
+            "median_volume_dice": self.median_dice,
+            "micro_dice": self.micro_dice,
+            "mean_tumour_slice_dice": float(np.mean(tumour)) if tumour else None,
+            "fp_rate_empty_slices": self.fp_rate,
+            "fp_slices": self.fp_slices,
+            "empty_slices": self.empty_slices,
+        }
+
+    def to_json(self) -> dict:
+        return {"summary": self.summary(), "patients": [asdict(p) for p in self.patients]}
+
+
+class _Accumulator:
+    """Accumulates counts for one (threshold, min_component_px, keep_largest) setting."""
+
+    def __init__(self, threshold: float, min_component_px: int, keep_largest: bool) -> None:
+        self.threshold = threshold
+        self.min_component_px = min_component_px
+        self.keep_largest = keep_largest
+        self.patients: list[PatientResult] = []
+        self.total = Counts(0, 0, 0, 0)
+        self.fp_slices = 0
+        self.empty_slices = 0
+
+    def add_patient(self, patient_id: str, probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> None:
+        volume = Counts(0, 0, 0, 0)
+        slice_dice, tumour_dice = [], []
+        fp = empty = 0
+        for prob, truth in zip(probs, truths, strict=True):
+            pred = postprocess(prob >= self.threshold, self.min_component_px, self.keep_largest)
+            c = counts(pred, truth)
+            volume = volume + c
+            d = dice_from_counts(c)
+            slice_dice.append(d)
+            if truth.any():
+                tumour_dice.append(d)
+            else:
+                empty += 1
+                fp += int(pred.any())
+        self.total = self.total + volume
+        self.fp_slices += fp
+        self.empty_slices += empty
+        self.patients.append(
+            PatientResult(
+                patient_id=patient_id,
+                n_slices=len(truths),
+                n_tumour_slices=len(tumour_dice),
+                volume_dice=dice_from_counts(volume),
+                tumour_slice_dice=float(np.mean(tumour_dice)) if tumour_dice else None,
+                fp_rate=fp / empty if empty else None,
+                truth_voxels=volume.tp + volume.fn,
+                pred_voxels=volume.tp + volume.fp,
+                slice_dice=slice_dice,
+            )
+        )
+
+    def report(self) -> EvaluationReport:
+        return EvaluationReport(
+            self.threshold,
+            self.min_component_px,
+            self.keep_largest,
+            self.patients,
+            dice_from_counts(self.total),
+            self.fp_slices,
+            self.empty_slices,
+        )
+
+
+def evaluate_probs(
+    dataset: Dataset,
+    probs_fn: ProbsFn,
+    settings: Sequence[tuple[float, int, bool]],
+    progress: Callable[[int, int], None] | None = None,
+    images: dict[SliceRecord, np.ndarray] | None = None,
+) -> list[EvaluationReport]:
+    """Score ``dataset`` for several post-processing settings with one pass of inference.
+
+    Args:
+        dataset: slices grouped by patient; every slice needs ground truth.
+        probs_fn: maps a list of scans to their ``(H, W)`` float32 probabilities.
+        settings: ``(threshold, min_component_px, keep_largest)`` tuples to score.
+        progress: called with ``(patients done, patients total)``.
+        images: optional pre-loaded ``record -> (image, mask)`` cache (not required).
+
+    Returns:
+        One :class:`EvaluationReport` per setting, in the same order.
+    """
+    accumulators = [_Accumulator(t, m, k) for t, m, k in settings]
+    patients = dataset.patients
+    for done, (pid, records) in enumerate(patients.items(), start=1):
+        scans, truths = [], []
+        for record in records:
+            image = dataset.load_image(record)
+            truth = dataset.load_mask(record, shape=image.shape[:2])
+            if truth is None:
+                raise ValueError(f"{record.image_path} has no ground truth; evaluation needs masks for every slice.")
+            scans.append(image)
+            truths.append(truth)
+        probs = probs_fn(scans)
+        for acc in accumulators:
+            acc.add_patient(pid, probs, truths)
+        if progress:
+            progress(done, len(patients))
+    return [acc.report() for acc in accumulators]
+
+
+def default_sweep(base_threshold: float = 0.5) -> list[tuple[float, int, bool]]:
+    """Threshold x small-component settings used to choose post-processing on validation data."""
+    thresholds = sorted({round(t, 2) for t in (0.3, 0.4, 0.5, 0.6, 0.7, base_threshold)})
+    return [(t, m, False) for t in thresholds for m in (0, 16, 64, 128)]
+
+
+def choose_setting(reports: Sequence[EvaluationReport], max_fp_rate: float = 0.05) -> EvaluationReport:
+    """The report with the best mean volume Dice whose FP rate is within ``max_fp_rate``
+    (or, if none is, the one with the lowest FP rate)."""
+    ok = [r for r in reports if (r.fp_rate or 0.0) <= max_fp_rate]
+    if ok:
+        return max(ok, key=lambda r: (round(r.mean_dice, 4), -r.min_component_px))
+    return min(reports, key=lambda r: (r.fp_rate or 0.0, -r.mean_dice))
+
+
+def write_report(report: EvaluationReport, out_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """Write ``evaluation.json``, ``per_patient.csv`` and ``per_patient_dice.png`` to ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / "evaluation.json",
+        "csv": out_dir / "per_patient.csv",
+        "plot": out_dir / "per_patient_dice.png",
+    }
+    if not overwrite:
+        clash = [str(p) for p in paths.values() if p.exists()]
+        if clash:
+            raise FileExistsError(f"{', '.join(clash)} already exist; choose another --out or pass --overwrite.")
+    paths["json"].write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    with paths["csv"].open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["patient_id", "n_slices", "n_tumour_slices", "volume_dice", "tumour_slice_dice", "fp_rate",
+             "truth_voxels", "pred_voxels"]
+        )
+        for p in report.patients:
+            writer.writerow(
+                [p.patient_id, p.n_slices, p.n_tumour_slices, f"{p.volume_dice:.6f}",
+                 "" if p.tumour_slice_dice is None else f"{p.tumour_slice_dice:.6f}",
+                 "" if p.fp_rate is None else f"{p.fp_rate:.6f}", p.truth_voxels, p.pred_voxels]
+            )
+    _plot(report, paths["plot"])
+    return paths
+
+
+def _plot(report: EvaluationReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ordered = sorted(report.patients, key=lambda p: p.volume_dice)
+    fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(ordered) + 2), 4), dpi=100)
+    ax.bar(range(len(ordered)), [p.volume_dice for p in ordered], color="#3b7dd8")
+    ax.axhline(report.mean_dice, color="#d62728", lw=1.5, label=f"mean {report.mean_dice:.3f}")
+    ax.axhline(report.median_dice, color="#2ca02c", lw=1.5, ls="--", label=f"median {report.median_dice:.3f}")
+    ax.set_xticks(range(len(ordered)))
+    ax.set_xticklabels([p.patient_id for p in ordered], rotation=90, fontsize=6)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("per-volume Dice")
+    ax.set_title(f"{len(ordered)} patients, threshold {report.threshold:.2f}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

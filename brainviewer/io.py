@@ -1,0 +1,294 @@
+"""Reading scans and masks from files or uploaded bytes.
+
+Everything here is plain NumPy: no Streamlit, no torch.
+
+Conventions
+-----------
+* A **scan** (``image``) is a ``numpy.ndarray`` of shape ``(H, W)`` (grayscale) or
+  ``(H, W, 3)`` (three channels, e.g. the LGG pre-contrast / FLAIR / post-contrast
+  slices), dtype ``uint8``, ``uint16`` or ``float32``. Alpha channels are dropped.
+* A **mask** is a ``bool`` array of shape ``(H, W)``; ``True`` marks tumour.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+#: File suffixes :func:`read_image` understands (lower case, with the dot).
+IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".npy")
+#: Largest scan accepted, in pixels (a 8192 x 8192 slice). Larger inputs are refused.
+MAX_PIXELS = 8192 * 8192
+#: Smallest side accepted; anything smaller cannot be a useful MRI slice.
+MIN_SIDE = 8
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL raises DecompressionBombError above this
+
+_MASK_RE = re.compile(r"^(?P<stem>.+?)[_-]mask$", re.IGNORECASE)
+
+
+class ScanReadError(ValueError):
+    """A file could not be read as a scan or mask. The message says why and what to do."""
+
+
+def is_supported(name: str | Path) -> bool:
+    """True when ``name`` has a suffix in :data:`IMAGE_SUFFIXES`."""
+    return Path(str(name)).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_mask_name(name: str | Path) -> bool:
+    """True for ground-truth mask files named like ``<scan>_mask.<ext>``."""
+    return _MASK_RE.match(Path(str(name)).stem) is not None
+
+
+def scan_stem_for_mask(name: str | Path) -> str | None:
+    """The scan stem a mask file belongs to (``a_3_mask.tif`` -> ``a_3``), else ``None``."""
+    match = _MASK_RE.match(Path(str(name)).stem)
+    return match.group("stem") if match else None
+
+
+def natural_key(text: str) -> list[object]:
+    """Sort key that orders embedded numbers numerically: ``_2`` before ``_10``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+@dataclass(frozen=True)
+class UploadPair:
+    """A scan and, when one was given, its ground-truth mask (file names and bytes)."""
+
+    scan_name: str
+    scan_bytes: bytes
+    mask_name: str | None = None
+    mask_bytes: bytes | None = None
+
+
+def pair_files(files: Iterable[tuple[str, bytes]]) -> tuple[list[UploadPair], list[str]]:
+    """Pair scans with their ``_mask`` files by name.
+
+    Args:
+        files: ``(file name, content)`` tuples, e.g. from an upload widget.
+
+    Returns:
+        ``(pairs, orphan_masks)``: one :class:`UploadPair` per scan in natural name order,
+        and the names of mask files that matched no scan.
+    """
+    scans: dict[str, tuple[str, bytes]] = {}
+    masks: dict[str, tuple[str, bytes]] = {}
+    for name, content in files:
+        stem = scan_stem_for_mask(name)
+        if stem is not None:
+            masks[stem] = (name, content)
+        else:
+            scans[Path(name).stem] = (name, content)
+    pairs = []
+    for stem in sorted(scans, key=natural_key):
+        name, content = scans[stem]
+        mask = masks.pop(stem, None)
+        pairs.append(UploadPair(name, content, mask[0] if mask else None, mask[1] if mask else None))
+    orphans = sorted((name for name, _ in masks.values()), key=natural_key)
+    return pairs, orphans
+
+
+def _load_array(data: bytes, suffix: str, label: str) -> np.ndarray:
+    if not data:
+        raise ScanReadError(f"{label} is empty (0 bytes). Choose the file again; it may not have uploaded.")
+    if suffix == ".npy":
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ScanReadError(
+                f"{label} is not a valid NumPy .npy array ({err}). Save it with numpy.save()."
+            ) from err
+    if suffix in (".tif", ".tiff"):
+        try:
+            import tifffile
+
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                page = tif.pages[0]
+                if page.shape and int(np.prod(page.shape[:2])) > MAX_PIXELS:
+                    raise ScanReadError(_too_large(label, page.shape))
+                return tif.pages[0].asarray()
+        except ScanReadError:
+            raise
+        except Exception as err:  # tifffile raises many kinds; fall back to PIL below
+            logger.debug("tifffile could not read %s (%s); trying PIL", label, err)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return _pil_to_array(img)
+    except Image.DecompressionBombError as err:
+        raise ScanReadError(f"{label} is too large to open safely ({err}).") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ScanReadError(
+            f"{label} could not be read as an image: the file is damaged or is not really a "
+            f"{suffix or 'picture'} file. Export the slice again as PNG or TIFF."
+        ) from err
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(img, dtype=np.uint16)
+    if img.mode == "I":
+        return np.asarray(img, dtype=np.int32)
+    if img.mode == "F":
+        return np.asarray(img, dtype=np.float32)
+    if img.mode in ("1", "L"):
+        return np.asarray(img.convert("L"))
+    if img.mode == "LA":
+        return np.asarray(img.convert("L"))
+    return np.asarray(img.convert("RGB"))  # P, RGBA, CMYK, YCbCr, ...: drop alpha, expand palette
+
+
+def _too_large(label: str, shape: Sequence[int]) -> str:
+    return (
+        f"{label} is {shape[1]}x{shape[0]} pixels, more than the {MAX_PIXELS:,} pixels accepted. "
+        "Downsample it or crop to the brain first."
+    )
+
+
+def _as_scan(array: np.ndarray, label: str) -> np.ndarray:
+    """Validate and normalise an array's layout to (H, W) or (H, W, 3)."""
+    array = np.asarray(array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    if array.dtype.kind not in "uif":
+        raise ScanReadError(f"{label} has dtype {array.dtype}; a scan must hold numbers.")
+    array = np.squeeze(array) if array.ndim > 3 else array
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channels-first (C, H, W) -> (H, W, C)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim == 3 and array.shape[2] == 4:
+        array = array[..., :3]  # RGBA: drop alpha
+    if array.ndim == 3 and array.shape[2] == 2:
+        array = array[..., 0]  # gray + alpha
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
+        raise ScanReadError(
+            f"{label} has shape {tuple(array.shape)}; expected one 2-D slice (H, W) or "
+            "(H, W, 3). For a volume, open it as a patient (NIfTI or DICOM) instead."
+        )
+    height, width = array.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise ScanReadError(
+            f"{label} is only {width}x{height} pixels; a slice must be at least "
+            f"{MIN_SIDE}x{MIN_SIDE}. Check that you chose the scan, not a thumbnail or icon."
+        )
+    if height * width > MAX_PIXELS:
+        raise ScanReadError(_too_large(label, array.shape))
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+        array = array.astype(np.float32)
+    elif array.dtype not in (np.uint8, np.uint16):
+        lo, hi = int(array.min()), int(array.max())
+        array = array.astype(np.uint16) if lo >= 0 and hi <= 65535 else array.astype(np.float32)
+    return np.ascontiguousarray(array)
+
+
+def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
+    """Read one scan from a path or from bytes.
+
+    Args:
+        source: a file path, or the file's bytes (then ``name`` gives its suffix).
+        name: the file name, used for the suffix and in messages.
+
+    Returns:
+        ``image``: ``(H, W)`` or ``(H, W, 3)``, dtype ``uint8``, ``uint16`` or ``float32``.
+
+    Raises:
+        ScanReadError: unreadable, unsupported, too small, too large or wrongly shaped input.
+    """
+    data, label, suffix = _source_bytes(source, name)
+    return _as_scan(_load_array(data, suffix, label), label)
+
+
+def read_mask(
+    source: str | Path | bytes, name: str | None = None, shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Read a ground-truth mask as a boolean array.
+
+    Values ``> 0`` are tumour for label maps (few distinct values, e.g. {0, 255} or {0, 1});
+    for lossy files with many grey levels (JPEG) the cut is half the maximum.
+
+    Args:
+        source: path or bytes of the mask file.
+        name: file name when ``source`` is bytes.
+        shape: the scan's ``(H, W)``; when given, a mismatching mask raises.
+
+    Returns:
+        ``mask``: ``(H, W)`` bool.
+
+    Raises:
+        ScanReadError: unreadable file or a size that differs from ``shape``.
+    """
+    data, label, suffix = _source_bytes(source, name)
+    array = _as_scan(_load_array(data, suffix, label), label)
+    mask = mask_from_array(array)
+    if shape is not None and mask.shape != tuple(shape):
+        raise ScanReadError(
+            f"{label} is {mask.shape[1]}x{mask.shape[0]} but its scan is {shape[1]}x{shape[0]}. "
+            "A mask must have exactly the scan's size: check that it belongs to this scan."
+        )
+    return mask
+
+
+def mask_from_array(array: np.ndarray) -> np.ndarray:
+    """Binarise a label image (``(H, W)`` or ``(H, W, C)``) into a ``(H, W)`` bool mask."""
+    array = np.asarray(array)
+    if array.ndim == 3:
+        array = array.max(axis=2)
+    if array.dtype == bool:
+        return array.copy()
+    peak = float(array.max()) if array.size else 0.0
+    if peak <= 0:
+        return np.zeros(array.shape, dtype=bool)
+    if len(np.unique(array)) <= 8:
+        return array > 0
+    return array > peak / 2
+
+
+def _source_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, str, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = name or "the uploaded file"
+        data = bytes(source)
+    else:
+        path = Path(source)
+        label = name or path.name
+        if not path.is_file():
+            raise ScanReadError(f"{path} does not exist or is not a file.")
+        data = path.read_bytes()
+    suffix = Path(label).suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ScanReadError(
+            f"{label}: '{suffix or '(no suffix)'}' files are not supported. "
+            f"Use one of {', '.join(IMAGE_SUFFIXES)} (or open DICOM/NIfTI volumes as a patient)."
+        )
+    return data, label, suffix
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Scale a scan to ``uint8`` for display (8-bit passes through; others are windowed
+    to the 0.5-99.5 percentile range).
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, 3)``, any numeric dtype.
+
+    Returns:
+        Same shape, ``uint8``.
+    """
+    if image.dtype == np.uint8:
+        return image
+    values = image.astype(np.float32)
+    lo, hi = np.percentile(values, [0.5, 99.5]) if values.size else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo + 1.0
+    return (np.clip((values - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)

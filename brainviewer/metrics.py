@@ -1,0 +1,93 @@
+"""Overlap metrics for binary masks, per slice and per patient volume.
+
+Conventions for empty masks (both prediction and truth empty): Dice and IoU are 1.0
+(a perfect "no tumour" answer), precision and recall are 1.0. These follow Buda et
+al. 2019, where a volume's Dice is computed over all its slices stacked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Pixel counts of a prediction against the truth."""
+
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
+
+
+def counts(pred: np.ndarray, truth: np.ndarray) -> Counts:
+    """Confusion counts of two bool masks of the same shape (any number of dimensions).
+
+    Raises:
+        ValueError: when the shapes differ.
+    """
+    pred = np.asarray(pred, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {truth.shape} must have the same shape")
+    tp = int(np.count_nonzero(pred & truth))
+    fp = int(np.count_nonzero(pred & ~truth))
+    fn = int(np.count_nonzero(~pred & truth))
+    return Counts(tp, fp, fn, int(pred.size) - tp - fp - fn)
+
+
+def _ratio(num: int, den: int) -> float:
+    return 1.0 if den == 0 else num / den
+
+
+def dice_from_counts(c: Counts) -> float:
+    return _ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn)
+
+
+@dataclass(frozen=True)
+class SliceMetrics:
+    """Metrics of one prediction against its truth (all in [0, 1]; areas in pixels)."""
+
+    dice: float
+    iou: float
+    precision: float
+    recall: float
+    accuracy: float
+    truth_area_px: int
+    pred_area_px: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def slice_metrics(pred: np.ndarray, truth: np.ndarray) -> SliceMetrics:
+    """Dice, IoU, precision, recall, pixel accuracy and areas for ``(H, W)`` bool masks."""
+    c = counts(pred, truth)
+    return SliceMetrics(
+        dice=dice_from_counts(c),
+        iou=_ratio(c.tp, c.tp + c.fp + c.fn),
+        precision=_ratio(c.tp, c.tp + c.fp),
+        recall=_ratio(c.tp, c.tp + c.fn),
+        accuracy=_ratio(c.tp + c.tn, c.tp + c.fp + c.fn + c.tn),
+        truth_area_px=c.tp + c.fn,
+        pred_area_px=c.tp + c.fp,
+    )
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice coefficient ``2|P∩T| / (|P|+|T|)`` of two bool masks; 1.0 when both are empty."""
+    return dice_from_counts(counts(pred, truth))
+
+
+def volume_dice(preds: Iterable[np.ndarray], truths: Iterable[np.ndarray]) -> float:
+    """Per-volume Dice: one Dice over all slices of a patient stacked (Buda et al. 2019)."""
+    total = Counts(0, 0, 0, 0)
+    for pred, truth in zip(preds, truths, strict=True):
+        total = total + counts(pred, truth)
+    return dice_from_counts(total)

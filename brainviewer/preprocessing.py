@@ -1,0 +1,155 @@
+"""Turning a scan into model input and model output back into a scan-sized map.
+
+The model sees a fixed ``input_size x input_size`` square. A scan of any size is
+letterboxed (zero-padded to a square, then resized), so its aspect ratio is kept, and
+the probabilities are mapped back to the scan's own ``(H, W)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+@dataclass
+class Preprocessing:
+    """How a scan is prepared for a model, and how its output is read. Saved beside
+    the weights as ``preprocessing.json``."""
+
+    input_size: int = 256
+    """Side of the square the network sees, in pixels."""
+    in_channels: int = 3
+    """Channels the network takes: 3 for LGG (pre-contrast, FLAIR, post-contrast), 1 for gray."""
+    channel_names: list[str] = field(default_factory=lambda: ["pre-contrast", "FLAIR", "post-contrast"])
+    """What each input channel holds, for people reading the model card."""
+    gray_channel: int = 1
+    """For a 1-channel model given a 3-channel scan: which channel to use (-1 = their mean)."""
+    mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    """Per-channel mean of unit-range training images, subtracted before the network."""
+    std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    """Per-channel standard deviation of unit-range training images."""
+    threshold: float = 0.5
+    """Default probability cut for the predicted mask (chosen on validation data)."""
+    min_component_px: int = 0
+    """Post-processing: drop predicted components smaller than this many pixels (0 = keep all)."""
+    keep_largest: bool = False
+    """Post-processing: keep only the largest predicted component."""
+
+    def __post_init__(self) -> None:
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
+        if self.input_size < 32 or self.input_size % 32:
+            raise ValueError(f"input_size must be a multiple of 32 and >= 32, got {self.input_size}")
+        for name in ("mean", "std"):
+            values = list(getattr(self, name))
+            if len(values) == 1:
+                values = values * self.in_channels
+            if len(values) != self.in_channels:
+                raise ValueError(f"{name} needs {self.in_channels} values, got {len(values)}")
+            setattr(self, name, [float(v) for v in values])
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be positive, got {self.std}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / PREPROCESSING_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Preprocessing:
+        path = Path(folder) / PREPROCESSING_FILE
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def to_unit_range(image: np.ndarray) -> np.ndarray:
+    """Scale intensities to ``[0, 1]`` float32.
+
+    ``uint8`` is divided by 255 (the LGG convention). Anything else (16-bit, float) is
+    divided by its 99.8th percentile and clipped, which maps scanner units onto the same
+    range without letting a few bright pixels squash the rest.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)``, any numeric dtype.
+
+    Returns:
+        float32 array of the same shape with values in ``[0, 1]``.
+    """
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    values = image.astype(np.float32)
+    lo = min(float(values.min()), 0.0)
+    values = values - lo
+    hi = float(np.percentile(values, 99.8)) if values.size else 0.0
+    if hi <= 0:
+        hi = float(values.max()) or 1.0
+    return np.clip(values / hi, 0.0, 1.0)
+
+
+def match_channels(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Give a ``(H, W)`` or ``(H, W, 3)`` image the model's channel count: ``(H, W, C)``.
+
+    A grayscale scan is repeated into every channel for a 3-channel model (the LGG
+    dataset itself repeats FLAIR where a sequence is missing); a 3-channel scan given to
+    a 1-channel model uses ``prep.gray_channel``.
+    """
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[2] == prep.in_channels:
+        return image
+    if prep.in_channels == 3:
+        return np.repeat(image[..., :1], 3, axis=2)
+    if prep.gray_channel < 0:
+        return image.mean(axis=2, keepdims=True)
+    return image[..., prep.gray_channel : prep.gray_channel + 1]
+
+
+def letterbox(array: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Zero-pad ``(H, W[, C])`` to a square (bottom/right) and resize it to ``size``."""
+    height, width = array.shape[:2]
+    side = max(height, width)
+    if height != width:
+        pad = [(0, side - height), (0, side - width)] + [(0, 0)] * (array.ndim - 2)
+        array = np.pad(array, pad)
+    if side != size:
+        channels = array.shape[2] if array.ndim == 3 else 0
+        array = cv2.resize(array, (size, size), interpolation=interpolation)
+        if channels == 1:
+            array = array[..., None]
+    return array
+
+
+def unletterbox(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Invert :func:`letterbox` for a ``(S, S)`` probability map: back to ``shape`` (H, W)."""
+    height, width = shape
+    side = max(height, width)
+    if probs.shape[0] != side:
+        probs = cv2.resize(probs, (side, side), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(probs[:height, :width])
+
+
+def prepare_unit(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Scan -> unit-range, model-sized, model-channel image ``(S, S, C)`` float32 (no mean/std yet)."""
+    unit = match_channels(to_unit_range(image), prep)
+    return letterbox(unit, prep.input_size)
+
+
+def normalise(unit: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """``(S, S, C)`` unit-range image -> ``(C, S, S)`` float32 network input."""
+    mean = np.asarray(prep.mean, dtype=np.float32)
+    std = np.asarray(prep.std, dtype=np.float32)
+    return np.ascontiguousarray(((unit - mean) / std).transpose(2, 0, 1), dtype=np.float32)
+
+
+def to_input(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Scan ``(H, W[, 3])`` any dtype -> network input ``(C, S, S)`` float32."""
+    return normalise(prepare_unit(image, prep), prep)

@@ -1,0 +1,68 @@
+"""Deterministic train/validation splits by patient (never by slice)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from brainviewer.io import natural_key
+
+
+@dataclass(frozen=True)
+class Split:
+    """Patient ids on each side of a split."""
+
+    train: list[str]
+    val: list[str]
+    mode: str
+    seed: int
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Split:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def split_patients(
+    patient_ids: list[str], val_fraction: float = 0.15, val_count: int = 0, mode: str = "random", seed: int = 42
+) -> Split:
+    """Split patients into train and validation sets.
+
+    Args:
+        patient_ids: unique patient ids (order does not matter: they are sorted first).
+        val_fraction: share of patients for validation when ``val_count`` is 0.
+        val_count: exact number of validation patients, if > 0.
+        mode: ``random`` (seeded permutation) or ``contiguous`` (the last ids in natural
+            order, for datasets whose neighbouring ids are the same patient).
+        seed: seed of the permutation.
+
+    Returns:
+        A :class:`Split`; the same inputs always give the same split.
+
+    Raises:
+        ValueError: duplicate ids, fewer than two patients, or an impossible size.
+    """
+    ids = sorted(patient_ids, key=natural_key)
+    if len(set(ids)) != len(ids):
+        raise ValueError("patient ids must be unique")
+    if len(ids) < 2:
+        raise ValueError(f"need at least two patients to split, got {len(ids)}")
+    n_val = val_count if val_count > 0 else max(1, round(len(ids) * val_fraction))
+    if n_val >= len(ids):
+        raise ValueError(f"cannot hold out {n_val} of {len(ids)} patients; leave at least one for training")
+    if mode == "contiguous":
+        val = ids[-n_val:]
+    elif mode == "random":
+        order = np.random.default_rng(seed).permutation(len(ids))
+        val = sorted((ids[i] for i in order[:n_val]), key=natural_key)
+    else:
+        raise ValueError(f"mode must be 'random' or 'contiguous', got {mode!r}")
+    val_set = set(val)
+    return Split(train=[p for p in ids if p not in val_set], val=val, mode=mode, seed=seed)

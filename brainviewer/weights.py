@@ -1,0 +1,77 @@
+"""Where the app's model comes from: a local weights folder or a Hugging Face Hub repo."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from brainviewer.model import Segmenter, WeightsError
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming the weights the app and the commands use by default.
+WEIGHTS_ENV = "BRAINVIEWER_WEIGHTS"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_DIR = PROJECT_ROOT / "weights"
+DEFAULT_WEIGHTS = "lgg-unet-resnet18"
+
+
+def weights_root() -> Path:
+    """The folder holding weights folders (``weights/`` of the project)."""
+    return Path(os.environ.get("BRAINVIEWER_WEIGHTS_DIR", WEIGHTS_DIR))
+
+
+def list_local_weights(root: Path | None = None) -> list[Path]:
+    """Complete weights folders under ``root`` (those with config.json and model.safetensors)."""
+    root = root or weights_root()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and (p / "config.json").is_file() and (p / "model.safetensors").is_file())
+
+
+def default_weights_spec() -> str:
+    """The weights to use when none is named: ``$BRAINVIEWER_WEIGHTS``, else the active
+    model recorded in ``weights/ACTIVE``, else ``weights/lgg-unet-resnet18``."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return env
+    active = weights_root() / "ACTIVE"
+    if active.is_file():
+        name = active.read_text().strip()
+        if name and (weights_root() / name).is_dir():
+            return str(weights_root() / name)
+    return str(weights_root() / DEFAULT_WEIGHTS)
+
+
+def resolve_weights_folder(spec: str | None, revision: str | None = None) -> Path:
+    """A local folder for ``spec``: a path, a name under ``weights/``, or a Hub repo id."""
+    spec = spec or default_weights_spec()
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    local = weights_root() / spec
+    if local.is_dir():
+        return local
+    if _looks_like_repo_id(spec) and not path.exists():
+        from brainviewer.hub import download_weights
+
+        return download_weights(spec, revision=revision)
+    raise WeightsError(
+        f"No weights at {spec}. Train a model (python -m brainviewer train), or give a folder "
+        "with config.json and model.safetensors, or a Hugging Face repo id like user/model."
+    )
+
+
+def _looks_like_repo_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
+
+
+def resolve_segmenter(spec: str | None, device: str | None = None, revision: str | None = None) -> Segmenter:
+    """Load the model for ``spec`` (see :func:`resolve_weights_folder`) on ``device``."""
+    folder = resolve_weights_folder(spec, revision)
+    return Segmenter.from_folder(folder, device=torch.device(device) if device else None)
