@@ -23,14 +23,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
-import cv2
 import numpy as np
 
 from brainviewer.io import (
     IMAGE_SUFFIXES,
-    ScanReadError,
     is_mask_name,
     natural_key,
     read_image,
@@ -44,6 +42,12 @@ logger = logging.getLogger(__name__)
 DATA_ENV = "BRAINVIEWER_DATA"
 DATA_MASK_CSV = "data_mask.csv"
 DATA_MASK_COLUMNS = ("patient_id", "image_path", "mask_path", "mask")
+#: The layouts :func:`open_dataset` reads, for error messages.
+SUPPORTED_LAYOUTS = (
+    "a kaggle_3m folder (patient folders holding <slice>.<ext> and <slice>_mask.<ext> files), "
+    "a data_mask.csv (patient_id,image_path,mask_path,mask), images/ + masks/ folders of same-named "
+    "files, or a COCO _annotations.coco.json"
+)
 
 
 class DatasetError(ValueError):
@@ -129,18 +133,47 @@ class Dataset:
         return read_mask(record.mask_path, shape=shape)
 
 
-def rasterise_polygons(polygons: tuple[tuple[float, ...], ...], shape: tuple[int, int]) -> np.ndarray:
-    """Fill COCO polygons (flat ``x, y`` lists in pixels) into a ``(H, W)`` bool mask."""
-    canvas = np.zeros(shape, dtype=np.uint8)
+def rasterise_polygons(polygons: tuple[tuple[float, ...], ...], shape: tuple[int, ...]) -> np.ndarray:
+    """Fill COCO polygons (flat ``x0, y0, x1, y1, ...`` lists in pixels) into a ``(H, W)`` bool mask.
+
+    COCO coordinates put pixel ``(row r, column c)`` on the square ``[c, c+1] x [r, r+1]``.
+    A pixel is tumour when its centre ``(c + 0.5, r + 0.5)`` lies inside a polygon (even-odd
+    rule; a centre exactly on a left/top edge is inside, on a right/bottom edge outside), so
+    a polygon with integer corners covers exactly its area in pixels, e.g. the box
+    ``[2, 10] x [1, 4]`` covers 8 x 3 = 24 pixels. Several polygons are united; polygons with
+    fewer than 3 points or non-finite coordinates are ignored.
+    """
+    height, width = int(shape[0]), int(shape[1])
+    mask = np.zeros((height, width), dtype=bool)
+    centres_y = np.arange(height, dtype=np.float64) + 0.5
     for poly in polygons:
-        points = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
-        if len(points) >= 3:
-            cv2.fillPoly(canvas, [np.round(points).astype(np.int32)], 1)
-    return canvas.astype(bool)
+        points = np.asarray(poly, dtype=np.float64)
+        if points.size < 6 or points.size % 2 or not np.isfinite(points).all():
+            continue
+        points = points.reshape(-1, 2)
+        x0, y0 = points[:, 0], points[:, 1]
+        x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+        # Each edge crosses the rows whose centre line lies in [min(y), max(y)): half-open so a
+        # vertex shared by two edges is counted once, and horizontal edges never count.
+        yc = centres_y[:, None]
+        rows, edges = np.nonzero(((y0 <= yc) & (yc < y1)) | ((y1 <= yc) & (yc < y0)))
+        if rows.size == 0:
+            continue
+        t = (centres_y[rows] - y0[edges]) / (y1[edges] - y0[edges])
+        crossing_x = x0[edges] + t * (x1[edges] - x0[edges])
+        # First column whose centre is at or right of the crossing; the inside flips there.
+        first = np.clip(np.ceil(crossing_x - 0.5), 0, width).astype(np.int64)
+        flips = np.zeros((height, width + 1), dtype=np.int32)
+        np.add.at(flips, (rows, first), 1)
+        mask |= (np.cumsum(flips[:, :width], axis=1) % 2).astype(bool)
+    return mask
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    """Supported image files directly in ``folder``, skipping hidden ones (``.DS_Store``, macOS ``._*``)."""
+    return [
+        p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    ]
 
 
 def _find_kaggle_root(root: Path) -> Path | None:
@@ -149,7 +182,7 @@ def _find_kaggle_root(root: Path) -> Path | None:
         if not candidate.is_dir():
             continue
         for sub in sorted(candidate.iterdir()):
-            if sub.is_dir() and any(is_mask_name(p.name) for p in _image_files(sub)):
+            if sub.is_dir() and not sub.name.startswith(".") and any(is_mask_name(p.name) for p in _image_files(sub)):
                 return candidate
     return None
 
@@ -161,7 +194,8 @@ def read_kaggle_3m(root: str | Path) -> Dataset:
     if base is None:
         raise DatasetError(f"{root} has no patient folders with *_mask files (kaggle_3m layout).")
     records: list[SliceRecord] = []
-    for folder in sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
+    folders = (p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for folder in sorted(folders, key=lambda p: natural_key(p.name)):
         files = _image_files(folder)
         masks = {scan_stem_for_mask(p.name): p for p in files if is_mask_name(p.name)}
         scans = sorted((p for p in files if not is_mask_name(p.name)), key=lambda p: natural_key(p.stem))
@@ -172,25 +206,67 @@ def read_kaggle_3m(root: str | Path) -> Dataset:
     return Dataset(root, "kaggle_3m", records)
 
 
+def _csv_path(text: str, csv_dir: Path) -> Path:
+    """A path from a ``data_mask.csv`` cell: relative ones are read against the CSV's folder.
+
+    Windows separators are accepted. A path that does not exist (e.g. ``/kaggle/input/...``
+    from a notebook) is looked for by its last two parts (``<patient folder>/<file>``) beside
+    the CSV and in a ``kaggle_3m`` folder beside it.
+    """
+    text = text.strip()
+    if "\\" in text:
+        text = PureWindowsPath(text).as_posix()
+    path = Path(text)
+    if not path.is_absolute() and not PureWindowsPath(text).is_absolute():
+        return csv_dir / path
+    if path.exists():
+        return path
+    tail = Path(*path.parts[-2:])
+    for candidate in (csv_dir / tail, csv_dir / "kaggle_3m" / tail):
+        if candidate.exists():
+            return candidate
+    return path
+
+
 def read_data_mask_csv(csv_path: str | Path) -> Dataset:
-    """Read a ``data_mask.csv`` index (``patient_id,image_path,mask_path,mask``)."""
+    """Read a ``data_mask.csv`` index (``patient_id,image_path,mask_path,mask``).
+
+    Paths may be absolute or relative to the CSV's folder; an empty ``mask_path`` means the
+    slice has no ground truth. The ``mask`` column (1 = tumour) is informative only: the
+    mask files are the truth.
+
+    Raises:
+        DatasetError: missing columns, unreadable text, no rows, or files that do not exist.
+    """
     csv_path = Path(csv_path)
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in DATA_MASK_COLUMNS[:3] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetError(
-                f"{csv_path} lacks column(s) {', '.join(missing)}; expected {','.join(DATA_MASK_COLUMNS)}."
-            )
-        rows = list(reader)
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in DATA_MASK_COLUMNS[:3] if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DatasetError(
+                    f"{csv_path} lacks column(s) {', '.join(missing)}; a data_mask.csv has the columns "
+                    f"{','.join(DATA_MASK_COLUMNS)}."
+                )
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DatasetError(f"{csv_path} is not a readable UTF-8 CSV file ({err}).") from err
+    csv_dir = csv_path.parent
     by_patient: dict[str, list[tuple[Path, Path | None]]] = {}
     for row in rows:
-        image = Path(row["image_path"])
-        image = image if image.is_absolute() else csv_path.parent / image
-        mask = Path(row["mask_path"]) if row.get("mask_path") else None
-        if mask is not None and not mask.is_absolute():
-            mask = csv_path.parent / mask
-        by_patient.setdefault(row["patient_id"], []).append((image, mask))
+        if not (row.get("image_path") or "").strip():
+            continue
+        image = _csv_path(row["image_path"], csv_dir)
+        mask = _csv_path(row["mask_path"], csv_dir) if (row.get("mask_path") or "").strip() else None
+        by_patient.setdefault((row.get("patient_id") or "").strip() or image.parent.name, []).append((image, mask))
+    if not by_patient:
+        raise DatasetError(f"{csv_path} lists no slices (it has a header but no rows).")
+    absent = [str(p) for items in by_patient.values() for img, msk in items for p in (img, msk) if p and not p.exists()]
+    if absent:
+        raise DatasetError(
+            f"{csv_path} lists {len(absent)} file(s) that do not exist, e.g. {absent[0]}. Paths are read "
+            "relative to the CSV's folder: put the CSV beside the data, or fix its paths."
+        )
     records = []
     for pid in sorted(by_patient, key=natural_key):
         items = sorted(by_patient[pid], key=lambda item: natural_key(item[0].stem))
@@ -199,34 +275,57 @@ def read_data_mask_csv(csv_path: str | Path) -> Dataset:
 
 
 def write_data_mask_csv(dataset: Dataset, csv_path: str | Path, relative: bool = True) -> Path:
-    """Write ``dataset`` as a ``data_mask.csv`` index; ``mask`` is 1 when the slice has tumour.
+    """Write ``dataset`` as a ``data_mask.csv`` index (columns ``patient_id,image_path,mask_path,mask``).
 
-    Refuses to overwrite an existing file.
+    ``mask`` is 1 when the slice's mask holds tumour, 0 when it is empty, and blank (with a
+    blank ``mask_path``) when the slice has no ground truth. Paths are relative to the CSV's
+    folder when ``relative`` (and possible), else absolute. The file is written to a
+    temporary name and moved into place.
+
+    Raises:
+        FileExistsError: ``csv_path`` exists (it is never overwritten).
+        DatasetError: the dataset's labels are COCO polygons, which have no mask files.
     """
     csv_path = Path(csv_path)
     if csv_path.exists():
-        raise FileExistsError(f"{csv_path} already exists; choose another path.")
+        raise FileExistsError(f"{csv_path} already exists; choose another path (it is never overwritten).")
+    if any(record.polygons is not None for record in dataset):
+        raise DatasetError(
+            "this dataset's labels are COCO polygons, not mask files, so a data_mask.csv cannot point at them. "
+            "Open the COCO .json directly instead."
+        )
     base = csv_path.parent.resolve()
 
     def rel(path: Path) -> str:
         path = path.resolve()
         if relative:
             try:
-                return os.path.relpath(path, base)
-            except ValueError:
+                return Path(os.path.relpath(path, base)).as_posix()
+            except ValueError:  # another drive on Windows
                 return str(path)
         return str(path)
 
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(DATA_MASK_COLUMNS)
-        for record in dataset:
-            if record.mask_path is None:
-                continue
-            has_tumour = int(read_mask(record.mask_path).any())
-            writer.writerow([record.patient_id, rel(record.image_path), rel(record.mask_path), has_tumour])
-    os.replace(tmp, csv_path)
+    tmp = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(DATA_MASK_COLUMNS)
+            for record in dataset:
+                if record.mask_path is None:
+                    writer.writerow([record.patient_id, rel(record.image_path), "", ""])
+                    continue
+                has_tumour = int(read_mask(record.mask_path).any())
+                writer.writerow([record.patient_id, rel(record.image_path), rel(record.mask_path), has_tumour])
+        try:
+            os.link(tmp, csv_path)  # atomic and never replaces a file that appeared meanwhile
+        except FileExistsError:
+            raise FileExistsError(f"{csv_path} appeared while writing; choose another path.") from None
+        except OSError:  # a file system without hard links
+            if csv_path.exists():
+                raise FileExistsError(f"{csv_path} appeared while writing; choose another path.") from None
+            os.replace(tmp, csv_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return csv_path
 
 
@@ -267,20 +366,10 @@ def _find_coco_json(root: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
-def read_coco(json_path: str | Path) -> Dataset:
-    """Index a COCO JSON export; each image is its own patient; polygons become masks.
-
-    Boxes without polygons are used as rectangles. The file may start with a UTF-8 BOM.
-    """
-    json_path = Path(json_path)
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8-sig"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{json_path} is not valid JSON: {err}") from err
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise DatasetError(f"{json_path} is not a COCO file (needs 'images' and 'annotations').")
+def _coco_polygons(annotations: list[dict]) -> dict[int, list[tuple[float, ...]]]:
+    """Image id -> its polygons (flat x, y lists); a box stands in where there is no polygon."""
     polys: dict[int, list[tuple[float, ...]]] = {}
-    for ann in data["annotations"]:
+    for ann in annotations:
         seg = ann.get("segmentation")
         shapes: list[tuple[float, ...]] = []
         if isinstance(seg, list) and seg:
@@ -289,13 +378,39 @@ def read_coco(json_path: str | Path) -> Dataset:
             x, y, w, h = map(float, ann["bbox"])
             shapes = [(x, y, x + w, y, x + w, y + h, x, y + h)]
         polys.setdefault(int(ann["image_id"]), []).extend(shapes)
-    records = []
-    for image in sorted(data["images"], key=lambda im: natural_key(str(im["file_name"]))):
-        path = json_path.parent / image["file_name"]
-        if not path.is_file():
-            logger.warning("COCO image %s is listed but missing", path)
-            continue
-        records.append(SliceRecord(Path(image["file_name"]).stem, path, None, 0, tuple(polys.get(image["id"], []))))
+    return polys
+
+
+def read_coco(json_path: str | Path) -> Dataset:
+    """Index a COCO JSON export; each image is its own patient; polygons become masks.
+
+    Boxes without polygons are used as rectangles. The file may start with a UTF-8 BOM.
+    """
+    json_path = Path(json_path)
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise DatasetError(f"{json_path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or "annotations" not in data:
+        raise DatasetError(f"{json_path} is not a COCO file (it needs 'images' and 'annotations' lists).")
+    if not isinstance(data["annotations"], list):
+        raise DatasetError(f"{json_path}: 'annotations' must be a list of COCO annotations.")
+    try:
+        polys = _coco_polygons(data["annotations"])
+        images = sorted(data["images"], key=lambda im: natural_key(str(im["file_name"])))
+        records = []
+        for image in images:
+            path = json_path.parent / str(image["file_name"])
+            if not path.is_file():
+                logger.warning("COCO image %s is listed but missing", path)
+                continue
+            shapes = tuple(polys.get(int(image["id"]), []))
+            records.append(SliceRecord(Path(str(image["file_name"])).stem, path, None, 0, shapes))
+    except (KeyError, TypeError, ValueError) as err:
+        raise DatasetError(
+            f"{json_path} is not a valid COCO file ({type(err).__name__}: {err}). Each image needs 'id' and "
+            "'file_name'; each annotation 'image_id' and 'segmentation' polygons or a 'bbox'."
+        ) from err
     if not records:
         raise DatasetError(f"{json_path} lists no images that exist beside it.")
     return Dataset(json_path, "coco", records)
@@ -309,13 +424,13 @@ def open_dataset(path: str | Path) -> Dataset:
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise DatasetError(f"{path} does not exist.")
+        raise DatasetError(f"{path} does not exist. Give one of: {SUPPORTED_LAYOUTS}.")
     if path.is_file():
         if path.suffix.lower() == ".csv":
             return read_data_mask_csv(path)
         if path.suffix.lower() == ".json":
             return read_coco(path)
-        raise DatasetError(f"{path} is a file; give a dataset folder, a data_mask.csv or a COCO .json.")
+        raise DatasetError(f"{path} is not a dataset file brainviewer can read. Give one of: {SUPPORTED_LAYOUTS}.")
     if (path / "images").is_dir():
         return read_image_mask_folders(path)
     if _find_kaggle_root(path) is not None:
@@ -325,18 +440,10 @@ def open_dataset(path: str | Path) -> Dataset:
     coco = _find_coco_json(path)
     if coco is not None:
         return read_coco(coco)
-    raise DatasetError(
-        f"{path} is not a dataset brainviewer can read. Expected one of: a kaggle_3m folder "
-        "(patient folders with <slice>_mask files), a data_mask.csv, images/ + masks/ folders, "
-        "or a COCO _annotations.coco.json."
-    )
+    raise DatasetError(f"{path} is not a dataset brainviewer can read. Expected one of: {SUPPORTED_LAYOUTS}.")
 
 
 def load_arrays(dataset: Dataset, record: SliceRecord) -> tuple[np.ndarray, np.ndarray | None]:
     """``(image, mask)`` for a record, the mask checked against the image's size."""
     image = dataset.load_image(record)
-    try:
-        mask = dataset.load_mask(record, shape=image.shape[:2])
-    except ScanReadError:
-        raise
-    return image, mask
+    return image, dataset.load_mask(record, shape=image.shape[:2])

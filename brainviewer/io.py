@@ -15,17 +15,20 @@ from __future__ import annotations
 import io
 import logging
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 logger = logging.getLogger(__name__)
 
 #: File suffixes :func:`read_image` understands (lower case, with the dot).
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".npy")
+#: Suffixes of lossy formats: masks stored in them are cut at half their maximum, never at ``> 0``.
+LOSSY_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg")
 #: Largest scan accepted, in pixels (a 8192 x 8192 slice). Larger inputs are refused.
 MAX_PIXELS = 8192 * 8192
 #: Smallest side accepted; anything smaller cannot be a useful MRI slice.
@@ -57,8 +60,13 @@ def scan_stem_for_mask(name: str | Path) -> str | None:
 
 
 def natural_key(text: str) -> list[object]:
-    """Sort key that orders embedded numbers numerically: ``_2`` before ``_10``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+    """Sort key that orders embedded numbers numerically: ``_2`` before ``_10``.
+
+    Text and numbers alternate in the key (it always starts with text, maybe ``""``), so
+    any two keys compare without mixing ``str`` and ``int``. Letters compare case-blind.
+    """
+    parts = re.split(r"(\d+)", str(text))
+    return [int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)]
 
 
 @dataclass(frozen=True)
@@ -99,39 +107,117 @@ def pair_files(files: Iterable[tuple[str, bytes]]) -> tuple[list[UploadPair], li
 
 
 def _load_array(data: bytes, suffix: str, label: str) -> np.ndarray:
+    """Decode ``data`` into an array. Every failure becomes a :class:`ScanReadError`."""
     if not data:
         raise ScanReadError(f"{label} is empty (0 bytes). Choose the file again; it may not have uploaded.")
     if suffix == ".npy":
-        try:
-            return np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:
-            raise ScanReadError(
-                f"{label} is not a valid NumPy .npy array ({err}). Save it with numpy.save()."
-            ) from err
+        return _load_npy(data, label)
     if suffix in (".tif", ".tiff"):
-        try:
-            import tifffile
-
-            with tifffile.TiffFile(io.BytesIO(data)) as tif:
-                page = tif.pages[0]
-                if page.shape and int(np.prod(page.shape[:2])) > MAX_PIXELS:
-                    raise ScanReadError(_too_large(label, page.shape))
-                return tif.pages[0].asarray()
-        except ScanReadError:
-            raise
-        except Exception as err:  # tifffile raises many kinds; fall back to PIL below
-            logger.debug("tifffile could not read %s (%s); trying PIL", label, err)
+        array = _load_tiff(data, label)
+        if array is not None:
+            return array
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return _pil_to_array(img)
+        # PIL warns about large images (refused explicitly below) and about damaged metadata
+        # (logged, not shown: the file is either read or refused with a message).
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            array = _load_with_pil(data, label)
+        for warning in caught:
+            logger.debug("reading %s: %s", label, warning.message)
+        return array
+    except ScanReadError:
+        raise
     except Image.DecompressionBombError as err:
-        raise ScanReadError(f"{label} is too large to open safely ({err}).") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ScanReadError(
+            f"{label} declares more than {MAX_PIXELS:,} pixels, too many to open safely. "
+            "Downsample it or crop to the brain first."
+        ) from err
+    except Exception as err:  # PIL raises many kinds (OSError, SyntaxError, struct.error, ...)
         raise ScanReadError(
             f"{label} could not be read as an image: the file is damaged or is not really a "
             f"{suffix or 'picture'} file. Export the slice again as PNG or TIFF."
         ) from err
+
+
+def _load_with_pil(data: bytes, label: str) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        # The header is read lazily: refuse oversized images before decoding any pixels.
+        if img.width * img.height > MAX_PIXELS:
+            raise ScanReadError(_too_large(label, (img.height, img.width)))
+        if img.format == "PNG" and img.mode in ("RGB", "RGBA") and _png_bit_depth(data) == 16:
+            return _load_png16_colour(data, label)  # PIL would keep only the top 8 bits
+        img.load()
+        return _pil_to_array(img)
+
+
+def _png_bit_depth(data: bytes) -> int:
+    """Bits per sample from a PNG's IHDR chunk (byte 24), 0 if the header is too short."""
+    return data[24] if len(data) > 25 else 0
+
+
+def _load_png16_colour(data: bytes, label: str) -> np.ndarray:
+    """A 16-bit RGB(A) PNG as ``(H, W, 3|4)`` uint16 (OpenCV keeps all 16 bits; PIL does not)."""
+    import cv2
+
+    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None or array.ndim != 3:
+        raise ScanReadError(f"{label} could not be decoded as a 16-bit colour PNG. Export the slice again.")
+    return array[..., [2, 1, 0]] if array.shape[2] == 3 else array[..., [2, 1, 0, 3]]
+
+
+def _load_npy(data: bytes, label: str) -> np.ndarray:
+    """Read a ``.npy`` array, checking its header (dtype, size) before loading any data."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    except Exception as err:
+        raise ScanReadError(
+            f"{label} is not a valid NumPy .npy file ({err}). Save the slice with numpy.save(path, image)."
+        ) from err
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise ScanReadError(
+            f"{label} holds dtype {dtype}, not numbers; brainviewer only loads numeric arrays (never pickled "
+            "objects). Save a numeric slice, e.g. numpy.save(path, image.astype(numpy.float32))."
+        )
+    if int(np.prod(shape, dtype=np.int64)) > 4 * MAX_PIXELS:
+        raise ScanReadError(
+            f"{label} holds an array of shape {tuple(shape)}, more than the {MAX_PIXELS:,} pixels accepted "
+            "per slice. Save one 2-D slice (H, W) or (H, W, 3)."
+        )
+    stream.seek(0)
+    try:
+        return np.load(stream, allow_pickle=False)
+    except Exception as err:
+        raise ScanReadError(
+            f"{label} is not a valid NumPy .npy array ({err}). Save the slice again with numpy.save(path, image)."
+        ) from err
+
+
+def _load_tiff(data: bytes, label: str) -> np.ndarray | None:
+    """First page of a TIFF through tifffile (keeps 16-bit and float data); ``None`` to let PIL try."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            width, height = int(page.imagewidth), int(page.imagelength)
+            if width * height > MAX_PIXELS:
+                raise ScanReadError(_too_large(label, (height, width)))
+            if page.photometric == tifffile.PHOTOMETRIC.PALETTE:
+                return None  # tifffile returns palette indices; PIL applies the colour map
+            array = page.asarray()
+            if page.photometric == tifffile.PHOTOMETRIC.MINISWHITE and array.dtype.kind == "u":
+                array = np.iinfo(array.dtype).max - array  # stored inverted: 0 means white
+            return array
+    except ScanReadError:
+        raise
+    except Exception as err:  # tifffile raises many kinds (and needs imagecodecs for some compressions)
+        logger.debug("tifffile could not read %s (%s); trying PIL", label, err)
+        return None
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:
@@ -161,9 +247,12 @@ def _as_scan(array: np.ndarray, label: str) -> np.ndarray:
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     if array.dtype.kind not in "uif":
-        raise ScanReadError(f"{label} has dtype {array.dtype}; a scan must hold numbers.")
+        raise ScanReadError(
+            f"{label} has dtype {array.dtype}; a scan must hold numbers (integers or floats). "
+            "Save the pixel values themselves."
+        )
     array = np.squeeze(array) if array.ndim > 3 else array
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+    if array.ndim == 3 and array.shape[0] in (1, 2, 3, 4) and array.shape[2] not in (1, 2, 3, 4):
         array = np.moveaxis(array, 0, -1)  # channels-first (C, H, W) -> (H, W, C)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
@@ -185,11 +274,15 @@ def _as_scan(array: np.ndarray, label: str) -> np.ndarray:
     if height * width > MAX_PIXELS:
         raise ScanReadError(_too_large(label, array.shape))
     if array.dtype.kind == "f":
-        if not np.isfinite(array).all():
-            array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise ScanReadError(
+                f"{label} contains {bad:,} NaN or infinite value(s). Replace them before saving "
+                "(e.g. numpy.nan_to_num(image)) so every pixel holds a number."
+            )
         array = array.astype(np.float32)
     elif array.dtype not in (np.uint8, np.uint16):
-        lo, hi = int(array.min()), int(array.max())
+        lo, hi = (int(array.min()), int(array.max())) if array.size else (0, 0)
         array = array.astype(np.uint16) if lo >= 0 and hi <= 65535 else array.astype(np.float32)
     return np.ascontiguousarray(array)
 
@@ -211,18 +304,19 @@ def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarra
     return _as_scan(_load_array(data, suffix, label), label)
 
 
-def read_mask(
-    source: str | Path | bytes, name: str | None = None, shape: tuple[int, int] | None = None
-) -> np.ndarray:
+def read_mask(source: str | Path | bytes, name: str | None = None, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Read a ground-truth mask as a boolean array.
 
     Values ``> 0`` are tumour for label maps (few distinct values, e.g. {0, 255} or {0, 1});
-    for lossy files with many grey levels (JPEG) the cut is half the maximum.
+    for lossy files (JPEG, or any file with many grey levels) the cut is half the maximum,
+    so compression noise around the edges is not read as tumour. An all-zero file is an
+    empty mask (all ``False``).
 
     Args:
         source: path or bytes of the mask file.
         name: file name when ``source`` is bytes.
-        shape: the scan's ``(H, W)``; when given, a mismatching mask raises.
+        shape: the scan's ``(H, W)`` (a scan's full ``(H, W, 3)`` shape is accepted too);
+            when given, a mask of another size raises.
 
     Returns:
         ``mask``: ``(H, W)`` bool.
@@ -232,17 +326,24 @@ def read_mask(
     """
     data, label, suffix = _source_bytes(source, name)
     array = _as_scan(_load_array(data, suffix, label), label)
-    mask = mask_from_array(array)
-    if shape is not None and mask.shape != tuple(shape):
-        raise ScanReadError(
-            f"{label} is {mask.shape[1]}x{mask.shape[0]} but its scan is {shape[1]}x{shape[0]}. "
-            "A mask must have exactly the scan's size: check that it belongs to this scan."
-        )
+    mask = mask_from_array(array, lossy=suffix in LOSSY_SUFFIXES)
+    if shape is not None:
+        height, width = (int(v) for v in tuple(shape)[:2])
+        if mask.shape != (height, width):
+            raise ScanReadError(
+                f"{label} is {mask.shape[1]}x{mask.shape[0]} (width x height) but its scan is {width}x{height}. "
+                "A mask must have exactly the scan's size: check that it belongs to this scan."
+            )
     return mask
 
 
-def mask_from_array(array: np.ndarray) -> np.ndarray:
-    """Binarise a label image (``(H, W)`` or ``(H, W, C)``) into a ``(H, W)`` bool mask."""
+def mask_from_array(array: np.ndarray, lossy: bool = False) -> np.ndarray:
+    """Binarise a label image (``(H, W)`` or ``(H, W, C)``) into a ``(H, W)`` bool mask.
+
+    Label maps (at most 8 distinct values, e.g. {0, 255}, {0, 1} or class ids) are cut at
+    ``> 0``. Images with many grey levels, or any image when ``lossy`` (JPEG), are cut at
+    half their maximum. An all-zero (or all-negative) image gives an all-``False`` mask.
+    """
     array = np.asarray(array)
     if array.ndim == 3:
         array = array.max(axis=2)
@@ -251,36 +352,42 @@ def mask_from_array(array: np.ndarray) -> np.ndarray:
     peak = float(array.max()) if array.size else 0.0
     if peak <= 0:
         return np.zeros(array.shape, dtype=bool)
-    if len(np.unique(array)) <= 8:
+    if not lossy and len(np.unique(array)) <= 8:
         return array > 0
     return array > peak / 2
 
 
 def _source_bytes(source: str | Path | bytes, name: str | None) -> tuple[bytes, str, str]:
+    """``(content, label for messages, lower-case suffix)``; checks the suffix before reading anything."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or "the uploaded file"
-        data = bytes(source)
+        path = None
     else:
         path = Path(source)
         label = name or path.name
-        if not path.is_file():
-            raise ScanReadError(f"{path} does not exist or is not a file.")
-        data = path.read_bytes()
     suffix = Path(label).suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise ScanReadError(
             f"{label}: '{suffix or '(no suffix)'}' files are not supported. "
             f"Use one of {', '.join(IMAGE_SUFFIXES)} (or open DICOM/NIfTI volumes as a patient)."
         )
+    if path is None:
+        return bytes(source), label, suffix
+    if not path.is_file():
+        raise ScanReadError(f"{path} does not exist or is not a file. Check the path.")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ScanReadError(f"{path} could not be read ({err.strerror or err}). Check its permissions.") from err
     return data, label, suffix
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Scale a scan to ``uint8`` for display (8-bit passes through; others are windowed
-    to the 0.5-99.5 percentile range).
+    to the 0.5-99.5 percentile range; a constant image becomes all 0; NaN becomes 0).
 
     Args:
-        image: ``(H, W)`` or ``(H, W, 3)``, any numeric dtype.
+        image: ``(H, W)`` or ``(H, W, 3)``, any numeric (or bool) dtype.
 
     Returns:
         Same shape, ``uint8``.
@@ -288,7 +395,12 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     values = image.astype(np.float32)
-    lo, hi = np.percentile(values, [0.5, 99.5]) if values.size else (0.0, 1.0)
+    finite = np.isfinite(values)
+    if values.size and finite.any():
+        lo, hi = (float(v) for v in np.percentile(values[finite], [0.5, 99.5]))
+    else:
+        lo, hi = 0.0, 1.0
     if hi <= lo:
         hi = lo + 1.0
+    values = np.where(finite, values, lo)
     return (np.clip((values - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)

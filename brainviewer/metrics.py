@@ -3,6 +3,14 @@
 Conventions for empty masks (both prediction and truth empty): Dice and IoU are 1.0
 (a perfect "no tumour" answer), precision and recall are 1.0. These follow Buda et
 al. 2019, where a volume's Dice is computed over all its slices stacked.
+
+Every ratio whose denominator is 0 is 1.0 (nothing could go wrong), so:
+
+* truth empty, prediction not: Dice = IoU = precision = 0.0, recall = 1.0;
+* prediction empty, truth not: Dice = IoU = recall = 0.0, precision = 1.0.
+
+Masks are read as ``bool``: any non-zero value (255, or a probability) counts as tumour,
+so threshold probabilities before calling these functions.
 """
 
 from __future__ import annotations

@@ -42,33 +42,61 @@ class Preprocessing:
     """Post-processing: keep only the largest predicted component."""
 
     def __post_init__(self) -> None:
+        for name in ("input_size", "in_channels", "gray_channel", "min_component_px"):
+            value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # 256.0 from a hand-edited JSON file
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+            setattr(self, name, int(value))
         if self.in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
         if self.input_size < 32 or self.input_size % 32:
             raise ValueError(f"input_size must be a multiple of 32 and >= 32, got {self.input_size}")
+        if self.gray_channel not in (-1, 0, 1, 2):
+            raise ValueError(f"gray_channel must be 0, 1 or 2 (or -1 for the channel mean), got {self.gray_channel}")
+        if self.min_component_px < 0:
+            raise ValueError(f"min_component_px must be >= 0, got {self.min_component_px}")
         for name in ("mean", "std"):
             values = list(getattr(self, name))
-            if len(values) == 1:
-                values = values * self.in_channels
+            if len(values) == 1 or (self.in_channels == 1 and len(values) == 3 and len(set(values)) == 1):
+                values = values[:1] * self.in_channels  # one value for every channel (the 3-value defaults too)
             if len(values) != self.in_channels:
                 raise ValueError(f"{name} needs {self.in_channels} values, got {len(values)}")
             setattr(self, name, [float(v) for v in values])
-        if any(s <= 0 for s in self.std):
+        if not all(np.isfinite(self.mean)):
+            raise ValueError(f"mean values must be finite numbers, got {self.mean}")
+        if not all(np.isfinite(s) and s > 0 for s in self.std):
             raise ValueError(f"std values must be positive, got {self.std}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
 
     def save(self, folder: str | Path) -> Path:
+        """Write ``<folder>/preprocessing.json`` (the folder must exist); returns its path."""
         path = Path(folder) / PREPROCESSING_FILE
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
         return path
 
     @classmethod
     def load(cls, folder: str | Path) -> Preprocessing:
+        """Read ``<folder>/preprocessing.json``; unknown keys are ignored, missing ones take defaults.
+
+        Raises:
+            FileNotFoundError: the folder has no preprocessing.json.
+            ValueError: the file is not valid JSON or holds invalid values.
+        """
         path = Path(folder) / PREPROCESSING_FILE
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); restore it from the model's source.") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object of settings, not {type(data).__name__}.")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from err
 
 
 def to_unit_range(image: np.ndarray) -> np.ndarray:
