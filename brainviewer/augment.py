@@ -29,7 +29,9 @@ def build_augmentation(strength: str) -> A.Compose | None:
                 fill_mask=0,
                 p=0.6,
             ),
-            A.RandomBrightnessContrast(brightness_limit=0.15 if big else 0.1, contrast_limit=0.15 if big else 0.1, p=0.5),
+            A.RandomBrightnessContrast(
+                brightness_limit=0.15 if big else 0.1, contrast_limit=0.15 if big else 0.1, p=0.5
+            ),
         ]
     if strength == "strong":
         ops += [

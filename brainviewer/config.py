@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import types
 import typing
@@ -28,6 +29,8 @@ class TrainConfig:
     """Exact number of validation patients (0 = use val_fraction)."""
     split_mode: str = "random"
     """random: seeded shuffle of patients; contiguous: the last patients in natural id order."""
+    split_blocks: int = 1
+    """With split_mode contiguous: hold out the tail of each of this many equal runs of ids."""
     seed: int = 42
     """Seeds the split, the initialisation, the order of slices and every augmentation."""
 
@@ -170,8 +173,12 @@ def _field_docs() -> dict[str, str]:
     tree = ast.parse(inspect.getsource(TrainConfig))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
-    for node, following in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(following, ast.Expr) and isinstance(getattr(following, "value", None), ast.Constant):
-                docs[node.target.id] = str(following.value.value)
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(getattr(following, "value", None), ast.Constant)
+        ):
+            docs[node.target.id] = str(following.value.value)
     return docs

@@ -46,8 +46,11 @@ def tversky_loss(
 
 
 def focal_tversky_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 0.75) -> torch.Tensor:
-    """Focal Tversky (Abraham & Khan 2019): Tversky loss raised to ``gamma``."""
-    return tversky_loss(logits, target).clamp_min(0) ** gamma
+    """Focal Tversky (Abraham & Khan 2019): Tversky loss raised to ``gamma``.
+
+    Clamped away from 0 first: ``x ** 0.75`` has an infinite gradient at 0 (a perfect batch).
+    """
+    return tversky_loss(logits, target).clamp_min(1e-6) ** gamma
 
 
 LOSS_FUNCTIONS: dict[str, LossFn] = {

@@ -72,14 +72,29 @@ def build_model(
     if arch not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture {arch!r}. Choose one of: {', '.join(ARCHITECTURES)}.")
     encoders = smp.encoders.get_encoder_names()
-    if encoder not in encoders:
-        close = [e for e in encoders if encoder.split("-")[0].lower() in e][:8]
-        hint = f" Similar: {', '.join(close)}." if close else ""
-        raise ValueError(f"Unknown encoder {encoder!r}.{hint} See smp.encoders.get_encoder_names().")
+    if encoder not in encoders and not encoder.startswith("tu-"):
+        raise ValueError(f"Unknown encoder {encoder!r}. Try one of: {', '.join(_similar(encoder, encoders))} "
+                         "(all names: smp.encoders.get_encoder_names(), or tu-<timm model name>).")
     kwargs.pop("encoder_weights", None)
-    return smp.create_model(
-        arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes, **kwargs
-    )
+    try:
+        return smp.create_model(
+            arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes, **kwargs
+        )
+    except RuntimeError as err:  # timm: "Unknown model (...)" for a bad tu- name
+        raise ValueError(f"Cannot build encoder {encoder!r}: {err}") from err
+
+
+def _similar(name: str, choices: list[str], limit: int = 8) -> list[str]:
+    """Encoder names close to ``name`` (same family first), else a few common ones."""
+    import difflib
+
+    family = name.split("-")[0].rstrip("0123456789").lower()
+    close = [c for c in choices if family and c.lower().startswith(family)]
+    close += [c for c in difflib.get_close_matches(name, choices, n=limit, cutoff=0.5) if c not in close]
+    if len(close) < 3:
+        close += [c for c in ("resnet18", "resnet34", "resnet50", "efficientnet-b0", "mobilenet_v2")
+                  if c in choices and c not in close]
+    return close[:limit]
 
 
 def default_device() -> torch.device:
@@ -127,6 +142,7 @@ def save_weights(
         raise FileExistsError(f"{folder} already exists; choose another name or pass overwrite=True.")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    old: Path | None = None
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -136,16 +152,17 @@ def save_weights(
             (tmp / "README.md").write_text(card)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-        old = None
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{time.time_ns()}")
             os.replace(folder, old)
         os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if old is not None and not folder.exists():
+            os.replace(old, folder)  # the new folder never arrived: put the old one back
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return folder
 
 

@@ -29,7 +29,7 @@ def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     """Keep only the largest 8-connected component of a ``(H, W)`` bool mask."""
     if not mask.any():
         return mask.astype(bool, copy=True)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     return labels == largest
 

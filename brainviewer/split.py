@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from brainviewer.io import natural_key
+
+if TYPE_CHECKING:
+    from brainviewer.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,12 @@ class Split:
 
 
 def split_patients(
-    patient_ids: list[str], val_fraction: float = 0.15, val_count: int = 0, mode: str = "random", seed: int = 42
+    patient_ids: list[str],
+    val_fraction: float = 0.15,
+    val_count: int = 0,
+    mode: str = "random",
+    seed: int = 42,
+    blocks: int = 1,
 ) -> Split:
     """Split patients into train and validation sets.
 
@@ -42,23 +51,38 @@ def split_patients(
         mode: ``random`` (seeded permutation) or ``contiguous`` (the last ids in natural
             order, for datasets whose neighbouring ids are the same patient).
         seed: seed of the permutation.
+        blocks: with ``contiguous``, cut the ordered ids into this many equal runs and hold
+            out the tail of each (e.g. 3 for a dataset numbered in three tumour-type ranges),
+            so every range is represented on both sides while neighbours stay together.
 
     Returns:
         A :class:`Split`; the same inputs always give the same split.
 
     Raises:
-        ValueError: duplicate ids, fewer than two patients, or an impossible size.
+        ValueError: duplicate ids, fewer than two patients, an impossible size or an unknown mode.
     """
     ids = sorted(patient_ids, key=natural_key)
     if len(set(ids)) != len(ids):
         raise ValueError("patient ids must be unique")
     if len(ids) < 2:
         raise ValueError(f"need at least two patients to split, got {len(ids)}")
+    if val_count < 0:
+        raise ValueError(f"val_count must be 0 (use val_fraction) or positive, got {val_count}")
+    if val_count == 0 and not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     n_val = val_count if val_count > 0 else max(1, round(len(ids) * val_fraction))
     if n_val >= len(ids):
         raise ValueError(f"cannot hold out {n_val} of {len(ids)} patients; leave at least one for training")
+    if blocks < 1 or blocks > len(ids):
+        raise ValueError(f"blocks must be between 1 and the number of patients ({len(ids)}), got {blocks}")
     if mode == "contiguous":
-        val = ids[-n_val:]
+        chunks = np.array_split(np.arange(len(ids)), blocks)
+        shares = np.array_split(np.arange(n_val), blocks)  # how many to hold out of each chunk
+        val = []
+        for chunk, share in zip(chunks, shares, strict=True):
+            if len(share) >= len(chunk):
+                raise ValueError(f"cannot hold out {len(share)} of a block of {len(chunk)} patients; use fewer blocks")
+            val.extend(ids[i] for i in chunk[len(chunk) - len(share) :])
     elif mode == "random":
         order = np.random.default_rng(seed).permutation(len(ids))
         val = sorted((ids[i] for i in order[:n_val]), key=natural_key)
@@ -66,3 +90,10 @@ def split_patients(
         raise ValueError(f"mode must be 'random' or 'contiguous', got {mode!r}")
     val_set = set(val)
     return Split(train=[p for p in ids if p not in val_set], val=val, mode=mode, seed=seed)
+
+
+def split_for_config(patient_ids: list[str], config: TrainConfig) -> Split:
+    """The split a training run with ``config`` uses (the one call the trainer and the app share)."""
+    return split_patients(
+        patient_ids, config.val_fraction, config.val_patients, config.split_mode, config.seed, config.split_blocks
+    )

@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -41,7 +42,7 @@ from brainviewer.evaluate import EvaluationReport, choose_setting, default_sweep
 from brainviewer.losses import get_loss
 from brainviewer.model import Segmenter, build_model, load_model, save_weights
 from brainviewer.preprocessing import Preprocessing, normalise, prepare_unit
-from brainviewer.split import Split, split_patients
+from brainviewer.split import Split, split_for_config
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def epoch_order(cache: SliceCache, config: TrainConfig, epoch: int) -> np.ndarra
     rng = np.random.default_rng([config.seed, epoch, 1])
     tumour = np.flatnonzero(cache.has_tumour)
     empty = np.flatnonzero(~cache.has_tumour)
-    n_empty = int(round(len(empty) * config.empty_fraction))
+    n_empty = round(len(empty) * config.empty_fraction)
     chosen = np.concatenate([tumour, rng.choice(empty, size=n_empty, replace=False)]) if n_empty else tumour
     if len(chosen) == 0:
         chosen = np.arange(len(cache.has_tumour))
@@ -111,6 +112,17 @@ def make_sample(
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The augmentation seed of slice ``index`` in ``epoch``: fixed, whatever the resume point."""
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+def step_seed(seed: int, epoch: int, step_in_epoch: int, rank: int) -> int:
+    """The torch seed of one optimisation step (dropout masks): fixed, whatever the resume point."""
+    return int(np.random.SeedSequence([seed, epoch, step_in_epoch, rank, 2]).generate_state(1)[0])
+
+
+def batch_indices(order: np.ndarray, step_in_epoch: int, rank: int, world: int, batch_size: int) -> np.ndarray:
+    """The slices of one process's batch; wraps around when an epoch holds fewer slices than one step."""
+    first = (step_in_epoch * world + rank) * batch_size
+    return order[np.arange(first, first + batch_size) % len(order)]
 
 
 def channel_stats(cache: SliceCache, max_images: int = 512) -> tuple[list[float], list[float]]:
@@ -172,8 +184,14 @@ def append_metrics(run_dir: Path, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
-def truncate_metrics(run_dir: Path, global_step: int) -> None:
-    """Drop metrics written after the checkpoint we resume from (they will be replayed)."""
+def truncate_metrics(run_dir: Path, global_step: int, epoch: int | None = None) -> None:
+    """Drop metrics written after the checkpoint we resume from (they will be replayed).
+
+    Events are kept. Training records after ``global_step`` go; so do validations of
+    epochs the checkpoint has not finished (``epoch`` and later: a checkpoint taken at the
+    last step of an epoch precedes that epoch's validation, which is repeated) and the
+    ``final`` record (a resumed run chooses its post-processing again).
+    """
     path = run_dir / METRICS_FILE
     if not path.exists():
         return
@@ -183,22 +201,47 @@ def truncate_metrics(run_dir: Path, global_step: int) -> None:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut off by the kill
-        if record.get("step", 0) <= global_step or record.get("type") == "event":
+        kind = record.get("type")
+        if kind == "event":
+            kept.append(line)
+        elif kind == "final":
+            continue
+        elif record.get("step", 0) <= global_step and not (
+            kind == "val" and epoch is not None and record.get("epoch", -1) >= epoch
+        ):
             kept.append(line)
     atomic_write_text(path, "".join(k + "\n" for k in kept))
+
+
+def remove_stale_files(run_dir: Path) -> None:
+    """Remove what a killed process may have left: temporary checkpoint and weights files."""
+    import shutil
+
+    for path in run_dir.glob(f".{CHECKPOINT}.tmp*"):
+        path.unlink(missing_ok=True)
+    moved_aside = sorted(run_dir.glob(f".{BEST}.old-*"))
+    if moved_aside and not (run_dir / BEST).exists():  # killed between the two renames of save_weights
+        os.replace(moved_aside.pop(), run_dir / BEST)
+    for path in run_dir.glob(f".{BEST}.*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def new_run_dir(config: TrainConfig) -> Path:
     name = config.run_name or f"{datetime.now():%Y%m%d-%H%M%S}-{config.arch}-{config.encoder}"
     run_dir = Path(config.out_dir) / name
     if run_dir.exists():
-        raise FileExistsError(f"run folder {run_dir} already exists; resume it with --resume or pick another --run-name")
+        raise FileExistsError(
+            f"run folder {run_dir} already exists; resume it with --resume or pick another --run-name"
+        )
     run_dir.mkdir(parents=True)
     return run_dir
 
 
 # ----------------------------------------------------------------------------- validation
-def validate(segmenter: Segmenter, val_set: Dataset, sweep: bool = False) -> tuple[EvaluationReport, list[EvaluationReport]]:
+def validate(
+    segmenter: Segmenter, val_set: Dataset, sweep: bool = False
+) -> tuple[EvaluationReport, list[EvaluationReport]]:
     """Per-patient scores on the validation patients at the model's threshold (and a sweep)."""
     base = (segmenter.prep.threshold, segmenter.prep.min_component_px, segmenter.prep.keep_largest)
     settings = [base] + (default_sweep(base[0]) if sweep else [])
@@ -207,18 +250,22 @@ def validate(segmenter: Segmenter, val_set: Dataset, sweep: bool = False) -> tup
 
 
 # ----------------------------------------------------------------------------- main loop
-def _setup_logging(run_dir: Path, rank: int) -> None:
+def _setup_logging(run_dir: Path, rank: int) -> list[logging.Handler]:
+    """Log to ``run_dir/train.log`` (and stderr if nothing else does); returns the handlers added."""
     if rank != 0:
-        return
+        return []
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    added: list[logging.Handler] = [handler]
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         root.addHandler(stream)
+        added.append(stream)
+    return added
 
 
 def _device(config: TrainConfig, local_rank: int) -> torch.device:
@@ -244,10 +291,11 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.json").is_file():
-            raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+            raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json); give a folder made by train")
         config = TrainConfig.load(run_dir / "config.json")
     elif config is None:
         raise ValueError("give a config or a run folder to resume")
+    dataset = open_dataset(config.data)  # before creating the run folder: a bad path leaves nothing behind
     device = _device(config, local_rank)
     if distributed:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -259,7 +307,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
             names = [str(run_dir) if rank == 0 else None]
             dist.broadcast_object_list(names, src=0)
             run_dir = Path(names[0])
-    _setup_logging(run_dir, rank)
+    handlers = _setup_logging(run_dir, rank)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     if device.type == "cuda":
@@ -272,28 +320,46 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
         logger.info("signal %d: will checkpoint and stop", signum)
         stop_requested["flag"] = True
 
-    signal.signal(signal.SIGTERM, _on_signal)
+    # signal handlers can only be set from the main thread (the app may train in a worker thread)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, _on_signal) if in_main_thread else None
 
     try:
-        return _train(config, run_dir, resume is not None, device, rank, world, stop_requested)
+        return _train(config, dataset, run_dir, resume is not None, device, rank, world, stop_requested)
+    except KeyboardInterrupt:
+        if rank == 0:
+            logger.info("interrupted; resume from the last checkpoint with --resume %s", run_dir)
+            write_status(run_dir, "stopped", error="interrupted (KeyboardInterrupt); resume from the last checkpoint")
+        raise
     except Exception as err:
         if rank == 0:
             logger.exception("training failed")
             write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
         raise
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
+        root = logging.getLogger()
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _train(
-    config: TrainConfig, run_dir: Path, resuming: bool, device: torch.device, rank: int, world: int, stop: dict
+    config: TrainConfig, dataset: Dataset, run_dir: Path, resuming: bool, device: torch.device, rank: int, world: int,
+    stop: dict,
 ) -> Path:
     t_start = time.time()
-    dataset = open_dataset(config.data)
     if rank == 0 and not resuming:
-        split = split_patients(dataset.patient_ids, config.val_fraction, config.val_patients, config.split_mode, config.seed)
+        split = split_for_config(dataset.patient_ids, config)
         split.save(run_dir / "split.json")
+    if rank == 0 and resuming:
+        remove_stale_files(run_dir)
+        if (run_dir / STOP_FILE).exists():  # a stop request the run already obeyed
+            (run_dir / STOP_FILE).unlink()
+            logger.info("removed the old STOP file")
     if world > 1:
         dist.barrier()
     split = Split.load(run_dir / "split.json")
@@ -331,12 +397,10 @@ def _train(
         prep = Preprocessing(**checkpoint["preprocessing"])
         logger.info("resumed at epoch %d step %d (global step %d)", state.epoch, state.step_in_epoch, state.global_step)
     if rank == 0:
-        truncate_metrics(run_dir, state.global_step)
+        truncate_metrics(run_dir, state.global_step, state.epoch)
         append_metrics(run_dir, {"type": "event", "event": "resumed" if resuming else "started",
                                  "step": state.global_step, "time": time.time()})
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net, net_frozen = model, None
 
     loss_fn = get_loss(config.loss)
     pipeline = build_augmentation(config.augment)
@@ -374,6 +438,12 @@ def _train(
         frozen = epoch < config.freeze_encoder_epochs
         for p in model.encoder.parameters():
             p.requires_grad_(not frozen)
+        if world > 1 and frozen is not net_frozen:
+            # DDP registers the parameters that require grad when it is built: rebuild it when that changes
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+            net_frozen = frozen
         order = epoch_order(cache, config, epoch)
         model.train()
         progress = _progress_bar(rank, steps_per_epoch, state.step_in_epoch, epoch, config.epochs)
@@ -383,13 +453,19 @@ def _train(
             if should_stop():
                 checkpoint_now()
                 if rank == 0:
-                    write_status(run_dir, "stopped", epoch=epoch, global_step=state.global_step, total_steps=total_steps)
-                    append_metrics(run_dir, {"type": "event", "event": "stopped", "step": state.global_step, "time": time.time()})
-                    logger.info("stopped at epoch %d step %d; resume with --resume %s", epoch, state.step_in_epoch, run_dir)
+                    (run_dir / STOP_FILE).unlink(missing_ok=True)  # obeyed: resuming must not stop again
+                    write_status(
+                        run_dir, "stopped", epoch=epoch, global_step=state.global_step, total_steps=total_steps
+                    )
+                    append_metrics(
+                        run_dir, {"type": "event", "event": "stopped", "step": state.global_step, "time": time.time()}
+                    )
+                    logger.info(
+                        "stopped at epoch %d step %d; resume with --resume %s", epoch, state.step_in_epoch, run_dir
+                    )
                 return run_dir
             t_step = time.time()
-            first = (state.step_in_epoch * world + rank) * config.batch_size
-            indices = order[first : first + config.batch_size]
+            indices = batch_indices(order, state.step_in_epoch, rank, world, config.batch_size)
             pairs = [make_sample(cache, int(i), config, prep, pipeline,
                                  seed=sample_seed(config.seed, epoch, int(i))) for i in indices]
             images = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
@@ -400,6 +476,7 @@ def _train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
+            torch.manual_seed(step_seed(config.seed, epoch, state.step_in_epoch, rank))  # dropout, replayable
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(images)
             loss = loss_fn(logits.float(), targets)
@@ -453,7 +530,9 @@ def _train(
         write_status(run_dir, finished_reason, epoch=state.epoch, global_step=state.global_step,
                      total_steps=total_steps, best_dice=state.best_dice, best_epoch=state.best_epoch,
                      wall_seconds=time.time() - t_start)
-        append_metrics(run_dir, {"type": "event", "event": finished_reason, "step": state.global_step, "time": time.time()})
+        append_metrics(
+            run_dir, {"type": "event", "event": finished_reason, "step": state.global_step, "time": time.time()}
+        )
     if world > 1:
         dist.barrier()
     return run_dir

@@ -60,7 +60,8 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = build_model("Unet", "resnet18", in_channels=3, encoder_depth=3, decoder_channels=(32, 16, 8))
     folder = tmp_path_factory.mktemp("weights") / "tiny"
-    return save_weights(model, folder, Preprocessing(input_size=64, mean=[0.1] * 3, std=[0.2] * 3), card="# tiny test model\n")
+    prep = Preprocessing(input_size=64, mean=[0.1] * 3, std=[0.2] * 3)
+    return save_weights(model, folder, prep, card="# tiny test model\n")
 
 
 @pytest.fixture

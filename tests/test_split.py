@@ -1,0 +1,94 @@
+"""Patient splits: deterministic, disjoint, by patient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from brainviewer.split import Split, split_patients
+
+IDS = [f"P{i}" for i in range(1, 21)]  # P1 .. P20 (natural order differs from string order)
+
+
+def test_same_seed_same_split_and_input_order_does_not_matter() -> None:
+    a = split_patients(IDS, 0.25, seed=5)
+    assert a == split_patients(list(reversed(IDS)), 0.25, seed=5)
+    assert a != split_patients(IDS, 0.25, seed=6)
+
+
+def test_every_patient_on_exactly_one_side() -> None:
+    for seed in range(10):
+        split = split_patients(IDS, 0.2, seed=seed)
+        assert not set(split.train) & set(split.val)
+        assert sorted(split.train + split.val) == sorted(IDS)
+        assert len(split.val) == 4  # round(20 x 0.2)
+
+
+def test_sides_are_in_natural_order() -> None:
+    split = split_patients(IDS, 0.3, seed=1)
+    key = lambda p: int(p[1:])  # noqa: E731
+    assert split.train == sorted(split.train, key=key) and split.val == sorted(split.val, key=key)
+
+
+def test_contiguous_holds_out_the_last_ids_in_natural_order() -> None:
+    split = split_patients(list(reversed(IDS)), 0.15, mode="contiguous", seed=99)
+    assert split.val == ["P18", "P19", "P20"]  # round(20 x 0.15) = 3; string order would give P7, P8, P9
+    assert split.train == [f"P{i}" for i in range(1, 18)]
+    assert split.mode == "contiguous"
+
+
+def test_val_count_overrides_the_fraction() -> None:
+    assert len(split_patients(IDS, 0.5, val_count=3).val) == 3
+    assert split_patients(IDS, 0.5, val_count=2, mode="contiguous").val == ["P19", "P20"]
+    assert len(split_patients(IDS[:3], 0.01).val) == 1  # at least one validation patient
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    split = split_patients(IDS, 0.2, seed=3)
+    assert Split.load(split.save(tmp_path / "split.json")) == split
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"patient_ids": ["a", "b", "a"]}, "unique"),
+        ({"patient_ids": ["a"]}, "at least two"),
+        ({"patient_ids": ["a", "b"], "val_count": 2}, "leave at least one"),
+        ({"patient_ids": ["a", "b", "c"], "val_count": -1}, "val_count"),
+        ({"patient_ids": ["a", "b", "c"], "val_fraction": 0.0}, "val_fraction"),
+        ({"patient_ids": ["a", "b", "c"], "val_fraction": 1.5}, "val_fraction"),
+        ({"patient_ids": ["a", "b", "c"], "mode": "stratified"}, "random' or 'contiguous"),
+    ],
+)
+def test_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        split_patients(**kwargs)
+
+
+def test_contiguous_blocks_hold_out_the_tail_of_each_id_range() -> None:
+    # figshare-like numbering: three ranges, one per tumour type
+    ids = [str(i) for i in [*range(1, 11), *range(500, 510), *range(900, 910)]]
+    split = split_patients(ids, val_count=6, mode="contiguous", blocks=3)
+    assert split.val == ["9", "10", "508", "509", "908", "909"]
+    assert set(split.train).isdisjoint(split.val) and len(split.train) == 24
+
+
+def test_contiguous_one_block_is_the_plain_tail() -> None:
+    ids = [f"p{i}" for i in range(1, 11)]
+    assert split_patients(ids, val_count=3, mode="contiguous").val == ["p8", "p9", "p10"]
+
+
+@pytest.mark.parametrize("blocks", [0, 11])
+def test_blocks_out_of_range(blocks: int) -> None:
+    with pytest.raises(ValueError, match="blocks"):
+        split_patients([f"p{i}" for i in range(10)], val_count=2, mode="contiguous", blocks=blocks)
+
+
+def test_split_for_config_uses_the_config_fields() -> None:
+    from brainviewer.config import TrainConfig
+    from brainviewer.split import split_for_config
+
+    ids = [str(i) for i in range(1, 31)]
+    config = TrainConfig(split_mode="contiguous", val_patients=6, split_blocks=3)
+    assert split_for_config(ids, config).val == ["9", "10", "19", "20", "29", "30"]

@@ -1,0 +1,479 @@
+"""The training loop on phantom data: learning, the run folder, and exact stop/kill/resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brainviewer import train as train_module
+from brainviewer.config import TrainConfig
+from brainviewer.model import Segmenter
+from brainviewer.train import CHECKPOINT, METRICS_FILE, STATUS_FILE, STOP_FILE, epoch_order, sample_seed, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Fields every record type of metrics.jsonl carries (the fine-tuning page reads them).
+TRAIN_FIELDS = {"type", "step", "epoch", "epoch_progress", "loss", "lr", "images_per_s", "eta_s", "total_steps", "time"}
+VAL_FIELDS = {
+    "type",
+    "step",
+    "epoch",
+    "val_dice_mean",
+    "val_dice_median",
+    "val_micro_dice",
+    "val_fp_rate",
+    "val_tumour_slice_dice",
+    "val_dice_per_patient",
+    "best",
+    "seconds",
+    "time",
+}
+EVENT_FIELDS = {"type", "event", "step", "time"}
+FINAL_FIELDS = {"type", "step", "mean_volume_dice", "median_volume_dice", "threshold", "min_component_px", "time"}
+
+
+def tiny_config(data: Path, out_dir: Path, run_name: str, **overrides: object) -> TrainConfig:
+    """6 phantom patients (1 for validation): 30 slices an epoch, 7 steps of 4 crops of 32x32."""
+    fields = dict(
+        data=str(data),
+        out_dir=str(out_dir),
+        run_name=run_name,
+        arch="Unet",
+        encoder="resnet18",
+        input_size=64,
+        crop_size=32,
+        batch_size=4,
+        epochs=2,
+        val_patients=1,
+        threads=1,
+        log_every=1,
+        augment="medium",
+        warmup_epochs=0.5,
+        early_stop_patience=0,
+        seed=3,
+        device="cpu",
+    )
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
+
+
+def train_losses(run_dir: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in read_metrics(run_dir) if r["type"] == "train"]
+
+
+def load_checkpoint(run_dir: Path) -> dict:
+    return torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+
+
+def assert_same_checkpoint(a: dict, b: dict) -> None:
+    """Model, optimiser and counters of two checkpoints are identical (bit for bit)."""
+    assert a["model"].keys() == b["model"].keys()
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), f"parameter {name} differs"
+    for key in ("epoch", "step_in_epoch", "global_step", "best_dice", "best_epoch", "bad_validations", "history"):
+        assert a["state"][key] == b["state"][key], key
+    states_a, states_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert states_a.keys() == states_b.keys()
+    for index in states_a:
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(states_a[index][key], states_b[index][key]), f"optimiser {key} of param {index}"
+    assert a["preprocessing"] == b["preprocessing"]
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def reference_run(phantom_dataset: Path, runs_dir: Path) -> Path:
+    """Run A: two epochs, uninterrupted."""
+    return train(tiny_config(phantom_dataset, runs_dir, "A"))
+
+
+# ----------------------------------------------------------------------------- the run folder
+def test_run_folder_layout(reference_run: Path) -> None:
+    run = reference_run
+    for name in ("config.json", "split.json", METRICS_FILE, STATUS_FILE, "train.log", CHECKPOINT):
+        assert (run / name).is_file(), name
+    assert not (run / STOP_FILE).exists()
+    config = TrainConfig.load(run / "config.json")
+    assert (config.run_name, config.input_size, config.epochs) == ("A", 64, 2)
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["val"]) == 1 and len(split["train"]) == 5
+    assert not set(split["val"]) & set(split["train"])
+    status = json.loads((run / STATUS_FILE).read_text())
+    assert status["state"] == "finished"
+    assert status["global_step"] == 14  # 7 steps an epoch (30 slices // 4) x 2 epochs
+    assert status["pid"] == os.getpid()
+    assert "validation" in (run / "train.log").read_text()
+    # no temporary files left behind
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+
+
+def test_metrics_records_have_documented_fields(reference_run: Path) -> None:
+    records = read_metrics(reference_run)
+    by_type: dict[str, list[dict]] = {}
+    for record in records:
+        by_type.setdefault(record["type"], []).append(record)
+    assert set(by_type) == {"event", "train", "val", "final"}
+    for record in by_type["train"]:
+        assert set(record) >= TRAIN_FIELDS, TRAIN_FIELDS - set(record)
+        assert record["total_steps"] == 14
+        assert 0 < record["epoch_progress"] <= 1
+        assert np.isfinite(record["loss"]) and record["lr"] > 0
+    assert [r["step"] for r in by_type["train"]] == list(range(1, 15))  # log_every=1
+    assert [r["epoch"] for r in by_type["val"]] == [0, 1]
+    for record in by_type["val"]:
+        assert set(record) >= VAL_FIELDS, VAL_FIELDS - set(record)
+        assert 0.0 <= record["val_dice_mean"] <= 1.0
+        assert len(record["val_dice_per_patient"]) == 1
+    assert by_type["val"][0]["best"] is True  # the first validation always improves on -1
+    assert set(by_type["final"][0]) >= FINAL_FIELDS
+    assert [r["event"] for r in by_type["event"]] == ["started", "finished"]
+    steps = [r["step"] for r in records]
+    assert steps == sorted(steps)
+
+
+def test_best_folder_loads_with_model_card(reference_run: Path, phantom_dataset: Path) -> None:
+    best = reference_run / "best"
+    segmenter = Segmenter.from_folder(best, device="cpu")
+    card = (best / "README.md").read_text()
+    assert "Unet" in card and "resnet18" in card and "mean_volume_dice" in card
+    for name in ("train_config.json", "split.json", "validation.json", "threshold_sweep.json"):
+        assert (best / name).is_file(), name
+    final = next(r for r in read_metrics(reference_run) if r["type"] == "final")
+    # the chosen post-processing was stored with the weights
+    assert segmenter.prep.threshold == final["threshold"]
+    assert segmenter.prep.min_component_px == final["min_component_px"]
+    assert segmenter.prep.input_size == 64
+    assert len(json.loads((best / "threshold_sweep.json").read_text())) == 20
+    image = np.zeros((50, 70, 3), dtype=np.uint8)
+    assert segmenter.predict_probs(image).shape == (50, 70)
+
+
+def test_training_lowers_the_loss(reference_run: Path, phantom_dataset: Path) -> None:
+    """The final weights have a lower loss than the initial ones on fixed validation slices."""
+    from brainviewer.datasets import open_dataset
+    from brainviewer.losses import bce_dice_loss
+    from brainviewer.model import build_model
+    from brainviewer.preprocessing import letterbox, to_input
+
+    prep = Segmenter.from_folder(reference_run / "best", device="cpu").prep
+    dataset = open_dataset(phantom_dataset)
+    records = dataset.subset(json.loads((reference_run / "split.json").read_text())["val"]).records
+    images = torch.from_numpy(np.stack([to_input(dataset.load_image(r), prep) for r in records]))
+    targets = np.stack([letterbox(dataset.load_mask(r).astype(np.float32), 64, 0) for r in records])
+    targets = torch.from_numpy(targets)[:, None]
+    torch.manual_seed(3)  # the run's seed: the same initial weights as the run started from
+    initial = build_model("Unet", "resnet18", in_channels=3).eval()
+    final = build_model("Unet", "resnet18", in_channels=3).eval()
+    final.load_state_dict(load_checkpoint(reference_run)["model"])
+    with torch.no_grad():
+        loss_before = float(bce_dice_loss(initial(images), targets))
+        loss_after = float(bce_dice_loss(final(images), targets))
+    assert loss_after < 0.9 * loss_before  # measured: 1.81 -> 1.54 after 14 steps
+    # and the logged training loss went down over the run (measured: 1.74 -> 1.35)
+    losses = [loss for _, loss in train_losses(reference_run)]
+    assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4])
+
+
+# ----------------------------------------------------------------------------- determinism
+def test_epoch_order_and_sample_seeds_depend_only_on_seed_epoch_index(phantom_dataset: Path) -> None:
+    from brainviewer.train import SliceCache
+
+    has_tumour = np.array([True, False] * 10)
+    cache = SliceCache(np.zeros((20, 4, 4, 3), np.float16), np.zeros((20, 4, 4), np.uint8), has_tumour)
+    config = TrainConfig(data=str(phantom_dataset), empty_fraction=0.5, seed=7, input_size=64, crop_size=32)
+    order = epoch_order(cache, config, 3)
+    assert np.array_equal(order, epoch_order(cache, config, 3))
+    assert not np.array_equal(order, epoch_order(cache, config, 4))
+    assert len(order) == 15 and len(set(order.tolist())) == 15  # 10 tumour + half of 10 empty
+    assert set(np.flatnonzero(has_tumour).tolist()) <= set(order.tolist())
+    assert sample_seed(7, 3, 5) == sample_seed(7, 3, 5) != sample_seed(7, 4, 5)
+
+
+def test_learning_rate_schedule() -> None:
+    config = TrainConfig(lr=1e-3, epochs=10, warmup_epochs=1, min_lr_ratio=0.01, input_size=64, crop_size=32)
+    lrs = [train_module.learning_rate(config, step, 10) for step in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # linear warm-up over 10 steps
+    assert lrs[10] == pytest.approx(1e-3)  # cosine starts at the peak
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    assert train_module.learning_rate(config, 100, 10) == pytest.approx(1e-5)  # ends at lr * min_lr_ratio
+
+
+# ----------------------------------------------------------------------------- stop and resume
+def test_stop_file_then_resume_is_exact(
+    reference_run: Path, phantom_dataset: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run B: same config, STOP file created during step 10 (epoch 2, mid-epoch), then resumed."""
+    run_dir = runs_dir / "B"
+    real_lr = train_module.learning_rate
+
+    def lr_and_stop(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+        if step == 9:  # the 10th step: the run must stop before the 11th
+            (run_dir / STOP_FILE).touch()
+        return real_lr(config, step, steps_per_epoch)
+
+    monkeypatch.setattr(train_module, "learning_rate", lr_and_stop)
+    assert train(tiny_config(phantom_dataset, runs_dir, "B")) == run_dir
+    status = json.loads((run_dir / STATUS_FILE).read_text())
+    assert status["state"] == "stopped" and status["global_step"] == 10
+    stopped = load_checkpoint(run_dir)
+    assert (stopped["state"]["epoch"], stopped["state"]["step_in_epoch"]) == (1, 3)
+    assert not (run_dir / STOP_FILE).exists(), "the STOP request must be consumed, or resuming stops again"
+    assert not (run_dir / "best" / "threshold_sweep.json").exists()  # not finalised
+
+    monkeypatch.setattr(train_module, "learning_rate", real_lr)
+    assert train(resume=run_dir) == run_dir
+    assert json.loads((run_dir / STATUS_FILE).read_text())["state"] == "finished"
+    assert_same_checkpoint(load_checkpoint(reference_run), load_checkpoint(run_dir))
+    assert train_losses(run_dir) == train_losses(reference_run)
+    events = [r["event"] for r in read_metrics(run_dir) if r["type"] == "event"]
+    assert events == ["started", "stopped", "resumed", "finished"]
+    assert_same_best(reference_run, run_dir)
+
+
+def assert_same_best(run_a: Path, run_b: Path) -> None:
+    from safetensors.torch import load_file
+
+    a = load_file(str(run_a / "best" / "model.safetensors"))
+    b = load_file(str(run_b / "best" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (run_a / "best" / "preprocessing.json").read_text() == (run_b / "best" / "preprocessing.json").read_text()
+
+
+def test_crash_after_mid_epoch_checkpoint_resumes_exactly(
+    reference_run: Path, phantom_dataset: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run C checkpoints every 3 steps and dies during step 12; resuming replays steps 10-14 exactly."""
+    real_lr = train_module.learning_rate
+
+    def lr_or_crash(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+        if step == 11:
+            raise RuntimeError("simulated crash")
+        return real_lr(config, step, steps_per_epoch)
+
+    monkeypatch.setattr(train_module, "learning_rate", lr_or_crash)
+    config = tiny_config(phantom_dataset, runs_dir, "C", checkpoint_every_steps=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config)
+    run_dir = runs_dir / "C"
+    status = json.loads((run_dir / STATUS_FILE).read_text())
+    assert status["state"] == "failed" and "simulated crash" in status["error"]
+    crashed = load_checkpoint(run_dir)
+    assert crashed["state"]["global_step"] == 9  # the last multiple of 3 before the crash
+    assert (crashed["state"]["epoch"], crashed["state"]["step_in_epoch"]) == (1, 2)
+    assert max(step for step, _ in train_losses(run_dir)) == 11  # steps 10 and 11 were logged, then lost
+
+    monkeypatch.setattr(train_module, "learning_rate", real_lr)
+    train(resume=run_dir)
+    assert json.loads((run_dir / STATUS_FILE).read_text())["state"] == "finished"
+    assert_same_checkpoint(load_checkpoint(reference_run), load_checkpoint(run_dir))
+    # the lost steps were dropped from metrics.jsonl and replayed: one record per step, as in run A
+    assert train_losses(run_dir) == train_losses(reference_run)
+    assert [r["epoch"] for r in read_metrics(run_dir) if r["type"] == "val"] == [0, 1]
+    assert_same_best(reference_run, run_dir)
+
+
+def test_crash_during_validation_resumes_exactly(
+    reference_run: Path, phantom_dataset: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run D checkpoints at the last step of epoch 1 (before its validation) and dies just after
+    writing that validation: resuming validates again, and metrics.jsonl holds it once."""
+    real_append = train_module.append_metrics
+
+    def append_then_crash(run_dir: Path, record: dict) -> None:
+        real_append(run_dir, record)
+        if record["type"] == "val":
+            raise RuntimeError("simulated crash after validation")
+
+    monkeypatch.setattr(train_module, "append_metrics", append_then_crash)
+    with pytest.raises(RuntimeError, match="after validation"):
+        train(tiny_config(phantom_dataset, runs_dir, "D", checkpoint_every_steps=7))
+    run_dir = runs_dir / "D"
+    crashed = load_checkpoint(run_dir)["state"]
+    assert (crashed["epoch"], crashed["step_in_epoch"], crashed["global_step"]) == (0, 7, 7)
+    assert [r["epoch"] for r in read_metrics(run_dir) if r["type"] == "val"] == [0]
+
+    monkeypatch.setattr(train_module, "append_metrics", real_append)
+    train(resume=run_dir)
+    assert [r["epoch"] for r in read_metrics(run_dir) if r["type"] == "val"] == [0, 1]
+    assert len([r for r in read_metrics(run_dir) if r["type"] == "final"]) == 1
+    assert_same_checkpoint(load_checkpoint(reference_run), load_checkpoint(run_dir))
+    assert train_losses(run_dir) == train_losses(reference_run)
+
+
+def test_truncate_metrics(tmp_path: Path) -> None:
+    lines = [
+        {"type": "event", "event": "started", "step": 0},
+        {"type": "train", "step": 5, "epoch": 0},
+        {"type": "val", "step": 7, "epoch": 0},
+        {"type": "train", "step": 8, "epoch": 1},
+        {"type": "val", "step": 14, "epoch": 1},
+        {"type": "final", "step": 14},
+        {"type": "event", "event": "stopped", "step": 14},
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in lines) + '{"type": "train", "st'  # a line cut by a kill
+    (tmp_path / METRICS_FILE).write_text(text)
+    train_module.truncate_metrics(tmp_path, global_step=8, epoch=1)
+    kept = read_metrics(tmp_path)
+    assert kept == [lines[0], lines[1], lines[2], lines[3], lines[6]]
+    # a checkpoint at the last step of epoch 0 comes before that epoch's validation: drop it
+    train_module.truncate_metrics(tmp_path, global_step=7, epoch=0)
+    assert read_metrics(tmp_path) == [lines[0], lines[1], lines[6]]
+
+
+def test_stale_files_of_a_killed_run_are_cleaned(tmp_path: Path) -> None:
+    (tmp_path / ".last.pt.tmp123").write_bytes(b"half")
+    (tmp_path / ".best.abc").mkdir()  # a weights folder being written
+    (tmp_path / ".best.old-17").mkdir()  # killed between the two renames: best/ is missing
+    (tmp_path / ".best.old-17" / "model.safetensors").write_bytes(b"old")
+    train_module.remove_stale_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    assert (tmp_path / "best" / "model.safetensors").read_bytes() == b"old"
+
+
+def test_resume_with_dropout_architecture_is_exact(
+    phantom_dataset: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FPN has dropout: its random masks must also be replayed exactly after a resume."""
+    config = dict(arch="FPN", epochs=1, checkpoint_every_steps=4, augment="light")
+    reference = train(tiny_config(phantom_dataset, runs_dir, "FPN-A", **config))
+    real_lr = train_module.learning_rate
+
+    def lr_or_crash(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+        if step == 5:
+            raise RuntimeError("simulated crash")
+        return real_lr(cfg, step, steps_per_epoch)
+
+    monkeypatch.setattr(train_module, "learning_rate", lr_or_crash)
+    with pytest.raises(RuntimeError):
+        train(tiny_config(phantom_dataset, runs_dir, "FPN-B", **config))
+    monkeypatch.setattr(train_module, "learning_rate", real_lr)
+    resumed = train(resume=runs_dir / "FPN-B")
+    assert load_checkpoint(resumed)["state"]["global_step"] == 7
+    assert_same_checkpoint(load_checkpoint(reference), load_checkpoint(resumed))
+
+
+def test_resume_rejects_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        train(resume=tmp_path)
+
+
+def test_existing_run_name_is_refused(reference_run: Path, phantom_dataset: Path, runs_dir: Path) -> None:
+    before = (reference_run / METRICS_FILE).read_text()
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config(phantom_dataset, runs_dir, "A"))
+    assert (reference_run / METRICS_FILE).read_text() == before
+
+
+def test_bad_dataset_creates_no_run_folder(tmp_path: Path) -> None:
+    from brainviewer.datasets import DatasetError
+
+    with pytest.raises(DatasetError):
+        train(tiny_config(tmp_path / "missing", tmp_path / "runs", "X"))
+    assert not (tmp_path / "runs" / "X").exists()
+
+
+def test_max_steps_finishes_early(phantom_dataset: Path, tmp_path: Path) -> None:
+    run_dir = train(tiny_config(phantom_dataset, tmp_path, "M", max_steps=3, epochs=5, augment="none"))
+    status = json.loads((run_dir / STATUS_FILE).read_text())
+    assert status["state"] == "finished" and status["global_step"] == 3 and status["total_steps"] == 3
+    assert Segmenter.from_folder(run_dir / "best", device="cpu").prep.input_size == 64
+
+
+def test_config_rejects_bad_values(phantom_dataset: Path) -> None:
+    with pytest.raises(ValueError, match="loss must be one of"):
+        TrainConfig(loss="l2")
+    with pytest.raises(ValueError, match="crop_size"):
+        TrainConfig(input_size=64, crop_size=96)
+    with pytest.raises(ValueError, match="unknown config field"):
+        TrainConfig.from_dict({"learning_rate": 1.0})
+    config = tiny_config(phantom_dataset, Path("runs"), "x")
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+
+
+# ----------------------------------------------------------------------------- a real kill
+@pytest.mark.slow
+def test_sigkill_then_resume(phantom_dataset: Path, tmp_path: Path) -> None:
+    """``python -m brainviewer train`` killed with SIGKILL after its first checkpoint, then resumed."""
+    run_dir = tmp_path / "K"
+    command = [
+        sys.executable,
+        "-m",
+        "brainviewer",
+        "train",
+        "--data",
+        str(phantom_dataset),
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        "K",
+        "--input-size",
+        "64",
+        "--crop-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--val-patients",
+        "1",
+        "--threads",
+        "1",
+        "--checkpoint-every-steps",
+        "3",
+        "--log-every",
+        "1",
+        "--early-stop-patience",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / CHECKPOINT).exists():
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.time() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.05)
+        time.sleep(0.3)  # let it get into the middle of the next checkpoint write, or close to it
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    assert json.loads((run_dir / STATUS_FILE).read_text())["state"] == "running"  # it never got to say otherwise
+    checkpoint = load_checkpoint(run_dir)  # never half-written: loads
+    killed_at = checkpoint["state"]["global_step"]
+    assert 1 <= killed_at < 14
+    train(resume=run_dir)
+    status = json.loads((run_dir / STATUS_FILE).read_text())
+    assert status["state"] == "finished" and status["global_step"] == 14
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # stale temporary files removed
+    steps = [step for step, _ in train_losses(run_dir)]
+    assert steps == list(range(1, 15))
+    Segmenter.from_folder(run_dir / "best", device="cpu")
+
+
+def test_cli_resume_of_a_non_run_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from brainviewer.cli import main
+
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
