@@ -1,4 +1,4 @@
-"""Command line: ``python -m brainviewer {train,evaluate,predict,benchmark}``."""
+"""Command line: ``python -m brainviewer {train,evaluate,predict,benchmark,export-onnx,push}``."""
 
 from __future__ import annotations
 
@@ -15,10 +15,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from brainviewer.config import config_from_args
     from brainviewer.train import train
 
-    if args.resume:
-        run_dir = train(resume=args.resume)
-    else:
-        run_dir = train(config_from_args(args))
+    run_dir = train(resume=args.resume) if args.resume else train(config_from_args(args))
     print(run_dir)
     return 0
 
@@ -43,13 +40,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} patients", end="", file=sys.stderr, flush=True)
 
-    report = evaluate_probs(dataset, lambda s: segmenter.predict_probs_batch(s, args.batch_size), [setting], progress)[0]
+    report = evaluate_probs(dataset, lambda s: segmenter.predict_probs_batch(s, args.batch_size), [setting], progress)[
+        0
+    ]
     print(file=sys.stderr)
     if args.out:
         paths = write_report(report, args.out, overwrite=args.overwrite)
         print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
-    rows = [f"{p.patient_id:32s} dice {p.volume_dice:.4f}  slices {p.n_slices:3d}  tumour slices {p.n_tumour_slices:3d}"
-            f"  fp_rate {'n/a' if p.fp_rate is None else f'{p.fp_rate:.3f}'}" for p in report.patients]
+    rows = [
+        f"{p.patient_id:32s} dice {p.volume_dice:.4f}  slices {p.n_slices:3d}  tumour slices {p.n_tumour_slices:3d}"
+        f"  fp_rate {'n/a' if p.fp_rate is None else f'{p.fp_rate:.3f}'}"
+        for p in report.patients
+    ]
     if not args.quiet:
         print("\n".join(rows))
     print(json.dumps(report.summary(), indent=2))
@@ -61,7 +63,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from brainviewer.weights import resolve_segmenter
 
     segmenter = resolve_segmenter(args.weights, device=args.device, revision=args.revision)
-    written, failed = predict_paths(segmenter, args.inputs, Path(args.out), args.threshold, overwrite=args.overwrite)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done}/{total} scans", end="", file=sys.stderr, flush=True)
+
+    written, failed = predict_paths(
+        segmenter,
+        args.inputs,
+        Path(args.out),
+        args.threshold,
+        overwrite=args.overwrite,
+        batch_size=args.batch_size,
+        progress=progress,
+    )
+    print(file=sys.stderr)
     for path, error in failed:
         print(f"skipped {path}: {error}", file=sys.stderr)
     print(f"wrote {len(written)} masks to {args.out}" + (f"; {len(failed)} files failed" if failed else ""))
@@ -72,6 +87,34 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from brainviewer.benchmark import main as bench_main
 
     return bench_main(args)
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from brainviewer.weights import resolve_weights_folder
+
+    try:
+        from brainviewer.onnx_backend import check_against_torch, export_onnx
+
+        folder = resolve_weights_folder(args.weights, args.revision)
+        dynamo = None if args.exporter == "auto" else args.exporter == "dynamo"
+        out = export_onnx(folder, args.out, opset=args.opset, dynamo=dynamo, overwrite=args.overwrite)
+        diff = check_against_torch(folder, out)
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}; max |PyTorch - ONNX Runtime| logit difference: {diff:.3g}")
+    if diff > args.tolerance:
+        print(f"error: the difference exceeds --tolerance {args.tolerance:g}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from brainviewer.hub import push_weights
+
+    url = push_weights(args.weights, args.repo_id, private=not args.public, commit_message=args.message)
+    print(url)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,8 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     def weights_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--weights", default=None, help="weights folder or Hugging Face Hub repo id (default: the app's model)")
-        p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) when --weights is a repo id")
+        p.add_argument(
+            "--weights", default=None, help="weights folder or Hugging Face Hub repo id (default: the app's model)"
+        )
+        p.add_argument(
+            "--revision", default=None, help="Hub revision (branch, tag or commit) when --weights is a repo id"
+        )
         p.add_argument("--device", default=None, help="cpu, cuda (default: CUDA if available)")
         p.add_argument("--batch-size", type=int, default=16)
 
@@ -119,14 +166,43 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--repeats", type=int, default=10)
     be.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     be.add_argument("--skip-training", action="store_true")
+    be.add_argument("--json", metavar="PATH", help="also write the results to this JSON file (must not exist)")
     be.set_defaults(func=_cmd_benchmark)
+
+    ex = sub.add_parser("export-onnx", help="export a model to ONNX and check it against PyTorch")
+    ex.add_argument("weights", help="weights folder or Hugging Face Hub repo id")
+    ex.add_argument("--revision", default=None, help="Hub revision when weights is a repo id")
+    ex.add_argument("--out", required=True, help="the .onnx file to write")
+    ex.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
+    ex.add_argument(
+        "--exporter",
+        choices=("auto", "dynamo", "torchscript"),
+        default="auto",
+        help="torch exporter (auto: dynamo when onnxscript is installed)",
+    )
+    ex.add_argument("--tolerance", type=float, default=1e-3, help="fail when the logit difference is larger")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    ex.set_defaults(func=_cmd_export_onnx)
+
+    pu = sub.add_parser(
+        "push",
+        help="upload a weights folder and its model card to the Hugging Face Hub",
+        description="Token: $HF_TOKEN, else the one saved by `hf auth login` (write access needed).",
+    )
+    pu.add_argument("weights", help="weights folder")
+    pu.add_argument("repo_id", help="user/model or org/model (created if needed)")
+    pu.add_argument("--public", action="store_true", help="create the repo public (default private)")
+    pu.add_argument("--message", default="Upload brainviewer weights", help="commit message")
+    pu.set_defaults(func=_cmd_push)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

@@ -14,6 +14,8 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable naming the weights the app and the commands use by default.
 WEIGHTS_ENV = "BRAINVIEWER_WEIGHTS"
+#: Hub revision (branch, tag or commit) to pin when ``$BRAINVIEWER_WEIGHTS`` is a Hub repo id.
+REVISION_ENV = "BRAINVIEWER_WEIGHTS_REVISION"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = PROJECT_ROOT / "weights"
 DEFAULT_WEIGHTS = "lgg-unet-resnet18"
@@ -29,8 +31,14 @@ def list_local_weights(root: Path | None = None) -> list[Path]:
     root = root or weights_root()
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and (p / "config.json").is_file() and (p / "model.safetensors").is_file())
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and (p / "config.json").is_file()
+        and (p / "model.safetensors").is_file()
+    )
 
 
 def default_weights_spec() -> str:
@@ -59,7 +67,7 @@ def resolve_weights_folder(spec: str | None, revision: str | None = None) -> Pat
     if _looks_like_repo_id(spec) and not path.exists():
         from brainviewer.hub import download_weights
 
-        return download_weights(spec, revision=revision)
+        return download_weights(spec, revision=revision or os.environ.get(REVISION_ENV) or None)
     raise WeightsError(
         f"No weights at {spec}. Train a model (python -m brainviewer train), or give a folder "
         "with config.json and model.safetensors, or a Hugging Face repo id like user/model."
@@ -74,4 +82,8 @@ def _looks_like_repo_id(spec: str) -> bool:
 def resolve_segmenter(spec: str | None, device: str | None = None, revision: str | None = None) -> Segmenter:
     """Load the model for ``spec`` (see :func:`resolve_weights_folder`) on ``device``."""
     folder = resolve_weights_folder(spec, revision)
-    return Segmenter.from_folder(folder, device=torch.device(device) if device else None)
+    segmenter = Segmenter.from_folder(folder, device=torch.device(device) if device else None)
+    spec = spec or default_weights_spec()
+    if _looks_like_repo_id(spec) and not Path(spec).expanduser().exists() and not (weights_root() / spec).is_dir():
+        segmenter.name = spec  # a Hub model: its repo id, not the cache folder's commit hash
+    return segmenter
