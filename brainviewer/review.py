@@ -1,0 +1,417 @@
+"""The Review flow as plain functions: scans in, thresholded predictions and panels out.
+
+No Streamlit here: :mod:`brainviewer.ui` and ``pages/review.py`` call these and show the
+results. Everything a slider moves (threshold, opacity) is computed from cached
+probabilities by :func:`render_review` without calling the model again.
+
+Typical use::
+
+    items, errors = items_from_uploads([(name, content), ...])
+    probs = segmenter.predict_probs(items[0].image)           # once per scan and model
+    view = render_review(items[0], probs, threshold=0.5)      # on every slider move
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from brainviewer.datasets import Dataset, SliceRecord
+from brainviewer.io import ScanReadError, pair_files, read_image, read_mask, scan_stem_for_mask
+from brainviewer.metrics import SliceMetrics, slice_metrics
+from brainviewer.overlay import (
+    DEFAULT_ALPHA,
+    DEFAULT_DISPLAY_CHANNEL,
+    GT_COLOR,
+    PANEL_TITLES,
+    PRED_COLOR,
+    display_rgb,
+    five_panel_figure,
+    image_to_png_bytes,
+    mask_display,
+    mask_to_png_bytes,
+    overlay,
+)
+from brainviewer.phantom import PHANTOM_NOTE, phantom_slice
+from brainviewer.postprocess import postprocess
+
+logger = logging.getLogger(__name__)
+
+#: Source label of synthetic phantom slices (shown on every picture made from them).
+SYNTHETIC_LABEL = "SYNTHETIC PHANTOM"
+NO_TRUTH_TEXT = "No ground truth"
+NO_PREDICTION_TEXT = "No prediction"
+
+
+@dataclass(eq=False)
+class ReviewItem:
+    """One scan to review.
+
+    Attributes:
+        name: the scan's file name (used for titles and download names).
+        image: ``(H, W)`` or ``(H, W, 3)`` scan (uint8, uint16 or float32).
+        truth: ``(H, W)`` bool ground truth, or ``None`` when there is none.
+        source: where it came from, for people ("upload", "dataset ...", "SYNTHETIC PHANTOM").
+        synthetic: ``True`` for generated phantom slices (never real patients).
+        messages: notes about this item for the user, e.g. a mask that was dropped and why.
+        patient_id: the patient it belongs to, when known.
+    """
+
+    name: str
+    image: np.ndarray
+    truth: np.ndarray | None = None
+    source: str = "upload"
+    synthetic: bool = False
+    messages: list[str] = field(default_factory=list)
+    patient_id: str | None = None
+
+    @property
+    def stem(self) -> str:
+        """File-name-safe stem of :attr:`name` (for download file names)."""
+        stem = Path(self.name).stem or "scan"
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "scan"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the scan."""
+        return (int(self.image.shape[0]), int(self.image.shape[1]))
+
+    @cached_property
+    def key(self) -> str:
+        """Content hash of the scan (dtype, shape and pixels): the cache key of its probabilities."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{self.image.dtype.str}{self.image.shape}".encode())
+        digest.update(np.ascontiguousarray(self.image).tobytes())
+        return digest.hexdigest()
+
+    @cached_property
+    def display(self) -> np.ndarray:
+        """The scan as ``(H, W, 3)`` uint8 RGB for display (computed once)."""
+        return display_rgb(self.image)
+
+
+def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewItem], list[str]]:
+    """Read uploaded files into review items, pairing each scan with its ``_mask`` file.
+
+    Never raises for bad input: every problem becomes a message.
+
+    * An unreadable scan (damaged, not an image, too small, unsupported type) is left out
+      and its message is added to ``errors``.
+    * An unreadable mask, or one whose size differs from its scan, is dropped: the item
+      keeps its scan and carries the reason in :attr:`ReviewItem.messages`.
+    * A mask with no matching scan, and a second file with the same name, go to ``errors``.
+
+    Args:
+        files: ``(file name, content)`` tuples in upload order.
+
+    Returns:
+        ``(items, errors)``: items in natural name order, and messages for files that
+        could not be used.
+    """
+    errors: list[str] = []
+    unique: list[tuple[str, bytes]] = []
+    seen: dict[tuple[bool, str], str] = {}
+    for name, content in files:
+        mask_stem = scan_stem_for_mask(name)
+        slot = (mask_stem is not None, (mask_stem or Path(name).stem).lower())
+        if slot in seen:
+            errors.append(f"{name}: a file named like {seen[slot]} was already uploaded; only the first is used.")
+            continue
+        seen[slot] = name
+        unique.append((name, content))
+    pairs, orphans = pair_files(unique)
+    for name in orphans:
+        errors.append(
+            f"{name} looks like a ground-truth mask, but no scan named {scan_stem_for_mask(name)}.* was uploaded "
+            "with it. Upload the scan together with its mask."
+        )
+    items: list[ReviewItem] = []
+    for pair in pairs:
+        try:
+            image = read_image(pair.scan_bytes, pair.scan_name)
+        except ScanReadError as err:
+            errors.append(str(err))
+            continue
+        except Exception as err:  # a reader bug must not take the page down
+            logger.exception("unexpected error reading %s", pair.scan_name)
+            errors.append(f"{pair.scan_name} could not be read ({type(err).__name__}: {err}).")
+            continue
+        item = ReviewItem(pair.scan_name, image, source="upload")
+        if pair.mask_name is not None and pair.mask_bytes is not None:
+            item.truth, message = _read_upload_mask(pair.mask_name, pair.mask_bytes, item.shape)
+            if message:
+                item.messages.append(message)
+        items.append(item)
+    return items, errors
+
+
+def _read_upload_mask(name: str, content: bytes, shape: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return read_mask(content, name, shape=shape), None
+    except ScanReadError as err:
+        return None, f"{err} The scan is shown without ground truth."
+    except Exception as err:
+        logger.exception("unexpected error reading mask %s", name)
+        return None, f"{name} could not be read ({type(err).__name__}: {err}). The scan is shown without ground truth."
+
+
+def item_from_record(dataset: Dataset, record: SliceRecord) -> ReviewItem:
+    """A review item for one dataset slice.
+
+    A mask that cannot be read (or has the wrong size) is dropped with a message.
+
+    Raises:
+        ScanReadError: when the scan itself cannot be read.
+    """
+    image = dataset.load_image(record)
+    item = ReviewItem(
+        record.name,
+        image,
+        source=f"dataset {Path(dataset.root).name} ({dataset.kind}), patient {record.patient_id}",
+        patient_id=record.patient_id,
+    )
+    try:
+        item.truth = dataset.load_mask(record, shape=item.shape)
+    except ScanReadError as err:
+        item.messages.append(f"{err} The scan is shown without ground truth.")
+    return item
+
+
+def phantom_items(n: int = 3, size: int = 256) -> list[ReviewItem]:
+    """``n`` synthetic phantom slices with their masks, labelled synthetic.
+
+    The last one has no tumour when ``n >= 3`` (so an empty-truth slice is always at hand).
+    """
+    items = []
+    for index in range(n):
+        tumour = not (n >= 3 and index == n - 1)
+        image, mask = phantom_slice(seed=index, size=size, tumour=tumour, position=0.5)
+        label = "tumour" if tumour else "no tumour"
+        items.append(
+            ReviewItem(
+                f"phantom_{index + 1}.png",
+                image,
+                truth=mask,
+                source=SYNTHETIC_LABEL,
+                synthetic=True,
+                messages=[f"{PHANTOM_NOTE} ({label})"],
+            )
+        )
+    return items
+
+
+@dataclass(frozen=True)
+class Areas:
+    """Tumour areas in pixels; ``truth_px`` is ``None`` without ground truth."""
+
+    truth_px: int | None
+    pred_px: int
+
+
+class ThresholdView(NamedTuple):
+    """A thresholded prediction: the mask, its metrics against the truth (or ``None``), and areas."""
+
+    pred_mask: np.ndarray
+    metrics: SliceMetrics | None
+    areas: Areas
+
+
+def threshold_view(
+    probs: np.ndarray,
+    threshold: float,
+    truth: np.ndarray | None = None,
+    min_component_px: int = 0,
+    keep_largest: bool = False,
+) -> ThresholdView:
+    """Cut probabilities into a mask, post-process it, and score it. No model call.
+
+    Args:
+        probs: ``(H, W)`` float probabilities in ``[0, 1]``.
+        threshold: pixels with ``probs >= threshold`` are tumour; in ``(0, 1)``.
+        truth: ``(H, W)`` bool ground truth, or ``None``.
+        min_component_px: drop predicted components smaller than this (0 keeps all).
+        keep_largest: keep only the largest predicted component.
+
+    Returns:
+        :class:`ThresholdView` ``(pred_mask (H, W) bool, SliceMetrics | None, Areas)``.
+
+    Raises:
+        ValueError: threshold outside ``(0, 1)`` or truth of another size.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
+    pred_mask = postprocess(np.asarray(probs) >= threshold, min_component_px, keep_largest)
+    if truth is None:
+        return ThresholdView(pred_mask, None, Areas(None, int(np.count_nonzero(pred_mask))))
+    metrics = slice_metrics(pred_mask, truth)
+    return ThresholdView(pred_mask, metrics, Areas(metrics.truth_area_px, metrics.pred_area_px))
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One picture of the review row; ``image`` is ``None`` for an unavailable panel."""
+
+    title: str
+    image: np.ndarray | None
+    caption: str
+
+
+@dataclass
+class ReviewView:
+    """Everything the Review page shows for one scan at one threshold and opacity.
+
+    Attributes:
+        item: the scan.
+        panels: the five panels (see :data:`brainviewer.overlay.PANEL_TITLES`).
+        threshold: the probability cut used (``None`` without a model).
+        alpha: overlay opacity.
+        pred_mask: ``(H, W)`` bool prediction, or ``None`` without a model.
+        metrics: metrics against the truth, or ``None`` (no truth or no model).
+        areas: tumour areas in pixels.
+        probs: the probabilities the prediction came from, or ``None``.
+        display_channel: the channel shown for 3-channel scans (``None`` = RGB).
+    """
+
+    item: ReviewItem
+    panels: list[Panel]
+    threshold: float | None
+    alpha: float
+    pred_mask: np.ndarray | None
+    metrics: SliceMetrics | None
+    areas: Areas
+    probs: np.ndarray | None = None
+    display_channel: int | None = None
+
+    def mask_png(self) -> bytes | None:
+        """The predicted mask as a {0, 255} PNG at the scan's size, or ``None``."""
+        return None if self.pred_mask is None else mask_to_png_bytes(self.pred_mask)
+
+    def overlay_png(self) -> bytes:
+        """The prediction overlay (or, without a model, the ground-truth overlay / scan) as PNG."""
+        for panel_index in (4, 2, 0):
+            image = self.panels[panel_index].image
+            if image is not None:
+                return image_to_png_bytes(image)
+        return image_to_png_bytes(self.item.display)  # unreachable: panel 0 always exists
+
+    def figure_png(self, note: str = "") -> bytes:
+        """The five-panel figure (with the probability map when there is one) as PNG."""
+        return five_panel_figure(
+            self.item.image,
+            self.item.truth,
+            self.pred_mask,
+            probs=self.probs,
+            alpha=self.alpha,
+            note=note,
+            heading=self.item.name,
+            display_channel=self.display_channel,
+        )
+
+
+def download_names(item: ReviewItem) -> dict[str, str]:
+    """File names for the downloads of ``item``: keys ``mask``, ``overlay``, ``figure``."""
+    return {
+        "mask": f"{item.stem}_pred_mask.png",
+        "overlay": f"{item.stem}_overlay.png",
+        "figure": f"{item.stem}_panels.png",
+    }
+
+
+def render_review(
+    item: ReviewItem,
+    probs: np.ndarray | None,
+    threshold: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
+    min_component_px: int = 0,
+    keep_largest: bool = False,
+    no_prediction_reason: str = "no model loaded",
+    display_channel: int | None = DEFAULT_DISPLAY_CHANNEL,
+) -> ReviewView:
+    """Threshold cached ``probs`` and build the five panels for ``item``. No model call.
+
+    Args:
+        item: the scan and its ground truth.
+        probs: ``(H, W)`` probabilities at the scan's size, or ``None`` (no model).
+        threshold: probability cut in ``(0, 1)``.
+        alpha: overlay opacity in ``[0, 1]``.
+        min_component_px, keep_largest: post-processing of the thresholded mask.
+        no_prediction_reason: shown on the prediction panels when ``probs`` is ``None``.
+        display_channel: for 3-channel scans, the channel shown in grayscale under the overlays
+            (default FLAIR); ``None`` shows the three channels as RGB.
+
+    Returns:
+        :class:`ReviewView`.
+    """
+    base = item.display if display_channel is None else display_rgb(item.image, display_channel)
+    truth = item.truth
+    if probs is not None and tuple(probs.shape) != item.shape:
+        raise ValueError(f"probabilities are {probs.shape} but the scan is {item.shape}")
+    if probs is None:
+        pred_mask, metrics = None, None
+        areas = Areas(None if truth is None else int(np.count_nonzero(truth)), 0)
+    else:
+        pred_mask, metrics, areas = threshold_view(probs, threshold, truth, min_component_px, keep_largest)
+    size = f"{item.shape[1]}×{item.shape[0]} px"
+    if truth is None:
+        truth_panels = [
+            Panel(PANEL_TITLES[1], None, f"{NO_TRUTH_TEXT} for this scan"),
+            Panel(PANEL_TITLES[2], None, f"{NO_TRUTH_TEXT}: upload <scan>_mask.<ext> with the scan"),
+        ]
+    else:
+        truth_panels = [
+            Panel(PANEL_TITLES[1], mask_display(truth), f"Ground truth: {areas.truth_px:,} px"),
+            Panel(PANEL_TITLES[2], overlay(base, truth, GT_COLOR, alpha, True, base), "Red: ground truth"),
+        ]
+    if pred_mask is None:
+        pred_panels = [
+            Panel(PANEL_TITLES[3], None, f"{NO_PREDICTION_TEXT}: {no_prediction_reason}"),
+            Panel(PANEL_TITLES[4], None, f"{NO_PREDICTION_TEXT}: {no_prediction_reason}"),
+        ]
+    else:
+        pred_panels = [
+            Panel(PANEL_TITLES[3], mask_display(pred_mask), f"Predicted: {areas.pred_px:,} px"),
+            Panel(
+                PANEL_TITLES[4],
+                overlay(base, pred_mask, PRED_COLOR, alpha, True, base),
+                f"Green: probability ≥ {threshold:.2f}",
+            ),
+        ]
+    if item.image.ndim == 2:
+        channels = "grayscale"
+    elif display_channel is None:
+        channels = "3 channels as RGB"
+    else:
+        channels = f"channel {display_channel + 1} of 3"
+    original_caption = f"{size}, {channels}" + (f" · {SYNTHETIC_LABEL}" if item.synthetic else "")
+    panels = [Panel(PANEL_TITLES[0], base, original_caption), *truth_panels, *pred_panels]
+    return ReviewView(
+        item=item,
+        panels=panels,
+        threshold=None if probs is None else threshold,
+        alpha=alpha,
+        pred_mask=pred_mask,
+        metrics=metrics,
+        areas=areas,
+        probs=probs,
+        display_channel=display_channel,
+    )
+
+
+def figure_note(item: ReviewItem, model_label: str | None, threshold: float | None) -> str:
+    """The footer of the five-panel figure: synthetic label, model name and threshold."""
+    parts = []
+    if item.synthetic:
+        parts.append(f"{SYNTHETIC_LABEL}: not a real scan")
+    parts.append(f"Model: {model_label}" if model_label else "No model loaded")
+    if threshold is not None and model_label:
+        parts.append(f"threshold {threshold:.2f}")
+    parts.append(f"source: {item.source}")
+    return " · ".join(parts)

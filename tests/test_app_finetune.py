@@ -1,0 +1,206 @@
+"""The Fine-tuning page through Streamlit's AppTest: start a run, watch it, promote it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from brainviewer import runs
+from brainviewer.config import TrainConfig
+
+PAGE = "../pages/finetune.py"  # AppTest resolves paths against this test file
+POLL_TIMEOUT_S = 150.0
+
+
+@pytest.fixture(scope="module")
+def small_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained weights folder (mobilenet_v2 encoder, depth 3, input 64)."""
+    from brainviewer.model import build_model, save_weights
+    from brainviewer.preprocessing import Preprocessing
+
+    torch.manual_seed(0)
+    model = build_model("Unet", "mobilenet_v2", in_channels=3, encoder_depth=3, decoder_channels=(32, 16, 8))
+    folder = tmp_path_factory.mktemp("base") / "small-base"
+    return save_weights(model, folder, Preprocessing(input_size=64, mean=[0.1] * 3, std=[0.2] * 3))
+
+
+@pytest.fixture
+def page_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_base: Path):
+    """Temporary runs and weights folders; weights/current is the active model; fresh Streamlit caches."""
+    import streamlit as st
+
+    runs_dir, weights_dir = tmp_path / "runs", tmp_path / "weights"
+    weights_dir.mkdir()
+    shutil.copytree(small_base, weights_dir / "current")
+    (weights_dir / "ACTIVE").write_text("current\n")
+    monkeypatch.setenv("BRAINVIEWER_RUNS_DIR", str(runs_dir))
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS_DIR", str(weights_dir))
+    for name in ("BRAINVIEWER_WEIGHTS", "BRAINVIEWER_DATA", "BRAINVIEWER_DEMO"):
+        monkeypatch.delenv(name, raising=False)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    before = set(runs._CHILDREN)
+    yield runs_dir, weights_dir
+    for pid, proc in list(runs._CHILDREN.items()):
+        if pid not in before and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def new_page():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(PAGE, default_timeout=60)
+
+
+def page_text(at) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "info", "warning", "success", "error", "subheader", "title"):
+        parts.extend(str(element.value) for element in at.get(kind))
+    parts.extend(str(element.proto.text) for element in at.get("progress"))
+    parts.extend(caption for image in at.image for caption in image.captions)
+    return "\n".join(parts)
+
+
+def progress_values(at) -> list[tuple[float, str]]:
+    return [(element.proto.value / 100, element.proto.text) for element in at.get("progress")]
+
+
+def button(at, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def fill_start_form(at, data: Path, name: str) -> None:
+    at.text_input(key="finetune_data").set_value(str(data))
+    at.selectbox(key="finetune_crop").set_value(32)
+    at.selectbox(key="finetune_augment").set_value("light")
+    at.selectbox(key="finetune_device").set_value("cpu")
+    at.number_input(key="finetune_epochs").set_value(2)
+    at.number_input(key="finetune_batch").set_value(4)
+    at.number_input(key="finetune_threads").set_value(1)
+    at.number_input(key="finetune_patience").set_value(0)
+    at.text_input(key="finetune_name").set_value(name)
+
+
+def write_run(runs_dir: Path, name: str, status: dict) -> Path:
+    run_dir = runs_dir / name
+    run_dir.mkdir(parents=True)
+    TrainConfig(data="/data/x", epochs=4, run_name=name, device="cpu").save(run_dir / "config.json")
+    (run_dir / "status.json").write_text(json.dumps(status))
+    return run_dir
+
+
+def test_page_without_runs_offers_the_form_with_the_active_model_first(page_env) -> None:
+    at = new_page().run()
+    assert not at.exception
+    assert at.selectbox(key="finetune_base").value == "current model (current)"
+    assert at.selectbox(key="finetune_base").options[-1] == "From scratch (untrained)"
+    assert "No runs yet" in page_text(at)
+    assert not button(at, "Start").disabled
+
+
+def test_demo_mode_disables_starting(page_env, monkeypatch: pytest.MonkeyPatch, phantom_dataset: Path) -> None:
+    runs_dir, _ = page_env
+    monkeypatch.setenv("BRAINVIEWER_DEMO", "1")
+    at = new_page().run()
+    assert button(at, "Start").disabled
+    assert "public demo" in page_text(at)
+    assert not runs_dir.exists() or runs.list_runs(runs_dir) == []
+
+
+def test_dead_run_is_shown_dead_and_resumable_and_delete_needs_the_name(page_env) -> None:
+    runs_dir, _ = page_env
+    proc = subprocess.Popen([sys.executable, "-c", "pass", "brainviewer-test"])
+    proc.wait(30)  # its pid is no longer alive
+    write_run(
+        runs_dir,
+        "crashed",
+        {
+            "state": "running",
+            "pid": proc.pid,
+            "host": socket.gethostname(),
+            "global_step": 3,
+            "total_steps": 12,
+            "epoch": 1,
+        },
+    )
+    at = new_page().run()
+    assert not at.exception
+    assert at.selectbox(key="finetune_run").value == "crashed"
+    assert "dead (process gone)" in page_text(at)
+    assert not at.button(key="finetune_resume").disabled
+    assert at.button(key="finetune_stop").disabled and at.button(key="finetune_kill").disabled
+    assert progress_values(at) == [(0.25, "step 3/12 · dead")]
+
+    assert at.button(key="finetune_delete").disabled  # nothing typed yet
+    at.text_input(key="finetune_delete_confirm").set_value("crash").run()
+    assert at.button(key="finetune_delete").disabled
+    at.text_input(key="finetune_delete_confirm").set_value("crashed").run()
+    at.button(key="finetune_delete").click().run()
+    assert not (runs_dir / "crashed").exists()
+    assert [p.name.startswith("crashed-") for p in (runs_dir / ".trash").iterdir()] == [True]
+    assert "Moved crashed" in page_text(at)
+
+
+@pytest.mark.slow
+def test_start_watch_finish_and_promote_from_the_page(page_env, phantom_dataset: Path) -> None:
+    runs_dir, weights_dir = page_env
+    at = new_page().run()
+    fill_start_form(at, phantom_dataset, "from-page")
+    button(at, "Start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    run_dir = runs_dir / "from-page"
+    assert run_dir.is_dir()  # the folder exists as soon as Start returns
+    assert at.selectbox(key="finetune_run").value == "from-page"
+    config = TrainConfig.load(run_dir / "config.json")
+    assert (config.init_weights, config.input_size, config.crop_size, config.epochs, config.batch_size) == (
+        str((weights_dir / "current").resolve()),
+        64,
+        32,
+        2,
+        4,
+    )
+
+    # poll the page as a user's open tab would, until the run has finished
+    seen_running = False
+    deadline = time.monotonic() + POLL_TIMEOUT_S
+    while True:
+        text = page_text(at)
+        if "from-page** · :blue[running]" in text:
+            seen_running = True
+            assert progress_values(at) and 0.0 <= progress_values(at)[0][0] <= 1.0
+        if ":green[finished]" in text:
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.5)
+        at.run()
+    assert seen_running
+    assert progress_values(at)[0][0] == 1.0 and progress_values(at)[0][1].startswith("step ")
+    info = runs.read_run(run_dir)
+    assert info.status == "finished" and info.global_step == info.total_steps
+    text = page_text(at)
+    assert f"{info.best_dice:.3f}" in [str(m.value) for m in at.metric]  # best validation Dice card
+    assert "Dice" in text and "PHANTOM_" in text  # sample validation predictions with their Dice
+    assert len(at.get("plotly_chart")) >= 3  # loss, validation Dice, comparison
+
+    # promote: a new folder under weights/ becomes ACTIVE; the old one stays
+    assert at.selectbox(key="finetune_choose").value == "from-page"
+    at.button(key="finetune_promote").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert (weights_dir / "ACTIVE").read_text() == "from-page\n"
+    assert (weights_dir / "from-page" / "model.safetensors").is_file()
+    assert (weights_dir / "current" / "model.safetensors").is_file()
+    assert "weights/from-page is now the app's model" in page_text(at)
+    from brainviewer.weights import default_weights_spec
+
+    assert default_weights_spec() == str(weights_dir / "from-page")

@@ -1,0 +1,169 @@
+"""End to end in a real browser: streamlit run app.py, driven by headless Chromium through Playwright.
+
+Uploads a real LGG .tif slice and its _mask.tif, waits for the five panels, moves the threshold
+slider with the keyboard, checks that the page follows, and saves docs/screenshot.png.
+Skips when Chromium (/usr/bin/chromium), the playwright package or the LGG data is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+REAL_WEIGHTS = ROOT / "weights" / "lgg-unet-resnet18"
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+LGG_PATIENT = "TCGA_CS_4943_20000902"
+LGG_SLICE = 16
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"streamlit exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200 and response.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"streamlit did not become healthy within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _weights_for_screenshot(tiny_weights: Path) -> Path:
+    """$BRAINVIEWER_WEIGHTS when it names a weights folder, else weights/lgg-unet-resnet18 when trained,
+    else the tiny untrained test model (its predictions are noise, but the page works the same)."""
+    named = Path(os.environ.get("BRAINVIEWER_WEIGHTS", "")).expanduser()
+    for folder in (named, REAL_WEIGHTS):
+        if str(folder) not in ("", ".") and (folder / "model.safetensors").is_file():
+            return folder
+    return tiny_weights
+
+
+@pytest.fixture
+def app_url(tiny_weights, tmp_path):
+    """A running `streamlit run app.py` on a free port (weights: see :func:`_weights_for_screenshot`)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    weights = _weights_for_screenshot(tiny_weights)
+    env = {k: v for k, v in os.environ.items() if k != "BRAINVIEWER_DATA"}
+    env.update(
+        BRAINVIEWER_WEIGHTS=str(weights),
+        BRAINVIEWER_WEIGHTS_DIR=str(weights.parent),
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+    )
+    port = _free_port()
+    log = tmp_path / "streamlit.log"
+    command = [
+        sys.executable, "-m", "streamlit", "run", "app.py",
+        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+def _prediction_caption(page) -> str:
+    locator = page.get_by_text("Green: probability ≥", exact=False)
+    locator.first.wait_for(timeout=60_000)
+    return locator.first.inner_text().strip()
+
+
+def test_upload_threshold_and_screenshot(app_url, lgg_root):
+    from playwright.sync_api import expect, sync_playwright
+
+    folder = lgg_root / "kaggle_3m" / LGG_PATIENT
+    scan = folder / f"{LGG_PATIENT}_{LGG_SLICE}.tif"
+    mask = folder / f"{LGG_PATIENT}_{LGG_SLICE}_mask.tif"
+    if not scan.is_file() or not mask.is_file():
+        pytest.skip(f"{scan.name} or its mask is missing from {folder}")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(app_url)
+            # First screen: the synthetic phantom, clearly labelled.
+            expect(page.get_by_text("SYNTHETIC PHANTOM", exact=False).first).to_be_visible(timeout=90_000)
+
+            page.locator('[data-testid="stRadio"]').get_by_text("Upload", exact=True).click()
+            file_input = page.locator('input[type="file"]')
+            file_input.wait_for(state="attached", timeout=30_000)
+            file_input.set_input_files([str(scan), str(mask)])
+
+            expect(page.get_by_text("Ground truth: 3,011 px")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text(scan.name, exact=True).first).to_be_visible()
+            expect(page.locator('[data-testid="stMetric"]').filter(has_text="Dice")).to_be_visible()
+            expect(page.locator('[data-testid="stImage"]:visible')).to_have_count(5)
+            before = _prediction_caption(page)
+            assert before.startswith("Green: probability ≥ ")
+            start = float(before.rsplit(" ", 1)[1])  # the model's default threshold
+            up, down = round(start + 0.05, 2), round(start - 0.05, 2)
+
+            slider = page.locator('[data-testid="stSlider"]').filter(has_text="Probability threshold")
+            thumb = slider.get_by_role("slider")
+            thumb.focus()
+            for _ in range(5):
+                thumb.press("ArrowRight")
+            expect(page.get_by_text(f"Green: probability ≥ {up:.2f}")).to_be_visible(timeout=30_000)
+            expect(slider.get_by_test_id("stSliderThumbValue")).to_have_text(f"{up:.2f}")
+            for _ in range(10):
+                thumb.press("ArrowLeft")
+            expect(page.get_by_text(f"Green: probability ≥ {down:.2f}")).to_be_visible(timeout=30_000)
+            expect(slider.get_by_test_id("stSliderThumbValue")).to_have_text(f"{down:.2f}")
+            expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+
+            # Let images settle, then grow the viewport to the page's height: Streamlit scrolls inside
+            # its main container, so a plain full-page screenshot would stop at the first screen.
+            page.wait_for_load_state("networkidle")
+            height = page.evaluate(
+                "() => { const main = document.querySelector('[data-testid=stMain]');"
+                " return Math.max(document.body.scrollHeight, main ? main.scrollHeight : 0); }"
+            )
+            page.set_viewport_size({"width": 1440, "height": min(max(int(height) + 40, 900), 4000)})
+            page.mouse.move(0, 0)
+            time.sleep(1.0)
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+    assert SCREENSHOT.stat().st_size > 50_000
