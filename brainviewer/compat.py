@@ -51,7 +51,7 @@ def ensure_torchvision() -> ModuleType:
     import torch
 
     if _fragment is None:
-        _fragment = torch.library.Library("torchvision", "FRAGMENT")  # noqa: TOR901
+        _fragment = torch.library.Library("torchvision", "FRAGMENT")
         for name, schema in _SCHEMAS.items():
             try:
                 _fragment.define(schema)

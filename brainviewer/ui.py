@@ -713,11 +713,12 @@ def open_patient(patient_id: str, slice_number: int | None, source: str, dataset
 
 def patient_source_picker(has_dataset: bool) -> str:
     """Radio "Patient from" (key ``patient_source``): dataset / NIfTI-DICOM upload / synthetic phantom."""
-    default = 0 if has_dataset else 2
+    # the index only for a first render: state set by another page must not meet a default too
+    first = {} if "patient_source" in st.session_state else {"index": 0 if has_dataset else 2}
     return st.radio(
         "Patient from",
         PATIENT_SOURCES,
-        index=_state_index("patient_source", PATIENT_SOURCES, default),
+        **first,
         key="patient_source",
         horizontal=True,
         help="Synthetic phantom patients are generated pictures, not real scans.",
@@ -743,7 +744,6 @@ def dataset_patient(dataset: Dataset, label: str = "Patient") -> tuple[Volume, s
     patient_id = st.selectbox(
         label,
         patients,
-        index=_state_index("patient_pick", patients),
         key="patient_pick",
         help=f"{len(patients)} patients in {Path(dataset.root).name}.",
     )

@@ -1,0 +1,164 @@
+"""The Patients and Evaluation pages through streamlit's AppTest (phantom data, tiny untrained model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainviewer.datasets import open_dataset
+from brainviewer.model import Segmenter
+from brainviewer.patient import evaluate_dataset
+
+APP = "../app.py"  # AppTest resolves paths against this test file
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_weights: Path):
+    """The tiny model configured, no dataset yet, fresh Streamlit caches."""
+    import streamlit as st
+
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS_DIR", str(weights_dir))
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(tiny_weights))
+    monkeypatch.delenv("BRAINVIEWER_DATA", raising=False)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def predict_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of the batches given to Segmenter.predict_probs_batch (the model forward passes)."""
+    calls: list[int] = []
+    original = Segmenter.predict_probs_batch
+
+    def counting(self, images, batch_size=8):
+        calls.append(len(images))
+        return original(self, images, batch_size)
+
+    monkeypatch.setattr(Segmenter, "predict_probs_batch", counting)
+    return calls
+
+
+def open_page(page: str):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page(page)
+    return at.run()
+
+
+def texts(at, *kinds: str) -> str:
+    kinds = kinds or ("markdown", "caption", "info", "warning", "error", "title")
+    parts = [str(element.value) for kind in kinds for element in at.get(kind)]
+    parts += [caption for image in at.image for caption in image.captions]
+    return "\n".join(parts)
+
+
+def metric_values(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_patients_page_scrubs_without_rerunning_the_model(
+    app_env: None, monkeypatch: pytest.MonkeyPatch, phantom_dataset: Path, predict_calls: list[int]
+) -> None:
+    monkeypatch.setenv("BRAINVIEWER_DATA", str(phantom_dataset))
+    dataset = open_dataset(phantom_dataset)
+    patient = dataset.patient_ids[0]
+    areas = [int(dataset.load_mask(r).sum()) for r in dataset.patients[patient]]
+
+    at = open_page("pages/patients.py")
+    assert not at.exception, at.exception
+    assert at.radio(key="patient_source").value == "Dataset patient"
+    assert at.selectbox(key="patient_pick").value == patient
+    assert predict_calls == [8]  # the whole patient (8 slices) in one batch, once
+    slider = at.slider(key="patient_slice")
+    assert (slider.min, slider.max) == (1, 8)
+    assert slider.value == int(np.argmax(areas)) + 1  # opens on the largest ground-truth tumour
+    assert f"{patient} · slice {slider.value} of 8" in texts(at)
+    assert at.image[1].captions[0] == f"Ground truth: {max(areas):,} px"
+    cards = metric_values(at)
+    assert cards["Tumour volume, truth"] == f"{sum(areas):,} vox"  # phantom PNGs: spacing unknown
+    assert cards["Tumour slices"].startswith("4 / ")
+    assert "Volume Dice" in cards
+
+    at.slider(key="patient_slice").set_value(2).run()
+    assert not at.exception
+    assert f"{patient} · slice 2 of 8" in texts(at)
+    assert at.image[1].captions[0] == f"Ground truth: {areas[1]:,} px"
+    at.button(key="patient_next").click().run()
+    assert at.slider(key="patient_slice").value == 3
+    at.button(key="patient_prev").click().run()
+    at.button(key="patient_prev").click().run()
+    assert at.slider(key="patient_slice").value == 1
+    at.slider(key="threshold").set_value(0.9).run()
+    assert not at.exception
+    assert predict_calls == [8]  # scrubbing and the threshold never ran the model again
+
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert {"Predicted masks (ZIP)", "Per-slice metrics (CSV)", "Patient metrics (CSV)", "Report (HTML)"} <= set(labels)
+    assert "Predicted mask (NIfTI)" not in labels  # PNG dataset: no affine to write a NIfTI with
+
+    at.selectbox(key="patient_pick").set_value(dataset.patient_ids[1]).run()
+    assert not at.exception
+    assert predict_calls == [8, 8]
+    areas_1 = [int(dataset.load_mask(r).sum()) for r in dataset.patients[dataset.patient_ids[1]]]
+    assert at.slider(key="patient_slice").value == int(np.argmax(areas_1)) + 1
+
+
+def test_patients_page_offers_the_phantom_without_a_dataset(app_env: None) -> None:
+    at = open_page("pages/patients.py")
+    assert not at.exception, at.exception
+    assert at.radio(key="patient_source").value == "Synthetic phantom"
+    assert "SYNTHETIC PHANTOM" in texts(at, "warning")
+    assert at.selectbox(key="patient_pick").value == "PHANTOM_00_20000101"
+    assert at.slider(key="patient_slice").max == 12
+
+
+def test_evaluation_page_shows_the_mean_dice_and_opens_a_patient(
+    app_env: None, monkeypatch: pytest.MonkeyPatch, phantom_dataset: Path, tiny_weights: Path
+) -> None:
+    monkeypatch.setenv("BRAINVIEWER_DATA", str(phantom_dataset))
+    at = open_page("pages/evaluation.py")
+    assert not at.exception, at.exception
+    assert not at.metric  # nothing runs before the button
+    at.button(key="eval_run").click().run()
+    assert not at.exception, at.exception
+
+    segmenter = Segmenter.from_folder(tiny_weights, device="cpu")
+    expected = evaluate_dataset(
+        open_dataset(phantom_dataset), lambda scans: segmenter.predict_probs_batch(scans, 16), segmenter.prep.threshold
+    )
+    cards = metric_values(at)
+    assert cards["Mean volume Dice"] == f"{expected.report.mean_dice:.3f}"
+    assert cards["Median volume Dice"] == f"{expected.report.median_dice:.3f}"
+    assert cards["Micro Dice"] == f"{expected.report.micro_dice:.3f}"
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert {"Per-patient results (CSV)", "Per-slice results (CSV)", "Summary and patients (JSON)"} <= set(labels)
+
+    # open the worst slice on the Patients page
+    worst = expected.worst_slices(1)[0]
+    choice = next(o for o in at.selectbox(key="eval_open_choice").options if o.startswith(f"{worst.patient_id}, "))
+    at.selectbox(key="eval_open_choice").set_value(choice).run()
+    at.button(key="eval_open").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="patient_pick").value == worst.patient_id
+    slice_number = int(choice.split("slice ")[1].split(" ")[0])
+    assert at.slider(key="patient_slice").value == slice_number
+
+
+def test_evaluation_page_without_a_dataset_offers_the_phantom(app_env: None) -> None:
+    at = open_page("pages/evaluation.py")
+    assert not at.exception, at.exception
+    assert "No dataset is configured" in texts(at, "info")
+    assert not at.button
+    at.toggle(key="eval_phantom").set_value(True).run()
+    assert "SYNTHETIC PHANTOM" in texts(at, "warning")
+    at.button(key="eval_run").click().run()
+    assert not at.exception, at.exception
+    assert "Mean volume Dice" in metric_values(at)
