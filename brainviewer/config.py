@@ -83,6 +83,8 @@ class TrainConfig:
     """auto (CUDA if present), cpu, cuda or cuda:N."""
     threads: int = 0
     """CPU threads for torch (0 = torch's default)."""
+    workers: int = 0
+    """DataLoader processes preparing batches (0 = in the training process); use several on a GPU."""
     log_every: int = 10
     """Write a training line to metrics.jsonl every this many steps."""
     checkpoint_every_steps: int = 0

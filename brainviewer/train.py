@@ -125,6 +125,63 @@ def batch_indices(order: np.ndarray, step_in_epoch: int, rank: int, world: int, 
     return order[np.arange(first, first + batch_size) % len(order)]
 
 
+class EpochBatches(torch.utils.data.Dataset):
+    """The batches one process trains on in one epoch, from step ``start`` on.
+
+    Item ``k`` is the batch of step ``start + k``: ``(images (B, C, s, s) float32, targets
+    (B, 1, s, s) float32)``. Every sample is seeded by ``(seed, epoch, slice index)``, so the
+    batches are the same whether they are made here or in DataLoader worker processes,
+    and whatever step a resumed run starts from.
+    """
+
+    def __init__(
+        self,
+        cache: SliceCache,
+        config: TrainConfig,
+        prep: Preprocessing,
+        pipeline,
+        order: np.ndarray,
+        epoch: int,
+        rank: int,
+        world: int,
+        start: int,
+        steps: int,
+    ) -> None:
+        self.cache, self.config, self.prep, self.pipeline = cache, config, prep, pipeline
+        self.order, self.epoch, self.rank, self.world = order, epoch, rank, world
+        self.start, self.steps = start, steps
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = batch_indices(self.order, self.start + k, self.rank, self.world, self.config.batch_size)
+        pairs = [
+            make_sample(
+                self.cache,
+                int(i),
+                self.config,
+                self.prep,
+                self.pipeline,
+                seed=sample_seed(self.config.seed, self.epoch, int(i)),
+            )
+            for i in indices
+        ]
+        return torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs]))
+
+
+def batch_loader(batches: EpochBatches, workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """Iterate ``batches`` in order, prepared by ``workers`` processes (0 = in this process)."""
+    return torch.utils.data.DataLoader(
+        batches,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=2 if workers else None,
+    )
+
+
 def channel_stats(cache: SliceCache, max_images: int = 512) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the cached (unit-range) training images."""
     step = max(1, len(cache.images) // max_images)
@@ -348,7 +405,13 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
 
 
 def _train(
-    config: TrainConfig, dataset: Dataset, run_dir: Path, resuming: bool, device: torch.device, rank: int, world: int,
+    config: TrainConfig,
+    dataset: Dataset,
+    run_dir: Path,
+    resuming: bool,
+    device: torch.device,
+    rank: int,
+    world: int,
     stop: dict,
 ) -> Path:
     t_start = time.time()
@@ -364,8 +427,14 @@ def _train(
         dist.barrier()
     split = Split.load(run_dir / "split.json")
     train_set, val_set = dataset.subset(split.train), dataset.subset(split.val)
-    logger.info("data %s: %d train patients (%d slices), %d validation patients (%d slices)",
-                config.data, len(split.train), len(train_set), len(split.val), len(val_set))
+    logger.info(
+        "data %s: %d train patients (%d slices), %d validation patients (%d slices)",
+        config.data,
+        len(split.train),
+        len(train_set),
+        len(split.val),
+        len(val_set),
+    )
 
     # model and preprocessing
     if config.init_weights:
@@ -375,14 +444,25 @@ def _train(
         torch.manual_seed(config.seed)
         model = build_model(config.arch, config.encoder, in_channels=config.in_channels)
         names = ["pre-contrast", "FLAIR", "post-contrast"] if config.in_channels == 3 else ["gray"]
-        prep = Preprocessing(input_size=config.input_size, in_channels=config.in_channels, channel_names=names,
-                             mean=[0.0] * config.in_channels, std=[1.0] * config.in_channels)
+        prep = Preprocessing(
+            input_size=config.input_size,
+            in_channels=config.in_channels,
+            channel_names=names,
+            mean=[0.0] * config.in_channels,
+            std=[1.0] * config.in_channels,
+        )
     t0 = time.time()
     cache = SliceCache.build(train_set, prep)
     if not config.init_weights:
         prep.mean, prep.std = channel_stats(cache)
-    logger.info("cached %d training slices in %.1fs (%d with tumour); mean %s std %s",
-                len(cache.images), time.time() - t0, int(cache.has_tumour.sum()), prep.mean, prep.std)
+    logger.info(
+        "cached %d training slices in %.1fs (%d with tumour); mean %s std %s",
+        len(cache.images),
+        time.time() - t0,
+        int(cache.has_tumour.sum()),
+        prep.mean,
+        prep.std,
+    )
 
     model.to(device)
     if device.type == "cuda":
@@ -398,8 +478,15 @@ def _train(
         logger.info("resumed at epoch %d step %d (global step %d)", state.epoch, state.step_in_epoch, state.global_step)
     if rank == 0:
         truncate_metrics(run_dir, state.global_step, state.epoch)
-        append_metrics(run_dir, {"type": "event", "event": "resumed" if resuming else "started",
-                                 "step": state.global_step, "time": time.time()})
+        append_metrics(
+            run_dir,
+            {
+                "type": "event",
+                "event": "resumed" if resuming else "started",
+                "step": state.global_step,
+                "time": time.time(),
+            },
+        )
     net, net_frozen = model, None
 
     loss_fn = get_loss(config.loss)
@@ -416,8 +503,13 @@ def _train(
         if rank != 0:
             return
         atomic_torch_save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": asdict(state),
-             "preprocessing": asdict(prep), "config": asdict(config)},
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "state": asdict(state),
+                "preprocessing": asdict(prep),
+                "config": asdict(config),
+            },
             run_dir / CHECKPOINT,
         )
 
@@ -447,6 +539,15 @@ def _train(
         order = epoch_order(cache, config, epoch)
         model.train()
         progress = _progress_bar(rank, steps_per_epoch, state.step_in_epoch, epoch, config.epochs)
+        batches = iter(
+            batch_loader(
+                EpochBatches(
+                    cache, config, prep, pipeline, order, epoch, rank, world, state.step_in_epoch, steps_per_epoch
+                ),
+                config.workers,
+                pin_memory=device.type == "cuda",
+            )
+        )
         while state.step_in_epoch < steps_per_epoch:
             if config.max_steps and state.global_step >= config.max_steps:
                 break
@@ -465,11 +566,9 @@ def _train(
                     )
                 return run_dir
             t_step = time.time()
-            indices = batch_indices(order, state.step_in_epoch, rank, world, config.batch_size)
-            pairs = [make_sample(cache, int(i), config, prep, pipeline,
-                                 seed=sample_seed(config.seed, epoch, int(i))) for i in indices]
-            images = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
-            targets = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device)
+            images, targets = next(batches)
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
             if device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             lr = learning_rate(config, state.global_step, steps_per_epoch)
@@ -486,7 +585,7 @@ def _train(
             state.global_step += 1
             elapsed = time.time() - t_step
             state.train_seconds += elapsed
-            seen_images += len(indices) * world
+            seen_images += images.shape[0] * world
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
@@ -495,13 +594,28 @@ def _train(
                 ips = seen_images / max(1e-9, now - t_window)
                 seen_images, t_window = 0, now
                 remaining = total_steps - state.global_step
-                record = {"type": "train", "step": state.global_step, "epoch": epoch,
-                          "epoch_progress": state.step_in_epoch / steps_per_epoch, "loss": float(loss.item()),
-                          "lr": lr, "images_per_s": ips, "eta_s": remaining * per_step / max(ips, 1e-9),
-                          "total_steps": total_steps, "time": now}
+                record = {
+                    "type": "train",
+                    "step": state.global_step,
+                    "epoch": epoch,
+                    "epoch_progress": state.step_in_epoch / steps_per_epoch,
+                    "loss": float(loss.item()),
+                    "lr": lr,
+                    "images_per_s": ips,
+                    "eta_s": remaining * per_step / max(ips, 1e-9),
+                    "total_steps": total_steps,
+                    "time": now,
+                }
                 append_metrics(run_dir, record)
-                write_status(run_dir, "running", epoch=epoch, global_step=state.global_step, total_steps=total_steps,
-                             eta_s=record["eta_s"], images_per_s=ips)
+                write_status(
+                    run_dir,
+                    "running",
+                    epoch=epoch,
+                    global_step=state.global_step,
+                    total_steps=total_steps,
+                    eta_s=record["eta_s"],
+                    images_per_s=ips,
+                )
             if config.checkpoint_every_steps and state.global_step % config.checkpoint_every_steps == 0:
                 checkpoint_now()
         if progress is not None:
@@ -527,9 +641,16 @@ def _train(
 
     if rank == 0:
         _finalise(run_dir, segmenter, val_set, config, state)
-        write_status(run_dir, finished_reason, epoch=state.epoch, global_step=state.global_step,
-                     total_steps=total_steps, best_dice=state.best_dice, best_epoch=state.best_epoch,
-                     wall_seconds=time.time() - t_start)
+        write_status(
+            run_dir,
+            finished_reason,
+            epoch=state.epoch,
+            global_step=state.global_step,
+            total_steps=total_steps,
+            best_dice=state.best_dice,
+            best_epoch=state.best_epoch,
+            wall_seconds=time.time() - t_start,
+        )
         append_metrics(
             run_dir, {"type": "event", "event": finished_reason, "step": state.global_step, "time": time.time()}
         )
@@ -543,13 +664,27 @@ def _progress_bar(rank: int, total: int, initial: int, epoch: int, epochs: int):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=f"epoch {epoch + 1}/{epochs}",
+        leave=False,
+        disable=not sys.stderr.isatty(),
+        dynamic_ncols=True,
+    )
 
 
 def _validate_and_record(
-    segmenter: Segmenter, val_set: Dataset, run_dir: Path, config: TrainConfig, state: RunState,
-    prep: Preprocessing, rank: int, world: int, device: torch.device, final: bool = False,
+    segmenter: Segmenter,
+    val_set: Dataset,
+    run_dir: Path,
+    config: TrainConfig,
+    state: RunState,
+    prep: Preprocessing,
+    rank: int,
+    world: int,
+    device: torch.device,
+    final: bool = False,
 ) -> bool:
     """Validate on rank 0, save the best weights; every rank learns whether it improved."""
     improved = False
@@ -563,18 +698,31 @@ def _validate_and_record(
         if improved:
             state.best_dice, state.best_epoch, state.bad_validations = report.mean_dice, state.epoch, 0
             save_best(segmenter, run_dir, config, state, summary)
-        record = {"type": "val", "step": state.global_step, "epoch": state.epoch,
-                  "val_dice_mean": report.mean_dice, "val_dice_median": report.median_dice,
-                  "val_micro_dice": report.micro_dice, "val_fp_rate": report.fp_rate,
-                  "val_tumour_slice_dice": summary["mean_tumour_slice_dice"],
-                  "val_dice_per_patient": {p.patient_id: p.volume_dice for p in report.patients},
-                  "best": improved, "seconds": time.time() - t0, "time": time.time()}
+        record = {
+            "type": "val",
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "val_dice_mean": report.mean_dice,
+            "val_dice_median": report.median_dice,
+            "val_micro_dice": report.micro_dice,
+            "val_fp_rate": report.fp_rate,
+            "val_tumour_slice_dice": summary["mean_tumour_slice_dice"],
+            "val_dice_per_patient": {p.patient_id: p.volume_dice for p in report.patients},
+            "best": improved,
+            "seconds": time.time() - t0,
+            "time": time.time(),
+        }
         append_metrics(run_dir, record)
         state.history.append({k: record[k] for k in ("epoch", "step", "val_dice_mean", "val_fp_rate")})
-        logger.info("epoch %d validation: mean Dice %.4f median %.4f FP rate %s%s (%.0fs)", state.epoch + 1,
-                    report.mean_dice, report.median_dice,
-                    "n/a" if report.fp_rate is None else f"{report.fp_rate:.3f}",
-                    " (best)" if improved else "", time.time() - t0)
+        logger.info(
+            "epoch %d validation: mean Dice %.4f median %.4f FP rate %s%s (%.0fs)",
+            state.epoch + 1,
+            report.mean_dice,
+            report.median_dice,
+            "n/a" if report.fp_rate is None else f"{report.fp_rate:.3f}",
+            " (best)" if improved else "",
+            time.time() - t0,
+        )
     if world > 1:
         flag = torch.tensor([int(improved)], device=device if device.type == "cuda" else "cpu")
         dist.broadcast(flag, src=0)
@@ -583,15 +731,23 @@ def _validate_and_record(
 
 
 def save_best(
-    segmenter: Segmenter, run_dir: Path, config: TrainConfig, state: RunState, summary: dict,
+    segmenter: Segmenter,
+    run_dir: Path,
+    config: TrainConfig,
+    state: RunState,
+    summary: dict,
     extra: dict[str, str] | None = None,
 ) -> None:
     """Atomically replace ``run_dir/best`` with the current weights and a model card."""
     from brainviewer.modelcard import render_card
 
     card = render_card(config, state, summary, run_dir)
-    files = {"train_config.json": config.to_json(), "split.json": (run_dir / "split.json").read_text(),
-             "validation.json": json.dumps(summary, indent=2) + "\n", **(extra or {})}
+    files = {
+        "train_config.json": config.to_json(),
+        "split.json": (run_dir / "split.json").read_text(),
+        "validation.json": json.dumps(summary, indent=2) + "\n",
+        **(extra or {}),
+    }
     save_weights(segmenter.model, run_dir / BEST, segmenter.prep, card=card, extra_files=files, overwrite=True)
 
 
@@ -603,11 +759,20 @@ def _finalise(run_dir: Path, segmenter: Segmenter, val_set: Dataset, config: Tra
     best = Segmenter.from_folder(best_dir, device=segmenter.device)
     _, reports = validate(best, val_set, sweep=True)
     chosen = choose_setting(reports[1:])
-    best.prep = replace(best.prep, threshold=chosen.threshold, min_component_px=chosen.min_component_px,
-                        keep_largest=chosen.keep_largest)
+    best.prep = replace(
+        best.prep,
+        threshold=chosen.threshold,
+        min_component_px=chosen.min_component_px,
+        keep_largest=chosen.keep_largest,
+    )
     summary = chosen.summary()
-    logger.info("chosen on validation: threshold %.2f, min component %d px -> mean Dice %.4f, FP rate %s",
-                chosen.threshold, chosen.min_component_px, chosen.mean_dice, chosen.fp_rate)
+    logger.info(
+        "chosen on validation: threshold %.2f, min component %d px -> mean Dice %.4f, FP rate %s",
+        chosen.threshold,
+        chosen.min_component_px,
+        chosen.mean_dice,
+        chosen.fp_rate,
+    )
     sweep = [r.summary() for r in reports[1:]]
     save_best(best, run_dir, config, state, summary, {"threshold_sweep.json": json.dumps(sweep, indent=2) + "\n"})
     append_metrics(run_dir, {"type": "final", "step": state.global_step, **summary, "time": time.time()})

@@ -477,3 +477,10 @@ def test_cli_resume_of_a_non_run_folder_exits_2(tmp_path: Path, capsys: pytest.C
 
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_dataloader_workers_give_the_same_run(reference_run: Path, phantom_dataset: Path, runs_dir: Path) -> None:
+    """Batches prepared by two worker processes are the batches the training process would make."""
+    with_workers = train(tiny_config(phantom_dataset, runs_dir, "workers", workers=2))
+    assert_same_checkpoint(load_checkpoint(reference_run), load_checkpoint(with_workers))
+    assert train_losses(reference_run) == train_losses(with_workers)
