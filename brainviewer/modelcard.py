@@ -10,10 +10,11 @@ import torch
 from brainviewer.config import TrainConfig
 
 
-def _hardware() -> str:
-    if torch.cuda.is_available():
+def _hardware(config: TrainConfig) -> str:
+    if config.device != "cpu" and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
+    threads = config.threads or torch.get_num_threads()
+    return f"CPU ({platform.processor() or platform.machine()}, {threads} torch thread{'s' if threads > 1 else ''})"
 
 
 def _fmt(value: object) -> str:
@@ -37,12 +38,29 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
         "---",
         f"# brainviewer model: {config.arch} / {config.encoder}",
         "",
-        "Binary tumour segmentation of 2-D brain MRI slices, trained from scratch (no ImageNet weights) "
-        "with [brainviewer](https://github.com/) `python -m brainviewer train`.",
-        "Not a medical device: for research and review, never for diagnosis.",
+        "Binary tumour segmentation of 2-D brain MRI slices with brainviewer (`python -m brainviewer train`), "
+        + (
+            "fine-tuned from another brainviewer model."
+            if config.init_weights
+            else "trained from scratch (no ImageNet weights)."
+        ),
+        "",
+        "**Not a medical device**: for research and for reviewing model behaviour, never for diagnosis. "
+        "It was validated only on the held-out patients below, from the same public dataset.",
+        "",
+        "## Input",
+        f"- {config.in_channels} channel(s) "
+        + (
+            "(pre-contrast, FLAIR, post-contrast, as in the LGG dataset; a grayscale scan is repeated into all three)"
+            if config.in_channels == 3
+            else "(grayscale)"
+        )
+        + f"; any size, letterboxed to {config.input_size}x{config.input_size}; the mask comes back at the "
+        "scan's size. Preprocessing and the chosen threshold are in `preprocessing.json`.",
         "",
         "## Data",
-        f"- Dataset: `{config.data}`" + (f" (fine-tuned from `{config.init_weights}`)" if config.init_weights else ""),
+        f"- Dataset: `{Path(config.data).name}` (path at training time: `{config.data}`)"
+        + (f"; base model `{Path(config.init_weights).name}`" if config.init_weights else ""),
         f"- Split by patient ({split.get('mode', config.split_mode)}, seed {config.seed}): "
         f"{len(split['train'])} training, {len(split['val'])} validation patients (listed in `split.json`).",
         "",
@@ -52,16 +70,26 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
         + (f", trained on {config.crop_size}x{config.crop_size} crops" if config.crop_size else ""),
         f"- Loss {config.loss}, AdamW lr {config.lr}, weight decay {config.weight_decay}, batch {config.batch_size}, "
         f"augmentation {config.augment}",
-        f"- Best epoch {getattr(state, 'best_epoch', -1) + 1} of {getattr(state, 'epoch', 0) + 1} run so far; "
-        f"{getattr(state, 'global_step', 0)} steps; {hours:.2f} h of training on {_hardware()}",
+        f"- Best validation at epoch {getattr(state, 'best_epoch', -1) + 1}; {getattr(state, 'epoch', 0)} of "
+        f"{config.epochs} planned epochs run ({getattr(state, 'global_step', 0)} steps); "
+        f"{hours:.2f} h of training on {_hardware(config)}",
         "- Full configuration: `train_config.json`",
         "",
         "## Validation (per patient volume, Buda et al. 2019 protocol)",
         "| metric | value |",
         "|---|---|",
     ]
-    for key in ("patients", "slices", "mean_volume_dice", "median_volume_dice", "micro_dice",
-                "mean_tumour_slice_dice", "fp_rate_empty_slices", "threshold", "min_component_px"):
+    for key in (
+        "patients",
+        "slices",
+        "mean_volume_dice",
+        "median_volume_dice",
+        "micro_dice",
+        "mean_tumour_slice_dice",
+        "fp_rate_empty_slices",
+        "threshold",
+        "min_component_px",
+    ):
         if key in summary:
             lines.append(f"| {key} | {_fmt(summary[key])} |")
     lines += ["", "Reproduce: `python -m brainviewer evaluate DATASET --weights THIS_FOLDER --split split.json`", ""]
