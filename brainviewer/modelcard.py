@@ -61,7 +61,9 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
         "## Data",
         f"- Dataset: `{Path(config.data).name}` (path at training time: `{config.data}`)"
         + (f"; base model `{Path(config.init_weights).name}`" if config.init_weights else ""),
-        f"- Split by patient ({split.get('mode', config.split_mode)}, seed {config.seed}): "
+        f"- Split by patient ({split.get('mode', config.split_mode)}"
+        + (f", the last ids of each of {config.split_blocks} id ranges" if config.split_blocks > 1 else "")
+        + f", seed {config.seed}): "
         f"{len(split['train'])} training, {len(split['val'])} validation patients (listed in `split.json`).",
         "",
         "## Training",
