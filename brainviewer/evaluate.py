@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainviewer.datasets import Dataset, SliceRecord
+from brainviewer.datasets import Dataset, load_arrays
 from brainviewer.metrics import Counts, counts, dice_from_counts
 from brainviewer.postprocess import postprocess
 
@@ -44,6 +44,9 @@ class PatientResult:
     truth_voxels: int
     pred_voxels: int
     slice_dice: list[float] = field(default_factory=list)
+    slice_truth_px: list[int] = field(default_factory=list)
+    slice_pred_px: list[int] = field(default_factory=list)
+    slice_max_prob: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -109,7 +112,7 @@ class _Accumulator:
 
     def add_patient(self, patient_id: str, probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> None:
         volume = Counts(0, 0, 0, 0)
-        slice_dice, tumour_dice = [], []
+        slice_dice, tumour_dice, truth_px, pred_px, max_prob = [], [], [], [], []
         fp = empty = 0
         for prob, truth in zip(probs, truths, strict=True):
             pred = postprocess(prob >= self.threshold, self.min_component_px, self.keep_largest)
@@ -117,6 +120,9 @@ class _Accumulator:
             volume = volume + c
             d = dice_from_counts(c)
             slice_dice.append(d)
+            truth_px.append(c.tp + c.fn)
+            pred_px.append(c.tp + c.fp)
+            max_prob.append(float(np.max(prob)) if prob.size else 0.0)
             if truth.any():
                 tumour_dice.append(d)
             else:
@@ -136,6 +142,9 @@ class _Accumulator:
                 truth_voxels=volume.tp + volume.fn,
                 pred_voxels=volume.tp + volume.fp,
                 slice_dice=slice_dice,
+                slice_truth_px=truth_px,
+                slice_pred_px=pred_px,
+                slice_max_prob=max_prob,
             )
         )
 
@@ -156,7 +165,6 @@ def evaluate_probs(
     probs_fn: ProbsFn,
     settings: Sequence[tuple[float, int, bool]],
     progress: Callable[[int, int], None] | None = None,
-    images: dict[SliceRecord, np.ndarray] | None = None,
 ) -> list[EvaluationReport]:
     """Score ``dataset`` for several post-processing settings with one pass of inference.
 
@@ -165,7 +173,6 @@ def evaluate_probs(
         probs_fn: maps a list of scans to their ``(H, W)`` float32 probabilities.
         settings: ``(threshold, min_component_px, keep_largest)`` tuples to score.
         progress: called with ``(patients done, patients total)``.
-        images: optional pre-loaded ``record -> (image, mask)`` cache (not required).
 
     Returns:
         One :class:`EvaluationReport` per setting, in the same order.
@@ -175,8 +182,7 @@ def evaluate_probs(
     for done, (pid, records) in enumerate(patients.items(), start=1):
         scans, truths = [], []
         for record in records:
-            image = dataset.load_image(record)
-            truth = dataset.load_mask(record, shape=image.shape[:2])
+            image, truth = load_arrays(dataset, record)
             if truth is None:
                 raise ValueError(f"{record.image_path} has no ground truth; evaluation needs masks for every slice.")
             scans.append(image)
@@ -221,14 +227,29 @@ def write_report(report: EvaluationReport, out_dir: str | Path, overwrite: bool 
     with paths["csv"].open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["patient_id", "n_slices", "n_tumour_slices", "volume_dice", "tumour_slice_dice", "fp_rate",
-             "truth_voxels", "pred_voxels"]
+            [
+                "patient_id",
+                "n_slices",
+                "n_tumour_slices",
+                "volume_dice",
+                "tumour_slice_dice",
+                "fp_rate",
+                "truth_voxels",
+                "pred_voxels",
+            ]
         )
         for p in report.patients:
             writer.writerow(
-                [p.patient_id, p.n_slices, p.n_tumour_slices, f"{p.volume_dice:.6f}",
-                 "" if p.tumour_slice_dice is None else f"{p.tumour_slice_dice:.6f}",
-                 "" if p.fp_rate is None else f"{p.fp_rate:.6f}", p.truth_voxels, p.pred_voxels]
+                [
+                    p.patient_id,
+                    p.n_slices,
+                    p.n_tumour_slices,
+                    f"{p.volume_dice:.6f}",
+                    "" if p.tumour_slice_dice is None else f"{p.tumour_slice_dice:.6f}",
+                    "" if p.fp_rate is None else f"{p.fp_rate:.6f}",
+                    p.truth_voxels,
+                    p.pred_voxels,
+                ]
             )
     _plot(report, paths["plot"])
     return paths

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from brainviewer.datasets import Dataset, SliceRecord
+from brainviewer.datasets import Dataset
 from brainviewer.evaluate import EvaluationReport, PatientResult, ProbsFn, evaluate_probs
 from brainviewer.metrics import counts, dice_from_counts
 from brainviewer.overlay import GT_COLOR, PRED_COLOR, display_rgb, overlay
@@ -427,15 +427,6 @@ class DatasetEvaluation:
         )
 
 
-class _RecordingDataset(Dataset):
-    """A view of a dataset that remembers the ground-truth area of every mask it loads."""
-
-    def load_mask(self, record: SliceRecord, shape: tuple[int, int] | None = None) -> np.ndarray | None:
-        mask = super().load_mask(record, shape)
-        self.truth_areas[record] = None if mask is None else int(np.count_nonzero(mask))  # type: ignore[attr-defined]
-        return mask
-
-
 def evaluate_dataset(
     dataset: Dataset,
     probs_fn: ProbsFn,
@@ -456,32 +447,20 @@ def evaluate_dataset(
     Returns:
         :class:`DatasetEvaluation` (the report, and one :class:`SliceScore` per slice).
     """
-    recording = _RecordingDataset(dataset.root, dataset.kind, list(dataset.records))
-    recording.truth_areas = {}  # type: ignore[attr-defined]
-    patients = list(recording.patients.items())
-    per_patient: list[tuple[list[float], list[int]]] = []
-
-    def recorded_probs(scans: list[np.ndarray]) -> list[np.ndarray]:
-        probs = probs_fn(scans)
-        masks = predicted_masks(probs, threshold, min_component_px, keep_largest)
-        per_patient.append(([float(np.max(p)) for p in probs], [int(np.count_nonzero(m)) for m in masks]))
-        return probs
-
-    report = evaluate_probs(recording, recorded_probs, [(threshold, min_component_px, keep_largest)], progress)[0]
-    slices = []
-    for (pid, records), result, (max_probs, pred_areas) in zip(patients, report.patients, per_patient, strict=True):
-        for k, record in enumerate(records):
-            slices.append(
-                SliceScore(
-                    patient_id=pid,
-                    slice=k + 1,
-                    name=record.name,
-                    truth_area_px=int(recording.truth_areas.get(record) or 0),  # type: ignore[attr-defined]
-                    pred_area_px=pred_areas[k],
-                    dice=float(result.slice_dice[k]),
-                    max_prob=max_probs[k],
-                )
-            )
+    report = evaluate_probs(dataset, probs_fn, [(threshold, min_component_px, keep_largest)], progress)[0]
+    slices = [
+        SliceScore(
+            patient_id=pid,
+            slice=k + 1,
+            name=record.name,
+            truth_area_px=result.slice_truth_px[k],
+            pred_area_px=result.slice_pred_px[k],
+            dice=float(result.slice_dice[k]),
+            max_prob=result.slice_max_prob[k],
+        )
+        for (pid, records), result in zip(dataset.patients.items(), report.patients, strict=True)
+        for k, record in enumerate(records)
+    ]
     return DatasetEvaluation(report, slices)
 
 
