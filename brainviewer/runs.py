@@ -1284,8 +1284,9 @@ def compare_figure(curves: dict[str, Sequence[dict]]):
     return fig
 
 
-def patient_dice_figure(patients: Sequence[object], mean: float | None = None):
-    """Per-patient volume Dice as bars, lowest first (``patients``: objects with ``patient_id`` and ``volume_dice``)."""
+def patient_dice_figure(patients: Sequence[object], mean: float | None = None, median: float | None = None):
+    """Per-patient volume Dice as bars, lowest first, with optional mean and median lines
+    (``patients``: objects with ``patient_id`` and ``volume_dice``)."""
     import plotly.graph_objects as go
 
     ordered = sorted(patients, key=lambda p: (p.volume_dice, p.patient_id))
@@ -1294,17 +1295,24 @@ def patient_dice_figure(patients: Sequence[object], mean: float | None = None):
             x=[p.patient_id for p in ordered],
             y=[p.volume_dice for p in ordered],
             marker_color="#3b7dd8",
-            hovertemplate="%{x}: Dice %{y:.3f}<extra></extra>",
+            hovertemplate="%{x}<br>Dice %{y:.3f}<extra></extra>",
         )
     )
     if mean is not None and math.isfinite(mean):
         fig.add_hline(y=mean, line_color="#d62728", annotation_text=f"mean {mean:.3f}")
+    if median is not None and math.isfinite(median):
+        fig.add_hline(
+            y=median,
+            line_color="#2ca02c",
+            line_dash="dash",
+            annotation_text=f"median {median:.3f}",
+            annotation_position="bottom right",
+        )
     fig.update_layout(
-        title="Per-patient Dice",
-        xaxis_title="patient",
-        yaxis_title="volume Dice",
-        yaxis_range=[0, 1],
-        height=360,
+        title="Per-patient volume Dice",
+        yaxis={"range": [0, 1.02], "title": "Dice"},
+        xaxis={"title": None, "tickangle": -60},
+        height=380,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     return fig

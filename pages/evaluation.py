@@ -11,6 +11,7 @@ import streamlit as st
 from brainviewer import ui
 from brainviewer.exports import evaluation_json, evaluation_patients_csv, evaluation_slices_csv
 from brainviewer.review import SYNTHETIC_LABEL
+from brainviewer.runs import patient_dice_figure
 from brainviewer.split import Split
 
 st.title("Evaluation", anchor=False)
@@ -112,30 +113,7 @@ for column, (label, value, help_text) in zip(st.columns(len(cards)), cards, stri
     column.metric(label, value, help=help_text, border=True)
 
 # --- per-patient Dice, sorted, with mean and median; and their distribution
-ordered = sorted(report.patients, key=lambda p: p.volume_dice)
-bars = go.Figure(
-    go.Bar(
-        x=[p.patient_id for p in ordered],
-        y=[p.volume_dice for p in ordered],
-        marker_color="#3b7dd8",
-        hovertemplate="%{x}<br>Dice %{y:.3f}<extra></extra>",
-    )
-)
-bars.add_hline(y=report.mean_dice, line_color="#d62728", annotation_text=f"mean {report.mean_dice:.3f}")
-bars.add_hline(
-    y=report.median_dice,
-    line_color="#2ca02c",
-    line_dash="dash",
-    annotation_text=f"median {report.median_dice:.3f}",
-    annotation_position="bottom right",
-)
-bars.update_layout(
-    title="Per-patient volume Dice",
-    yaxis={"range": [0, 1.02], "title": "Dice"},
-    xaxis={"title": None, "tickangle": -60},
-    height=380,
-    margin={"t": 40, "b": 10, "l": 10, "r": 10},
-)
+bars = patient_dice_figure(report.patients, report.mean_dice, report.median_dice)
 st.plotly_chart(bars, key="eval_bars")
 
 left, right = st.columns(2)
