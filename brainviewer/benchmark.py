@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainviewer.files import write_new
+
 logger = logging.getLogger(__name__)
 
 SLICE_SIDE = 256
@@ -443,9 +445,6 @@ def main(args: argparse.Namespace) -> int:
     )
     print(format_table(result))
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = json_path.with_name(f".{json_path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-        os.replace(tmp, json_path)
+        write_new(json_path, json.dumps(result.to_json(), indent=2) + "\n")
         print(f"wrote {json_path}")
     return 0

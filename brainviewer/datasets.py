@@ -17,6 +17,7 @@ Supported layouts (detected by :func:`open_dataset`):
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from pathlib import Path, PureWindowsPath
 
 import numpy as np
 
+from brainviewer.files import write_new
 from brainviewer.io import (
     IMAGE_SUFFIXES,
     is_mask_name,
@@ -305,27 +307,16 @@ def write_data_mask_csv(dataset: Dataset, csv_path: str | Path, relative: bool =
                 return str(path)
         return str(path)
 
-    tmp = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(DATA_MASK_COLUMNS)
-            for record in dataset:
-                if record.mask_path is None:
-                    writer.writerow([record.patient_id, rel(record.image_path), "", ""])
-                    continue
-                has_tumour = int(read_mask(record.mask_path).any())
-                writer.writerow([record.patient_id, rel(record.image_path), rel(record.mask_path), has_tumour])
-        try:
-            os.link(tmp, csv_path)  # atomic and never replaces a file that appeared meanwhile
-        except FileExistsError:
-            raise FileExistsError(f"{csv_path} appeared while writing; choose another path.") from None
-        except OSError:  # a file system without hard links
-            if csv_path.exists():
-                raise FileExistsError(f"{csv_path} appeared while writing; choose another path.") from None
-            os.replace(tmp, csv_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(DATA_MASK_COLUMNS)
+    for record in dataset:
+        if record.mask_path is None:
+            writer.writerow([record.patient_id, rel(record.image_path), "", ""])
+            continue
+        has_tumour = int(read_mask(record.mask_path).any())
+        writer.writerow([record.patient_id, rel(record.image_path), rel(record.mask_path), has_tumour])
+    write_new(csv_path, text.getvalue())
     return csv_path
 
 

@@ -43,9 +43,10 @@ from PIL import Image
 
 from brainviewer import __version__
 from brainviewer.evaluate import EvaluationReport
-from brainviewer.overlay import GT_COLOR, PRED_COLOR, display_rgb, image_to_png_bytes, overlay
+from brainviewer.files import write_new
+from brainviewer.overlay import GT_COLOR, PRED_COLOR, display_rgb, image_to_png_bytes, mask_to_png_bytes, overlay
 from brainviewer.patient import SCANNER_KINDS, PatientSummary
-from brainviewer.volumes import Volume, mask_png_bytes, safe_relative_name, write_new_file
+from brainviewer.volumes import Volume, safe_relative_name
 
 #: Index written into mask ZIPs of ``data_mask.csv`` / COCO datasets (columns of ``data_mask.csv``).
 INDEX_CSV = "predicted_data_mask.csv"
@@ -137,7 +138,7 @@ def masks_zip_bytes(
         for i, (mask, mask_path) in enumerate(zip(pred_masks, masks, strict=True)):
             if np.asarray(mask).shape != volume.shape:
                 raise ValueError(f"mask {i} is {np.asarray(mask).shape}; the slices are {volume.shape}.")
-            add(mask_path, mask_png_bytes(mask))
+            add(mask_path, mask_to_png_bytes(mask))
             if include:
                 image = volume.slices[i]
                 lossless = image.dtype == np.uint8 or (image.dtype == np.uint16 and image.ndim == 2)
@@ -450,5 +451,5 @@ def save_new(path: str | Path, data: bytes | str) -> Path:
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} already exists; choose another name.")
-    write_new_file(path, data.encode("utf-8") if isinstance(data, str) else data)
+    write_new(path, data)
     return path

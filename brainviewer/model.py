@@ -73,8 +73,10 @@ def build_model(
         raise ValueError(f"Unknown architecture {arch!r}. Choose one of: {', '.join(ARCHITECTURES)}.")
     encoders = smp.encoders.get_encoder_names()
     if encoder not in encoders and not encoder.startswith("tu-"):
-        raise ValueError(f"Unknown encoder {encoder!r}. Try one of: {', '.join(_similar(encoder, encoders))} "
-                         "(all names: smp.encoders.get_encoder_names(), or tu-<timm model name>).")
+        raise ValueError(
+            f"Unknown encoder {encoder!r}. Try one of: {', '.join(_similar(encoder, encoders))} "
+            "(all names: smp.encoders.get_encoder_names(), or tu-<timm model name>)."
+        )
     kwargs.pop("encoder_weights", None)
     try:
         return smp.create_model(
@@ -92,8 +94,11 @@ def _similar(name: str, choices: list[str], limit: int = 8) -> list[str]:
     close = [c for c in choices if family and c.lower().startswith(family)]
     close += [c for c in difflib.get_close_matches(name, choices, n=limit, cutoff=0.5) if c not in close]
     if len(close) < 3:
-        close += [c for c in ("resnet18", "resnet34", "resnet50", "efficientnet-b0", "mobilenet_v2")
-                  if c in choices and c not in close]
+        close += [
+            c
+            for c in ("resnet18", "resnet34", "resnet50", "efficientnet-b0", "mobilenet_v2")
+            if c in choices and c not in close
+        ]
     return close[:limit]
 
 

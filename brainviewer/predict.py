@@ -15,16 +15,16 @@ write the same output are refused. Unreadable scans are reported, not fatal.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from brainviewer.files import write_atomic, write_new
 from brainviewer.io import ScanReadError, is_mask_name, is_supported, natural_key, read_image
 from brainviewer.model import Segmenter
+from brainviewer.overlay import mask_to_png_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -128,23 +128,11 @@ def write_mask_png(mask: np.ndarray, path: Path, overwrite: bool = False) -> Pat
         FileExistsError: ``path`` exists and ``overwrite`` is False (checked again at write
         time, in case another process made it meanwhile).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(tmp, format="PNG")
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if path exists: never replaces a file made meanwhile
-            except FileExistsError:
-                raise
-            except OSError:  # no hard links on this file system
-                if path.exists():
-                    raise FileExistsError(f"{path} already exists") from None
-                os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    png = mask_to_png_bytes(mask)
+    if overwrite:
+        write_atomic(path, png)
+    else:
+        write_new(path, png)
     return path
 
 

@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from brainviewer.config import TrainConfig
+from brainviewer.files import write_atomic
 from brainviewer.weights import PROJECT_ROOT, list_local_weights, weights_root
 
 if TYPE_CHECKING:
@@ -131,18 +132,8 @@ def runs_root() -> Path:
     return Path(os.environ.get(RUNS_ENV, PROJECT_ROOT / "runs"))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary file and a rename: readers see the old or the new text."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_json(path: Path, data: dict) -> None:
-    _atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def _read_json(path: Path) -> dict:
@@ -985,7 +976,7 @@ def set_active(name: str, weights_dir: str | Path | None = None) -> Path:
     folder = weights_dir / validate_name(name, "weights")
     if not _complete_weights(folder):
         raise ValueError(f"{folder} is not a complete weights folder (config.json and model.safetensors).")
-    _atomic_write_text(weights_dir / ACTIVE_FILE, name + "\n")
+    write_atomic(weights_dir / ACTIVE_FILE, name + "\n")
     logger.info("active weights: %s", folder)
     return folder
 

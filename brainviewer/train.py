@@ -39,6 +39,7 @@ from brainviewer.augment import apply_augmentation, build_augmentation, random_c
 from brainviewer.config import TrainConfig
 from brainviewer.datasets import Dataset, open_dataset
 from brainviewer.evaluate import EvaluationReport, choose_setting, default_sweep, evaluate_probs
+from brainviewer.files import write_atomic
 from brainviewer.losses import get_loss
 from brainviewer.model import Segmenter, build_model, load_model, save_weights
 from brainviewer.preprocessing import Preprocessing, normalise, prepare_unit
@@ -204,12 +205,6 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
 
 
 # ----------------------------------------------------------------------------- run files
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def atomic_torch_save(obj: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(obj, tmp)
@@ -233,7 +228,7 @@ class RunState:
 def write_status(run_dir: Path, state: str, **extra: object) -> None:
     """Write ``status.json`` (state: running, finished, stopped, failed, early_stopped)."""
     status = {"state": state, "pid": os.getpid(), "host": socket.gethostname(), "updated": time.time(), **extra}
-    atomic_write_text(run_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
+    write_atomic(run_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:
@@ -267,7 +262,7 @@ def truncate_metrics(run_dir: Path, global_step: int, epoch: int | None = None) 
             kind == "val" and epoch is not None and record.get("epoch", -1) >= epoch
         ):
             kept.append(line)
-    atomic_write_text(path, "".join(k + "\n" for k in kept))
+    write_atomic(path, "".join(k + "\n" for k in kept))
 
 
 def remove_stale_files(run_dir: Path) -> None:

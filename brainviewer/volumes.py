@@ -49,8 +49,6 @@ import gzip
 import hashlib
 import io
 import logging
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,10 +56,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from brainviewer.datasets import Dataset
+from brainviewer.files import write_new
 from brainviewer.io import natural_key
+from brainviewer.overlay import mask_to_png_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -475,20 +474,8 @@ def write_nifti_mask(masks: Sequence[np.ndarray], reference: Volume, path: str |
     if path.exists():
         raise FileExistsError(f"{path} already exists; choose another name.")
     data = nifti_mask_bytes(masks, reference, compress=path.name.lower().endswith(".gz"))
-    write_new_file(path, data)
+    write_new(path, data)
     return path
-
-
-def write_new_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically; refuse if ``path`` exists (also at the last moment)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.link(tmp, path)  # fails with FileExistsError instead of replacing a file made meanwhile
-    finally:
-        os.unlink(tmp)
 
 
 def write_png_masks(masks: Sequence[np.ndarray], names: Sequence[str], folder: str | Path) -> list[Path]:
@@ -516,15 +503,8 @@ def write_png_masks(masks: Sequence[np.ndarray], names: Sequence[str], folder: s
     if clash:
         raise FileExistsError(f"{len(clash)} file(s) already exist, e.g. {clash[0]}; choose an empty folder.")
     for mask, target in zip(masks, targets, strict=True):
-        write_new_file(target, mask_png_bytes(mask))
+        write_new(target, mask_to_png_bytes(mask))
     return targets
-
-
-def mask_png_bytes(mask: np.ndarray) -> bytes:
-    """A ``(H, W)`` bool mask as PNG bytes (8-bit, 0 / 255), the dataset mask convention."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def safe_relative_name(name: str) -> str:

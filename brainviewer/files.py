@@ -1,0 +1,59 @@
+"""Writing files without losing anything a user made.
+
+* :func:`write_atomic` replaces a file through a temporary file and a rename: a reader sees
+  the old content or the new, never half of it (status files, pointers such as ``ACTIVE``).
+* :func:`write_new` creates a file and never replaces one, not even one that appeared while
+  the data was being written (exports, predictions, indexes).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _encode(data: bytes | str) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else data
+
+
+def _temp_beside(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return Path(tmp)
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` (str as UTF-8) to ``path``, replacing it atomically."""
+    path = Path(path)
+    tmp = _temp_beside(path, _encode(data))
+    try:
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_new(path: str | Path, data: bytes | str) -> Path:
+    """Create ``path`` with ``data`` (str as UTF-8), atomically.
+
+    Raises:
+        FileExistsError: ``path`` exists, checked at the moment it is created (a hard link
+        from the temporary file; on a file system without hard links, just before a rename).
+    """
+    path = Path(path)
+    tmp = _temp_beside(path, _encode(data))
+    try:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(f"{path} already exists; choose another name.") from None
+        except OSError:  # no hard links on this file system
+            if path.exists():
+                raise FileExistsError(f"{path} already exists; choose another name.") from None
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
