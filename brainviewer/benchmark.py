@@ -157,8 +157,7 @@ def _review_flow(notes: list[str]):
         if errors or not items:
             raise RuntimeError(f"benchmark upload failed: {errors}")
         probs = segmenter.predict_probs(items[0].image)
-        view = render_review(items[0], probs, threshold=segmenter.prep.threshold)
-        return view.figure_png(note="benchmark")
+        return render_review(items[0], probs, threshold=segmenter.prep.threshold)  # what the page shows
 
     def rethreshold(item_and_probs: tuple, threshold: float) -> object:
         item, probs = item_and_probs
@@ -349,7 +348,7 @@ def run_benchmark(
         )
         if _figure_only(cached) is not None:
             measure(
-                "  of upload: five-panel figure PNG",
+                "five-panel figure PNG (drawn on download)",
                 lambda c=cached: _figure_only(c),
                 sync_fn=None,
                 note="matplotlib, from cached probs",
@@ -368,7 +367,35 @@ def run_benchmark(
             items=VOLUME_SLICES,
             note="read-to-probs, batches of 16",
         )
+        if device.type == "cpu":
+            onnx_segmenter = _onnx_segmenter(base, notes)
+            if onnx_segmenter is not None:
+                measure(
+                    "ONNX Runtime predict_probs, 1 slice",
+                    lambda seg=onnx_segmenter: seg.predict_probs(image),
+                    note="vs PyTorch predict_probs: next row",
+                )
+                measure("PyTorch predict_probs, 1 slice", lambda seg=segmenter: seg.predict_probs(image))
     return result
+
+
+def _onnx_segmenter(base, notes: list[str]):
+    """The benchmark's weights exported to ONNX and loaded in ONNX Runtime, or ``None`` (with a note)."""
+    import tempfile
+
+    try:
+        import onnxruntime  # noqa: F401
+
+        from brainviewer.onnx_backend import OnnxSegmenter, export_onnx
+    except ImportError:
+        notes.append("onnxruntime is not installed: no ONNX Runtime row (pip install onnx onnxruntime)")
+        return None
+    if not base.source:
+        notes.append("no weights folder to export: no ONNX Runtime row")
+        return None
+    out = Path(tempfile.mkdtemp(prefix="brainviewer-bench-")) / "model.onnx"
+    export_onnx(base.source, out, dynamo=False)
+    return OnnxSegmenter.from_file(out)
 
 
 def _cached_item(scan_png: bytes, mask_png: bytes, probs: np.ndarray, image: np.ndarray, truth: np.ndarray) -> tuple:
