@@ -246,10 +246,9 @@ def test_copy_sources_exist_and_context_is_complete(instructions: list[tuple[str
 def test_space_front_matter(instructions: list[tuple[str, str]]) -> None:
     port = int(_option(_cmd(instructions), "--server.port"))
     check_front_matter(space_doc_front_matter(), port, "docs/space.md")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else ""
-    data = front_matter(readme)
-    if data is not None:  # until the lead adds it README.md has none; once it does, it must be right
-        check_front_matter(data, port, "README.md")
+    data = front_matter((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert data is not None, "README.md must start with the Space's YAML front matter (see docs/space.md)"
+    check_front_matter(data, port, "README.md")
 
 
 def test_front_matter_checks_can_fail() -> None:
