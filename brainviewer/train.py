@@ -31,18 +31,19 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from brainviewer.augment import apply_augmentation, build_augmentation, random_crop
 from brainviewer.config import TrainConfig
-from brainviewer.datasets import Dataset, open_dataset
+from brainviewer.datasets import Dataset, load_arrays, open_dataset
 from brainviewer.evaluate import EvaluationReport, choose_setting, default_sweep, evaluate_probs
 from brainviewer.files import write_atomic
 from brainviewer.losses import get_loss
 from brainviewer.model import Segmenter, build_model, load_model, save_weights
-from brainviewer.preprocessing import Preprocessing, normalise, prepare_unit
+from brainviewer.preprocessing import Preprocessing, letterbox, normalise, prepare_unit
 from brainviewer.split import Split, split_for_config
 
 logger = logging.getLogger(__name__)
@@ -75,13 +76,10 @@ class SliceCache:
         images = np.zeros((len(dataset), size, size, channels), dtype=np.float16)
         masks = np.zeros((len(dataset), size, size), dtype=np.uint8)
         for i, record in enumerate(dataset):
-            image = dataset.load_image(record)
-            mask = dataset.load_mask(record, shape=image.shape[:2])
+            image, mask = load_arrays(dataset, record)
             images[i] = prepare_unit(image, prep)
             if mask is not None:
-                from brainviewer.preprocessing import letterbox
-
-                masks[i] = letterbox(mask.astype(np.uint8), size, interpolation=0)
+                masks[i] = letterbox(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
         return cls(images, masks, masks.reshape(len(masks), -1).any(axis=1))
 
 
