@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 logger = logging.getLogger("brainviewer")
@@ -27,6 +28,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from brainviewer.weights import resolve_segmenter
 
     segmenter = resolve_segmenter(args.weights, device=args.device, revision=args.revision)
+    if args.tta is not None:
+        segmenter.prep = replace(segmenter.prep, tta_flip=args.tta)
     dataset = open_dataset(args.dataset)
     if args.split:
         split = Split.load(args.split)
@@ -43,6 +46,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_probs(dataset, lambda s: segmenter.predict_probs_batch(s, args.batch_size), [setting], progress)[
         0
     ]
+    report.tta_flip = segmenter.prep.tta_flip
     print(file=sys.stderr)
     if args.out:
         paths = write_report(report, args.out, overwrite=args.overwrite)
@@ -147,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--side", choices=("val", "train"), default="val")
     ev.add_argument("--threshold", type=float, default=None, help="probability cut (default: the model's)")
     ev.add_argument("--min-component-px", type=int, default=None, help="drop smaller predicted components")
+    ev.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average with the left-right mirrored scan (--tta) or not (--no-tta); default: the weights' setting",
+    )
     ev.add_argument("--out", help="folder for evaluation.json, per_patient.csv and per_patient_dice.png")
     ev.add_argument("--overwrite", action="store_true", help="replace existing report files in --out")
     ev.add_argument("--quiet", action="store_true", help="print only the summary")

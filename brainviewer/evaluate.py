@@ -60,6 +60,8 @@ class EvaluationReport:
     micro_dice: float
     fp_slices: int
     empty_slices: int
+    tta_flip: bool = False
+    """Whether the probabilities were averaged with the mirrored scan's (set by the caller, which made them)."""
 
     @property
     def dice_values(self) -> list[float]:
@@ -85,6 +87,7 @@ class EvaluationReport:
             "threshold": self.threshold,
             "min_component_px": self.min_component_px,
             "keep_largest": self.keep_largest,
+            "tta_flip": self.tta_flip,
             "mean_volume_dice": self.mean_dice,
             "median_volume_dice": self.median_dice,
             "micro_dice": self.micro_dice,

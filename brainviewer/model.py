@@ -253,18 +253,24 @@ class Segmenter:
 
         Returns:
             ``probs`` for each scan: ``(H, W)`` float32 in ``[0, 1]`` at the scan's own size.
+            With ``prep.tta_flip`` they are the mean over the scan and its left-right mirror.
         """
         results: list[np.ndarray] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             batch = torch.from_numpy(np.stack([to_input(img, self.prep) for img in chunk])).to(self.device)
+            if self.prep.tta_flip:
+                batch = torch.cat([batch, batch.flip(-1)])
             if self.device.type == "cuda":
                 batch = batch.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     logits = self.model(batch)
             else:
                 logits = self.model(batch)
-            probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+            probs_t = torch.sigmoid(logits.float())[:, 0]
+            if self.prep.tta_flip:  # mean of the plain and the mirrored pass, mirrored back
+                probs_t = (probs_t[: len(chunk)] + probs_t[len(chunk) :].flip(-1)) / 2
+            probs = probs_t.cpu().numpy()
             results.extend(unletterbox(p, img.shape[:2]) for p, img in zip(probs, chunk, strict=True))
         return results
 

@@ -750,22 +750,30 @@ def _finalise(run_dir: Path, segmenter: Segmenter, val_set: Dataset, config: Tra
     if not best_dir.is_dir():
         return
     best = Segmenter.from_folder(best_dir, device=segmenter.device)
-    _, reports = validate(best, val_set, sweep=True)
-    chosen = choose_setting(reports[1:])
+    candidates: list[EvaluationReport] = []
+    for tta_flip in (False, True):  # plain first: on a tie the cheaper setting wins
+        best.prep = replace(best.prep, tta_flip=tta_flip)
+        _, reports = validate(best, val_set, sweep=True)
+        for report in reports[1:]:
+            report.tta_flip = tta_flip
+            candidates.append(report)
+    chosen = choose_setting(candidates)
     best.prep = replace(
         best.prep,
         threshold=chosen.threshold,
         min_component_px=chosen.min_component_px,
         keep_largest=chosen.keep_largest,
+        tta_flip=chosen.tta_flip,
     )
     summary = chosen.summary()
     logger.info(
-        "chosen on validation: threshold %.2f, min component %d px -> mean Dice %.4f, FP rate %s",
+        "chosen on validation: threshold %.2f, min component %d px, flip TTA %s -> mean Dice %.4f, FP rate %s",
         chosen.threshold,
         chosen.min_component_px,
+        chosen.tta_flip,
         chosen.mean_dice,
         chosen.fp_rate,
     )
-    sweep = [r.summary() for r in reports[1:]]
+    sweep = [report.summary() for report in candidates]
     save_best(best, run_dir, config, state, summary, {"threshold_sweep.json": json.dumps(sweep, indent=2) + "\n"})
     append_metrics(run_dir, {"type": "final", "step": state.global_step, **summary, "time": time.time()})

@@ -55,6 +55,7 @@ def test_evaluate_prints_the_summary(
     assert summary["threshold"] == 0.6 and 0.0 <= summary["mean_volume_dice"] <= 1.0
     assert {p.name for p in out.iterdir()} == {"evaluation.json", "per_patient.csv", "per_patient_dice.png"}
     assert json.loads((out / "evaluation.json").read_text())["summary"] == summary
+    assert summary["tta_flip"] is False  # the weights' setting
     # a second run refuses to overwrite the report
     code = main(
         [
@@ -70,6 +71,15 @@ def test_evaluate_prints_the_summary(
         ]
     )
     assert code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_evaluate_with_flip_tta(phantom_dataset: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["evaluate", str(phantom_dataset), "--weights", str(tiny_weights), "--device", "cpu", "--quiet"]
+    assert main([*args, "--no-tta"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*args, "--tta"]) == 0
+    flipped = json.loads(capsys.readouterr().out)
+    assert (plain["tta_flip"], flipped["tta_flip"]) == (False, True)
 
 
 def test_evaluate_one_side_of_a_split(

@@ -266,6 +266,22 @@ def test_square_scan_at_input_size_is_the_network_output(segmenter: Segmenter) -
     np.testing.assert_allclose(segmenter.predict_probs(image), torch.sigmoid(logits)[0, 0].numpy(), atol=1e-6)
 
 
+def test_flip_tta_is_the_mean_of_the_scan_and_its_mirror(segmenter: Segmenter) -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    plain = segmenter.predict_probs(image)
+    mirrored = segmenter.predict_probs(np.ascontiguousarray(image[:, ::-1]))[:, ::-1]
+    assert not np.allclose(plain, mirrored, atol=1e-4)  # an untrained net is not mirror-symmetric
+    segmenter.prep.tta_flip = True
+    try:
+        np.testing.assert_allclose(segmenter.predict_probs(image), (plain + mirrored) / 2, atol=1e-6)
+        # a mirrored scan gets the mirrored probabilities: TTA makes the model mirror-equivariant
+        flipped = segmenter.predict_probs_batch([image, np.ascontiguousarray(image[:, ::-1])])
+        np.testing.assert_allclose(flipped[1][:, ::-1], flipped[0], atol=1e-6)
+    finally:
+        segmenter.prep.tta_flip = False
+
+
 def test_mask_from_probs_applies_the_post_processing(tiny_weights: Path) -> None:
     segmenter = Segmenter.from_folder(tiny_weights, device="cpu")
     probs = np.zeros((20, 20), dtype=np.float32)

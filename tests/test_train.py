@@ -161,7 +161,15 @@ def test_best_folder_loads_with_model_card(reference_run: Path, phantom_dataset:
     assert segmenter.prep.threshold == final["threshold"]
     assert segmenter.prep.min_component_px == final["min_component_px"]
     assert segmenter.prep.input_size == 64
-    assert len(json.loads((best / "threshold_sweep.json").read_text())) == 20
+    assert segmenter.prep.tta_flip == final["tta_flip"]
+    sweep = json.loads((best / "threshold_sweep.json").read_text())
+    assert len(sweep) == 40  # 5 thresholds x 4 component sizes, without and with flip TTA
+    assert sorted({row["tta_flip"] for row in sweep}) == [False, True]
+    within = [row["mean_volume_dice"] for row in sweep if (row["fp_rate_empty_slices"] or 0) <= 0.05]
+    if within:  # the best mean Dice among the settings within the FP-rate limit
+        assert final["mean_volume_dice"] == pytest.approx(max(within), abs=1e-4)
+    else:  # none within: the lowest FP rate
+        assert final["fp_rate_empty_slices"] == min(row["fp_rate_empty_slices"] for row in sweep)
     image = np.zeros((50, 70, 3), dtype=np.uint8)
     assert segmenter.predict_probs(image).shape == (50, 70)
 
