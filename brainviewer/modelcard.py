@@ -91,6 +91,8 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
         "fp_rate_empty_slices",
         "threshold",
         "min_component_px",
+        "keep_largest",
+        "tta_flip",
     ):
         if key in summary:
             lines.append(f"| {key} | {_fmt(summary[key])} |")

@@ -221,6 +221,9 @@ def sidebar_model() -> ModelState:
         f"Input {prep.input_size} px, {prep.in_channels} channel{'s' if prep.in_channels > 1 else ''} · "
         f"device {state.device}  \n"
         f"Default threshold {state.threshold:.2f}"
+        + (f" · components < {prep.min_component_px} px removed" if prep.min_component_px else "")
+        + (" · largest component kept" if prep.keep_largest else "")
+        + (" · mirror-averaged (flip TTA)" if prep.tta_flip else "")
     )
     return state
 
