@@ -30,6 +30,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     segmenter = resolve_segmenter(args.weights, device=args.device, revision=args.revision)
     if args.tta is not None:
         segmenter.prep = replace(segmenter.prep, tta_flip=args.tta)
+    if args.volume_largest is not None:
+        segmenter.prep = replace(segmenter.prep, volume_keep_largest=args.volume_largest)
     dataset = open_dataset(args.dataset)
     if args.split:
         split = Split.load(args.split)
@@ -38,7 +40,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise SystemExit(f"none of the {args.side} patients of {args.split} are in {args.dataset}")
     threshold = segmenter.prep.threshold if args.threshold is None else args.threshold
     min_px = segmenter.prep.min_component_px if args.min_component_px is None else args.min_component_px
-    setting = (threshold, min_px, segmenter.prep.keep_largest)
+    setting = (threshold, min_px, segmenter.prep.keep_largest, segmenter.prep.volume_keep_largest)
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} patients", end="", file=sys.stderr, flush=True)
@@ -156,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="average with the left-right mirrored scan (--tta) or not (--no-tta); default: the weights' setting",
+    )
+    ev.add_argument(
+        "--volume-largest",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep only the largest 3-D component of each patient's prediction, or not; default: the weights'",
     )
     ev.add_argument("--out", help="folder for evaluation.json, per_patient.csv and per_patient_dice.png")
     ev.add_argument("--overwrite", action="store_true", help="replace existing report files in --out")

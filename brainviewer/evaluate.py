@@ -24,7 +24,7 @@ import numpy as np
 
 from brainviewer.datasets import Dataset, load_arrays
 from brainviewer.metrics import Counts, counts, dice_from_counts
-from brainviewer.postprocess import postprocess
+from brainviewer.postprocess import postprocess_volume
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class EvaluationReport:
     empty_slices: int
     tta_flip: bool = False
     """Whether the probabilities were averaged with the mirrored scan's (set by the caller, which made them)."""
+    volume_keep_largest: bool = False
+    """Whether only the largest 3-D component of each patient's stacked prediction was kept."""
 
     @property
     def dice_values(self) -> list[float]:
@@ -87,6 +89,7 @@ class EvaluationReport:
             "threshold": self.threshold,
             "min_component_px": self.min_component_px,
             "keep_largest": self.keep_largest,
+            "volume_keep_largest": self.volume_keep_largest,
             "tta_flip": self.tta_flip,
             "mean_volume_dice": self.mean_dice,
             "median_volume_dice": self.median_dice,
@@ -102,12 +105,15 @@ class EvaluationReport:
 
 
 class _Accumulator:
-    """Accumulates counts for one (threshold, min_component_px, keep_largest) setting."""
+    """Accumulates counts for one (threshold, min_component_px, keep_largest, volume_keep_largest) setting."""
 
-    def __init__(self, threshold: float, min_component_px: int, keep_largest: bool) -> None:
+    def __init__(
+        self, threshold: float, min_component_px: int, keep_largest: bool, volume_keep_largest: bool = False
+    ) -> None:
         self.threshold = threshold
         self.min_component_px = min_component_px
         self.keep_largest = keep_largest
+        self.volume_keep_largest = volume_keep_largest
         self.patients: list[PatientResult] = []
         self.total = Counts(0, 0, 0, 0)
         self.fp_slices = 0
@@ -117,8 +123,13 @@ class _Accumulator:
         volume = Counts(0, 0, 0, 0)
         slice_dice, tumour_dice, truth_px, pred_px, max_prob = [], [], [], [], []
         fp = empty = 0
-        for prob, truth in zip(probs, truths, strict=True):
-            pred = postprocess(prob >= self.threshold, self.min_component_px, self.keep_largest)
+        preds = postprocess_volume(
+            [prob >= self.threshold for prob in probs],
+            self.min_component_px,
+            self.keep_largest,
+            self.volume_keep_largest,
+        )
+        for prob, pred, truth in zip(probs, preds, truths, strict=True):
             c = counts(pred, truth)
             volume = volume + c
             d = dice_from_counts(c)
@@ -160,13 +171,14 @@ class _Accumulator:
             dice_from_counts(self.total),
             self.fp_slices,
             self.empty_slices,
+            volume_keep_largest=self.volume_keep_largest,
         )
 
 
 def evaluate_probs(
     dataset: Dataset,
     probs_fn: ProbsFn,
-    settings: Sequence[tuple[float, int, bool]],
+    settings: Sequence[tuple[float, int, bool] | tuple[float, int, bool, bool]],
     progress: Callable[[int, int], None] | None = None,
 ) -> list[EvaluationReport]:
     """Score ``dataset`` for several post-processing settings with one pass of inference.
@@ -174,13 +186,14 @@ def evaluate_probs(
     Args:
         dataset: slices grouped by patient; every slice needs ground truth.
         probs_fn: maps a list of scans to their ``(H, W)`` float32 probabilities.
-        settings: ``(threshold, min_component_px, keep_largest)`` tuples to score.
+        settings: ``(threshold, min_component_px, keep_largest[, volume_keep_largest])`` tuples to score
+            (see :mod:`brainviewer.postprocess`).
         progress: called with ``(patients done, patients total)``.
 
     Returns:
         One :class:`EvaluationReport` per setting, in the same order.
     """
-    accumulators = [_Accumulator(t, m, k) for t, m, k in settings]
+    accumulators = [_Accumulator(*setting) for setting in settings]
     patients = dataset.patients
     for done, (pid, records) in enumerate(patients.items(), start=1):
         scans, truths = [], []
@@ -198,10 +211,11 @@ def evaluate_probs(
     return [acc.report() for acc in accumulators]
 
 
-def default_sweep(base_threshold: float = 0.5) -> list[tuple[float, int, bool]]:
-    """Threshold x small-component settings used to choose post-processing on validation data."""
-    thresholds = sorted({round(t, 2) for t in (0.3, 0.4, 0.5, 0.6, 0.7, base_threshold)})
-    return [(t, m, False) for t in thresholds for m in (0, 16, 64, 128)]
+def default_sweep(base_threshold: float = 0.5) -> list[tuple[float, int, bool, bool]]:
+    """Threshold x small-component x largest-3-D-component settings used to choose
+    post-processing on validation data (the simpler setting first, so it wins a tie)."""
+    thresholds = sorted({round(t, 2) for t in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, base_threshold)})
+    return [(t, m, False, v) for v in (False, True) for t in thresholds for m in (0, 16, 64, 128)]
 
 
 def choose_setting(reports: Sequence[EvaluationReport], max_fp_rate: float = 0.05) -> EvaluationReport:

@@ -25,7 +25,7 @@ from brainviewer.datasets import Dataset
 from brainviewer.evaluate import EvaluationReport, PatientResult, ProbsFn, evaluate_probs
 from brainviewer.metrics import counts, dice_from_counts
 from brainviewer.overlay import GT_COLOR, PRED_COLOR, display_rgb, overlay
-from brainviewer.postprocess import postprocess
+from brainviewer.postprocess import postprocess_volume
 from brainviewer.volumes import Volume
 
 logger = logging.getLogger(__name__)
@@ -82,12 +82,18 @@ def predict_volume(
 
 
 def predicted_masks(
-    probs: Sequence[np.ndarray], threshold: float = 0.5, min_component_px: int = 0, keep_largest: bool = False
+    probs: Sequence[np.ndarray],
+    threshold: float = 0.5,
+    min_component_px: int = 0,
+    keep_largest: bool = False,
+    volume_keep_largest: bool = False,
 ) -> list[np.ndarray]:
     """Threshold and post-process per-slice probabilities: one ``(H, W)`` bool mask per slice."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
-    return [postprocess(np.asarray(p) >= threshold, min_component_px, keep_largest) for p in probs]
+    return postprocess_volume(
+        [np.asarray(p) >= threshold for p in probs], min_component_px, keep_largest, volume_keep_largest
+    )
 
 
 @dataclass
@@ -433,6 +439,7 @@ def evaluate_dataset(
     threshold: float = 0.5,
     min_component_px: int = 0,
     keep_largest: bool = False,
+    volume_keep_largest: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> DatasetEvaluation:
     """:func:`brainviewer.evaluate.evaluate_probs` for one setting, keeping per-slice scores too.
@@ -441,13 +448,15 @@ def evaluate_dataset(
         dataset: slices with ground truth, grouped by patient.
         probs_fn: maps a patient's list of scans to their ``(H, W)`` float32 probabilities
             (e.g. ``lambda scans: segmenter.predict_probs_batch(scans, 16)``).
-        threshold, min_component_px, keep_largest: the prediction's cut and post-processing.
+        threshold, min_component_px, keep_largest: the prediction's cut and per-slice post-processing.
+        volume_keep_largest: keep only the largest 3-D component of each patient's prediction.
         progress: called with ``(patients done, patients total)``.
 
     Returns:
         :class:`DatasetEvaluation` (the report, and one :class:`SliceScore` per slice).
     """
-    report = evaluate_probs(dataset, probs_fn, [(threshold, min_component_px, keep_largest)], progress)[0]
+    setting = (threshold, min_component_px, keep_largest, volume_keep_largest)
+    report = evaluate_probs(dataset, probs_fn, [setting], progress)[0]
     slices = [
         SliceScore(
             patient_id=pid,
@@ -521,10 +530,13 @@ def merge_evaluations(parts: Sequence[DatasetEvaluation]) -> DatasetEvaluation:
     """
     if not parts:
         raise ValueError("nothing to merge: evaluate at least one patient.")
-    settings = {(p.report.threshold, p.report.min_component_px, p.report.keep_largest) for p in parts}
+    settings = {
+        (p.report.threshold, p.report.min_component_px, p.report.keep_largest, p.report.volume_keep_largest)
+        for p in parts
+    }
     if len(settings) > 1:
         raise ValueError(f"cannot merge evaluations made with different settings: {sorted(settings)}")
-    threshold, min_px, keep_largest = settings.pop()
+    threshold, min_px, keep_largest, volume_keep_largest = settings.pop()
     patients = [patient for part in parts for patient in part.report.patients]
     tp = overlap = fp_slices = empty_slices = 0
     for patient in patients:
@@ -535,5 +547,14 @@ def merge_evaluations(parts: Sequence[DatasetEvaluation]) -> DatasetEvaluation:
         empty_slices += empty
         fp_slices += round((patient.fp_rate or 0.0) * empty)
     micro = 1.0 if overlap == 0 else 2 * tp / overlap
-    report = EvaluationReport(threshold, min_px, keep_largest, patients, micro, fp_slices, empty_slices)
+    report = EvaluationReport(
+        threshold,
+        min_px,
+        keep_largest,
+        patients,
+        micro,
+        fp_slices,
+        empty_slices,
+        volume_keep_largest=volume_keep_largest,
+    )
     return DatasetEvaluation(report, [s for part in parts for s in part.slices])

@@ -40,6 +40,9 @@ class Preprocessing:
     """Post-processing: drop predicted components smaller than this many pixels (0 = keep all)."""
     keep_largest: bool = False
     """Post-processing: keep only the largest predicted component."""
+    volume_keep_largest: bool = False
+    """Post-processing of a patient's stacked slices: keep only the largest 3-D connected component.
+    Applies wherever a whole volume is predicted (evaluation, the Patients page), not to one uploaded slice."""
     tta_flip: bool = False
     """Test-time augmentation: average the probabilities of the scan and of its left-right mirror
     image (two forward passes; chosen on validation data)."""
@@ -71,7 +74,7 @@ class Preprocessing:
             raise ValueError(f"mean values must be finite numbers, got {self.mean}")
         if not all(np.isfinite(s) and s > 0 for s in self.std):
             raise ValueError(f"std values must be positive, got {self.std}")
-        for name in ("keep_largest", "tta_flip"):
+        for name in ("keep_largest", "volume_keep_largest", "tta_flip"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
             setattr(self, name, bool(getattr(self, name)))

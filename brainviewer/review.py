@@ -230,6 +230,7 @@ def threshold_view(
     truth: np.ndarray | None = None,
     min_component_px: int = 0,
     keep_largest: bool = False,
+    pred_mask: np.ndarray | None = None,
 ) -> ThresholdView:
     """Cut probabilities into a mask, post-process it, and score it. No model call.
 
@@ -239,6 +240,9 @@ def threshold_view(
         truth: ``(H, W)`` bool ground truth, or ``None``.
         min_component_px: drop predicted components smaller than this (0 keeps all).
         keep_largest: keep only the largest predicted component.
+        pred_mask: an ``(H, W)`` bool mask already cut and post-processed from these ``probs`` (one
+            slice of a volume's prediction, where 3-D post-processing needs the neighbouring slices);
+            scored as given instead of cutting ``probs`` again.
 
     Returns:
         :class:`ThresholdView` ``(pred_mask (H, W) bool, SliceMetrics | None, Areas)``.
@@ -248,7 +252,12 @@ def threshold_view(
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
-    pred_mask = postprocess(np.asarray(probs) >= threshold, min_component_px, keep_largest)
+    if pred_mask is None:
+        pred_mask = postprocess(np.asarray(probs) >= threshold, min_component_px, keep_largest)
+    elif pred_mask.shape != np.shape(probs):
+        raise ValueError(f"pred_mask is {pred_mask.shape} but the probabilities are {np.shape(probs)}")
+    else:
+        pred_mask = pred_mask.astype(bool, copy=False)
     if truth is None:
         return ThresholdView(pred_mask, None, Areas(None, int(np.count_nonzero(pred_mask))))
     metrics = slice_metrics(pred_mask, truth)
@@ -332,6 +341,7 @@ def render_review(
     alpha: float = DEFAULT_ALPHA,
     min_component_px: int = 0,
     keep_largest: bool = False,
+    pred_mask: np.ndarray | None = None,
     no_prediction_reason: str = "no model loaded",
     display_channel: int | None = DEFAULT_DISPLAY_CHANNEL,
 ) -> ReviewView:
@@ -343,6 +353,7 @@ def render_review(
         threshold: probability cut in ``(0, 1)``.
         alpha: overlay opacity in ``[0, 1]``.
         min_component_px, keep_largest: post-processing of the thresholded mask.
+        pred_mask: the slice's already post-processed mask (see :func:`threshold_view`), or ``None``.
         no_prediction_reason: shown on the prediction panels when ``probs`` is ``None``.
         display_channel: for 3-channel scans, the channel shown in grayscale under the overlays
             (default FLAIR); ``None`` shows the three channels as RGB.
@@ -358,7 +369,9 @@ def render_review(
         pred_mask, metrics = None, None
         areas = Areas(None if truth is None else int(np.count_nonzero(truth)), 0)
     else:
-        pred_mask, metrics, areas = threshold_view(probs, threshold, truth, min_component_px, keep_largest)
+        pred_mask, metrics, areas = threshold_view(
+            probs, threshold, truth, min_component_px, keep_largest, pred_mask=pred_mask
+        )
     size = f"{item.shape[1]}×{item.shape[0]} px"
     if truth is None:
         truth_panels = [

@@ -293,7 +293,8 @@ def validate(
     segmenter: Segmenter, val_set: Dataset, sweep: bool = False
 ) -> tuple[EvaluationReport, list[EvaluationReport]]:
     """Per-patient scores on the validation patients at the model's threshold (and a sweep)."""
-    base = (segmenter.prep.threshold, segmenter.prep.min_component_px, segmenter.prep.keep_largest)
+    prep = segmenter.prep
+    base = (prep.threshold, prep.min_component_px, prep.keep_largest, prep.volume_keep_largest)
     settings = [base] + (default_sweep(base[0]) if sweep else [])
     reports = evaluate_probs(val_set, lambda scans: segmenter.predict_probs_batch(scans, 16), settings)
     return reports[0], reports
@@ -763,13 +764,16 @@ def _finalise(run_dir: Path, segmenter: Segmenter, val_set: Dataset, config: Tra
         threshold=chosen.threshold,
         min_component_px=chosen.min_component_px,
         keep_largest=chosen.keep_largest,
+        volume_keep_largest=chosen.volume_keep_largest,
         tta_flip=chosen.tta_flip,
     )
     summary = chosen.summary()
     logger.info(
-        "chosen on validation: threshold %.2f, min component %d px, flip TTA %s -> mean Dice %.4f, FP rate %s",
+        "chosen on validation: threshold %.2f, min component %d px, largest 3-D component %s, flip TTA %s"
+        " -> mean Dice %.4f, FP rate %s",
         chosen.threshold,
         chosen.min_component_px,
+        chosen.volume_keep_largest,
         chosen.tta_flip,
         chosen.mean_dice,
         chosen.fp_rate,

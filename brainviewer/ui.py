@@ -80,7 +80,7 @@ class ModelState:
         threshold: default probability cut (from the weights' preprocessing.json; 0.5 without a model).
         device: where the model runs, for people (``CPU`` or ``CUDA (<GPU name>)``).
         message: why there is no model (``None`` when one is loaded).
-        min_component_px, keep_largest: the weights' post-processing.
+        min_component_px, keep_largest, volume_keep_largest: the weights' post-processing.
     """
 
     segmenter: Segmenter | None
@@ -91,6 +91,7 @@ class ModelState:
     message: str | None = None
     min_component_px: int = 0
     keep_largest: bool = False
+    volume_keep_largest: bool = False
 
     @property
     def available(self) -> bool:
@@ -176,6 +177,7 @@ def load_model_state(spec: str) -> ModelState:
         device=device_label(),
         min_component_px=int(segmenter.prep.min_component_px),
         keep_largest=bool(segmenter.prep.keep_largest),
+        volume_keep_largest=bool(segmenter.prep.volume_keep_largest),
     )
 
 
@@ -223,6 +225,7 @@ def sidebar_model() -> ModelState:
         f"Default threshold {state.threshold:.2f}"
         + (f" · components < {prep.min_component_px} px removed" if prep.min_component_px else "")
         + (" · largest component kept" if prep.keep_largest else "")
+        + (" · largest 3-D component kept per patient" if prep.volume_keep_largest else "")
         + (" · mirror-averaged (flip TTA)" if prep.tta_flip else "")
     )
     return state
@@ -891,6 +894,7 @@ def _patient_evaluation(
     threshold: float,
     min_component_px: int,
     keep_largest: bool,
+    volume_keep_largest: bool,
     _segmenter: Segmenter,
     _dataset: Dataset,
 ) -> DatasetEvaluation:
@@ -903,6 +907,7 @@ def _patient_evaluation(
         threshold,
         min_component_px,
         keep_largest,
+        volume_keep_largest,
     )
 
 
@@ -913,6 +918,7 @@ def evaluate_with_progress(
     threshold: float,
     min_component_px: int,
     keep_largest: bool,
+    volume_keep_largest: bool = False,
 ) -> DatasetEvaluation | None:
     """Evaluate every patient of ``dataset`` (each one cached on its own, so an interrupted or
     repeated evaluation resumes where it stopped) with a progress bar; the merged
@@ -922,7 +928,14 @@ def evaluate_with_progress(
     if model.segmenter is None or model.model_id is None:
         return None
     patient_ids = dataset.patient_ids
-    request = (model.model_id, dataset_key, float(threshold), int(min_component_px), bool(keep_largest))
+    request = (
+        model.model_id,
+        dataset_key,
+        float(threshold),
+        int(min_component_px),
+        bool(keep_largest),
+        bool(volume_keep_largest),
+    )
     finished = st.session_state.setdefault("_eval_done", set())
     show = request not in finished  # no progress bar flashing on cached reruns
     placeholder = st.empty()
@@ -941,6 +954,7 @@ def evaluate_with_progress(
                     float(threshold),
                     int(min_component_px),
                     bool(keep_largest),
+                    bool(volume_keep_largest),
                     model.segmenter,
                     dataset,
                 )
@@ -1427,7 +1441,9 @@ def finetune_evaluate(info: runs_lib.RunInfo) -> None:
         st.error(model.message)
         return
     key = f"{dataset.kind}:{Path(dataset.root).resolve()}:{request['scope']}"
-    result = evaluate_with_progress(model, dataset, key, model.threshold, model.min_component_px, model.keep_largest)
+    result = evaluate_with_progress(
+        model, dataset, key, model.threshold, model.min_component_px, model.keep_largest, model.volume_keep_largest
+    )
     if result is None:
         return
     report = result.report

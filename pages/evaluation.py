@@ -76,7 +76,14 @@ min_px = middle.number_input(
 patient_ids = dataset.patient_ids
 root = str(Path(dataset.root).resolve())
 dataset_key = f"{dataset.kind}:{root}:{hashlib.blake2b('|'.join(patient_ids).encode(), digest_size=8).hexdigest()}"
-request = (model.model_id, dataset_key, float(threshold), int(min_px), bool(model.keep_largest))
+request = (
+    model.model_id,
+    dataset_key,
+    float(threshold),
+    int(min_px),
+    bool(model.keep_largest),
+    bool(model.volume_keep_largest),
+)
 if right.button("Run evaluation", key="eval_run", type="primary", icon=":material/play_arrow:"):
     st.session_state["eval_requested"] = request
 st.caption(
@@ -87,7 +94,9 @@ if st.session_state.get("eval_requested") != request:
     st.info("Press **Run evaluation** to score the model with these settings.", icon=":material/play_arrow:")
     st.stop()
 
-result = ui.evaluate_with_progress(model, dataset, dataset_key, threshold, min_px, model.keep_largest)
+result = ui.evaluate_with_progress(
+    model, dataset, dataset_key, threshold, min_px, model.keep_largest, model.volume_keep_largest
+)
 if result is None:
     st.stop()
 report = result.report

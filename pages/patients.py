@@ -50,7 +50,9 @@ for note in volume.notes:
 probs = ui.volume_probs(model, volume, volume_key)
 threshold, opacity = ui.review_controls(model)
 pred_masks = (
-    predicted_masks(probs, threshold, model.min_component_px, model.keep_largest) if probs is not None else None
+    predicted_masks(probs, threshold, model.min_component_px, model.keep_largest, model.volume_keep_largest)
+    if probs is not None
+    else None
 )
 summary = (
     summarise_patient(volume, pred_masks, probs, threshold)
@@ -82,6 +84,7 @@ view = render_review(
     alpha=opacity,
     min_component_px=model.min_component_px,
     keep_largest=model.keep_largest,
+    pred_mask=None if pred_masks is None else pred_masks[index],
     no_prediction_reason=model.reason,
 )
 ui.item_banner(item, model)

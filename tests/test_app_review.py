@@ -236,6 +236,18 @@ def test_threshold_view_post_processing_drops_small_components():
     assert threshold_view(probs, 0.5, keep_largest=True).areas.pred_px == 36
 
 
+def test_threshold_view_scores_a_given_post_processed_mask():
+    probs = np.zeros((20, 20), dtype=np.float32)
+    probs[2:8, 2:8] = 0.9
+    truth = np.zeros((20, 20), dtype=bool)
+    truth[2:8, 2:8] = True
+    volume_mask = np.zeros((20, 20), dtype=bool)  # the volume's 3-D post-processing dropped this slice's blob
+    view = threshold_view(probs, 0.5, truth, pred_mask=volume_mask)
+    assert view.areas.pred_px == 0 and view.metrics.dice == 0.0 and view.areas.truth_px == 36
+    with pytest.raises(ValueError, match="pred_mask is"):
+        threshold_view(probs, 0.5, truth, pred_mask=np.zeros((4, 4), bool))
+
+
 def test_render_review_builds_five_panels_and_downloads():
     image = gradient()
     truth = square((32, 32), 8, 8, 8)

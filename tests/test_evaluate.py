@@ -156,10 +156,27 @@ def test_slices_without_truth_are_refused(dataset_root: Path, tmp_path: Path) ->
         evaluate_probs(open_dataset(root), probs_from_channel_0, SETTINGS[:1])
 
 
+def test_largest_3d_component_by_hand(dataset_root: Path) -> None:
+    plain, volume = evaluate_probs(
+        open_dataset(dataset_root), probs_from_channel_0, [(0.5, 0, False, False), (0.5, 0, False, True)]
+    )
+    assert (plain.volume_keep_largest, volume.volume_keep_largest) == (False, True)
+    assert volume.summary()["volume_keep_largest"] is True
+    # P1's prediction is three 3-D components: 6 px on slice 1, 3 px on slice 2 (rows apart, so
+    # not 26-connected), 1 px on slice 3. Only slice 1's remains: tp 4, fp 2, fn 3 + 3 -> 8 / 16,
+    # and the false-positive slice is gone.
+    p1 = volume.patients[0]
+    assert p1.volume_dice == pytest.approx(8 / 16)
+    assert p1.slice_pred_px == [6, 0, 0] and p1.fp_rate == 0.0
+    assert [p.volume_dice for p in volume.patients[1:]] == [1.0, 0.0]
+    assert volume.fp_rate == 0.0 and plain.fp_rate == pytest.approx(1 / 3)
+
+
 def test_default_sweep() -> None:
     sweep = default_sweep(0.45)
-    assert (0.45, 0, False) in sweep and (0.7, 128, False) in sweep
-    assert len(sweep) == 6 * 4 and len(default_sweep(0.5)) == 5 * 4
+    assert (0.45, 0, False, False) in sweep and (0.7, 128, False, True) in sweep and (0.2, 16, False, False) in sweep
+    assert len(sweep) == 7 * 4 * 2 and len(default_sweep(0.5)) == 6 * 4 * 2
+    assert sweep.index((0.3, 0, False, False)) < sweep.index((0.3, 0, False, True))  # simpler first: wins ties
 
 
 def test_write_report(reports: list[EvaluationReport], tmp_path: Path) -> None:

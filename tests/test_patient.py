@@ -260,3 +260,13 @@ def test_merge_patient_by_patient_equals_one_pass(phantom_dataset: Path) -> None
         merge_evaluations([parts[0], evaluate_dataset(dataset.subset([dataset.patient_ids[1]]), probs_fn, 0.6, 4)])
     with pytest.raises(ValueError, match="nothing to merge"):
         merge_evaluations([])
+
+
+def test_predicted_masks_largest_3d_component() -> None:
+    from brainviewer.patient import predicted_masks
+
+    probs = np.zeros((3, 16, 16), dtype=np.float32)
+    probs[0:2, 2:6, 2:6] = 0.9  # a lesion on slices 1-2: 32 voxels
+    probs[2, 12:14, 12:14] = 0.8  # a stray 4 px blob on slice 3
+    assert [m.sum() for m in predicted_masks(list(probs), 0.5)] == [16, 16, 4]
+    assert [m.sum() for m in predicted_masks(list(probs), 0.5, volume_keep_largest=True)] == [16, 16, 0]

@@ -17,6 +17,7 @@ import torch
 
 from brainviewer import train as train_module
 from brainviewer.config import TrainConfig
+from brainviewer.evaluate import default_sweep
 from brainviewer.model import Segmenter
 from brainviewer.train import CHECKPOINT, METRICS_FILE, STATUS_FILE, STOP_FILE, epoch_order, sample_seed, train
 
@@ -163,7 +164,9 @@ def test_best_folder_loads_with_model_card(reference_run: Path, phantom_dataset:
     assert segmenter.prep.input_size == 64
     assert segmenter.prep.tta_flip == final["tta_flip"]
     sweep = json.loads((best / "threshold_sweep.json").read_text())
-    assert len(sweep) == 40  # 5 thresholds x 4 component sizes, without and with flip TTA
+    assert len(sweep) == 2 * len(default_sweep(0.5))  # without and with flip TTA
+    assert {row["volume_keep_largest"] for row in sweep} == {False, True}
+    assert segmenter.prep.volume_keep_largest == final["volume_keep_largest"]
     assert sorted({row["tta_flip"] for row in sweep}) == [False, True]
     within = [row["mean_volume_dice"] for row in sweep if (row["fp_rate_empty_slices"] or 0) <= 0.05]
     if within:  # the best mean Dice among the settings within the FP-rate limit
