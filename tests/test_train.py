@@ -177,6 +177,37 @@ def test_best_folder_loads_with_model_card(reference_run: Path, phantom_dataset:
     assert segmenter.predict_probs(image).shape == (50, 70)
 
 
+def test_resuming_a_finished_run_only_chooses_the_post_processing_again(reference_run: Path, tmp_path: Path) -> None:
+    """A finished run resumed (e.g. after an update adds post-processing options) trains no further:
+    it sweeps the validation patients again and rewrites best/'s settings, the weights untouched."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    run_dir = tmp_path / "A-copy"
+    shutil.copytree(reference_run, run_dir)
+    before = load_checkpoint(run_dir)
+    prep_file = run_dir / "best" / "preprocessing.json"
+    prep = json.loads(prep_file.read_text())
+    prep["threshold"], prep["tta_flip"] = 0.93, True  # as if chosen by an older sweep
+    prep_file.write_text(json.dumps(prep))
+    train(resume=run_dir)
+    assert_same_checkpoint(before, load_checkpoint(run_dir))
+    records = read_metrics(run_dir)
+    finals = [r for r in records if r["type"] == "final"]
+    assert len(finals) == 1  # the old final record was replaced, not duplicated
+    assert [r["step"] for r in records if r["type"] == "train"] == [
+        r["step"] for r in read_metrics(reference_run) if r["type"] == "train"
+    ]
+    chosen = json.loads(prep_file.read_text())
+    assert (chosen["threshold"], chosen["tta_flip"]) == (finals[0]["threshold"], finals[0]["tta_flip"])
+    old, new = (
+        load_file(reference_run / "best" / "model.safetensors"),
+        load_file(run_dir / "best" / "model.safetensors"),
+    )
+    assert all(torch.equal(old[k], new[k]) for k in old)
+
+
 def test_training_lowers_the_loss(reference_run: Path, phantom_dataset: Path) -> None:
     """The final weights have a lower loss than the initial ones on fixed validation slices."""
     from brainviewer.datasets import open_dataset
