@@ -92,6 +92,7 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
         "threshold",
         "min_component_px",
         "keep_largest",
+        "volume_keep_largest",
         "tta_flip",
     ):
         if key in summary:
