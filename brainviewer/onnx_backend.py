@@ -234,13 +234,18 @@ class OnnxSegmenter:
             batch_size: scans per run.
 
         Returns:
-            ``probs`` for each scan: ``(H, W)`` float32 in ``[0, 1]`` at the scan's own size.
+            ``probs`` for each scan: ``(H, W)`` float32 in ``[0, 1]`` at the scan's own size (with
+            ``prep.tta_flip``, the mean over the scan and its left-right mirror).
         """
         results: list[np.ndarray] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             batch = np.stack([to_input(image, self.prep) for image in chunk])
-            probs = _sigmoid(self.logits(batch))[:, 0]
+            if self.prep.tta_flip:  # as Segmenter: the mean of the scan's and its mirror's probabilities
+                both = _sigmoid(self.logits(np.concatenate([batch, batch[..., ::-1]])))[:, 0]
+                probs = (both[: len(chunk)] + both[len(chunk) :, :, ::-1]) / 2
+            else:
+                probs = _sigmoid(self.logits(batch))[:, 0]
             results.extend(unletterbox(p, image.shape[:2]) for p, image in zip(probs, chunk, strict=True))
         return results
 

@@ -74,6 +74,12 @@ def test_onnx_segmenter_matches_segmenter(tiny_weights: Path, tiny_onnx: Path) -
     np.testing.assert_array_equal(onnx_model.mask_from_probs(probs, threshold=0.95), np.zeros((2, 2), bool))
     np.testing.assert_array_equal(onnx_model.mask_from_probs(probs), torch_model.mask_from_probs(probs))
 
+    torch_model.prep.tta_flip = onnx_model.prep.tta_flip = True  # flip TTA gives the same as PyTorch's
+    flipped = onnx_model.predict_probs_batch(scans, batch_size=2)
+    for e, g in zip(torch_model.predict_probs_batch(scans, batch_size=2), flipped, strict=True):
+        assert np.abs(g - e).max() < TOLERANCE
+    assert any(np.abs(f - g).max() > 1e-4 for f, g in zip(flipped, got, strict=True))
+
 
 def test_preprocessing_is_embedded(tiny_weights: Path, tiny_onnx: Path) -> None:
     import onnx
