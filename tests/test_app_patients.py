@@ -152,6 +152,47 @@ def test_evaluation_page_shows_the_mean_dice_and_opens_a_patient(
     assert at.slider(key="patient_slice").value == slice_number
 
 
+def test_pages_apply_the_weights_volume_post_processing_and_tta(
+    app_env: None, monkeypatch: pytest.MonkeyPatch, phantom_dataset: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """Weights whose preprocessing.json asks for flip TTA and the largest 3-D component: the
+    Evaluation page's figures and the Patients page's prediction follow them."""
+    import json
+    import shutil
+
+    from brainviewer.patient import predicted_masks
+
+    folder = tmp_path / "tiny-volume"
+    shutil.copytree(tiny_weights, folder)
+    segmenter = Segmenter.from_folder(folder, device="cpu")
+    dataset = open_dataset(phantom_dataset)
+    patient = dataset.patient_ids[0]
+    segmenter.prep.tta_flip = True
+    probs = segmenter.predict_probs_batch([dataset.load_image(r) for r in dataset.patients[patient]])
+    threshold = round(float(np.quantile(np.stack(probs), 0.97)), 2)  # the sliders step by 0.01
+    prep = json.loads((folder / "preprocessing.json").read_text())
+    prep.update(tta_flip=True, volume_keep_largest=True, threshold=threshold)
+    (folder / "preprocessing.json").write_text(json.dumps(prep))
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(folder))
+    monkeypatch.setenv("BRAINVIEWER_DATA", str(phantom_dataset))
+
+    at = open_page("pages/evaluation.py")
+    at.button(key="eval_run").click().run()
+    assert not at.exception, at.exception
+    segmenter = Segmenter.from_folder(folder, device="cpu")
+    probs_fn = lambda scans: segmenter.predict_probs_batch(scans, 16)  # noqa: E731
+    expected = evaluate_dataset(dataset, probs_fn, threshold, volume_keep_largest=True)
+    assert expected.report.volume_keep_largest
+    assert metric_values(at)["Micro Dice"] == f"{expected.report.micro_dice:.3f}"
+
+    at = open_page("pages/patients.py")
+    assert not at.exception, at.exception
+    masks = predicted_masks(probs, threshold, volume_keep_largest=True)
+    assert sum(m.sum() for m in masks) < sum((p >= threshold).sum() for p in probs)  # the 3-D step removed blobs
+    shown = at.slider(key="patient_slice").value - 1
+    assert at.image[3].captions[0] == f"Predicted: {int(masks[shown].sum()):,} px"
+
+
 def test_evaluation_page_without_a_dataset_offers_the_phantom(app_env: None) -> None:
     at = open_page("pages/evaluation.py")
     assert not at.exception, at.exception
