@@ -13,6 +13,7 @@ Dataset summaries are the mean and median of per-patient volume Dice, micro Dice
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -227,6 +228,34 @@ def choose_setting(reports: Sequence[EvaluationReport], max_fp_rate: float = 0.0
     return min(reports, key=lambda r: (r.fp_rate or 0.0, -r.mean_dice))
 
 
+REPORT_PATIENT_COLUMNS = (
+    "patient_id",
+    "n_slices",
+    "n_tumour_slices",
+    "volume_dice",
+    "tumour_slice_dice",
+    "fp_rate",
+    "truth_voxels",
+    "pred_voxels",
+)
+
+
+def report_patients_csv(report: EvaluationReport) -> str:
+    """One CSV row per patient (:data:`REPORT_PATIENT_COLUMNS`); rates with 6 decimals, missing values empty."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(REPORT_PATIENT_COLUMNS)
+    for patient in report.patients:
+        values = asdict(patient)
+        writer.writerow(
+            [
+                "" if values[c] is None else f"{values[c]:.6f}" if isinstance(values[c], float) else values[c]
+                for c in REPORT_PATIENT_COLUMNS
+            ]
+        )
+    return out.getvalue()
+
+
 def write_report(report: EvaluationReport, out_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
     """Write ``evaluation.json``, ``per_patient.csv`` and ``per_patient_dice.png`` to ``out_dir``."""
     out_dir = Path(out_dir)
@@ -241,33 +270,7 @@ def write_report(report: EvaluationReport, out_dir: str | Path, overwrite: bool 
         if clash:
             raise FileExistsError(f"{', '.join(clash)} already exist; choose another --out or pass --overwrite.")
     paths["json"].write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    with paths["csv"].open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "patient_id",
-                "n_slices",
-                "n_tumour_slices",
-                "volume_dice",
-                "tumour_slice_dice",
-                "fp_rate",
-                "truth_voxels",
-                "pred_voxels",
-            ]
-        )
-        for p in report.patients:
-            writer.writerow(
-                [
-                    p.patient_id,
-                    p.n_slices,
-                    p.n_tumour_slices,
-                    f"{p.volume_dice:.6f}",
-                    "" if p.tumour_slice_dice is None else f"{p.tumour_slice_dice:.6f}",
-                    "" if p.fp_rate is None else f"{p.fp_rate:.6f}",
-                    p.truth_voxels,
-                    p.pred_voxels,
-                ]
-            )
+    paths["csv"].write_text(report_patients_csv(report))
     _plot(report, paths["plot"])
     return paths
 

@@ -34,7 +34,6 @@ import json
 import re
 import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
@@ -42,7 +41,7 @@ import numpy as np
 from PIL import Image
 
 from brainviewer import __version__
-from brainviewer.evaluate import EvaluationReport
+from brainviewer.evaluate import EvaluationReport, report_patients_csv
 from brainviewer.files import write_new
 from brainviewer.overlay import GT_COLOR, PRED_COLOR, display_rgb, image_to_png_bytes, mask_to_png_bytes, overlay
 from brainviewer.patient import SCANNER_KINDS, PatientSummary
@@ -241,24 +240,8 @@ def patients_csv(summaries: Sequence[PatientSummary]) -> str:
 
 
 def evaluation_patients_csv(report: EvaluationReport) -> str:
-    """Per-patient rows of a dataset evaluation as CSV text (the columns of ``evaluate.write_report``)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    columns = [
-        "patient_id",
-        "n_slices",
-        "n_tumour_slices",
-        "volume_dice",
-        "tumour_slice_dice",
-        "fp_rate",
-        "truth_voxels",
-        "pred_voxels",
-    ]
-    writer.writerow(columns)
-    for patient in report.patients:
-        values = asdict(patient)
-        writer.writerow([_fmt(values[c]) for c in columns])
-    return out.getvalue()
+    """Per-patient rows of a dataset evaluation as CSV text (the ``per_patient.csv`` of ``evaluate --out``)."""
+    return report_patients_csv(report)
 
 
 def evaluation_slices_csv(rows: Sequence[dict]) -> str:
