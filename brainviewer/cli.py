@@ -81,6 +81,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         batch_size=args.batch_size,
         progress=progress,
+        volume=args.volume,
     )
     print(file=sys.stderr)
     for path, error in failed:
@@ -176,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--threshold", type=float, default=None, help="probability cut (default: the model's)")
     pr.add_argument("--overwrite", action="store_true", help="replace existing prediction files")
+    pr.add_argument(
+        "--volume",
+        action="store_true",
+        help="each folder holds one patient's slices: keep only the largest 3-D component of its prediction",
+    )
     pr.set_defaults(func=_cmd_predict)
 
     be = sub.add_parser("benchmark", help="time inference, the review flow and training steps")

@@ -7,6 +7,10 @@ size, after the model's threshold and post-processing (:meth:`Segmenter.mask_fro
 * A folder input is searched recursively; ``folder/a/b/scan.png`` gives
   ``out_dir/a/b/scan_pred.png``. Ground-truth ``*_mask`` files, hidden files, files of
   unsupported types and anything inside ``out_dir`` are skipped.
+* With ``volume=True`` the scans of each folder are one patient's slices (the ``kaggle_3m``
+  layout), stacked in natural name order, and only the largest 3-D connected component of
+  the stack is kept, as :func:`brainviewer.evaluate.evaluate` does for weights that ask for
+  it. Do not use it on a folder of unrelated slices.
 
 Existing outputs are never replaced unless ``overwrite=True``, and two inputs that would
 write the same output are refused. Unreadable scans are reported, not fatal.
@@ -25,6 +29,7 @@ from brainviewer.files import write_atomic, write_new
 from brainviewer.io import ScanReadError, is_mask_name, is_supported, natural_key, read_image
 from brainviewer.model import Segmenter
 from brainviewer.overlay import mask_to_png_bytes
+from brainviewer.postprocess import keep_largest_volume_component
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +146,14 @@ def _batches(jobs: list[PredictionJob], size: int) -> Iterable[list[PredictionJo
         yield jobs[start : start + size]
 
 
+def _by_folder(jobs: list[PredictionJob]) -> list[list[PredictionJob]]:
+    """Jobs grouped by the folder their scan is in, in order of first appearance."""
+    groups: dict[Path, list[PredictionJob]] = {}
+    for job in jobs:
+        groups.setdefault(job.source.parent, []).append(job)
+    return list(groups.values())
+
+
 def predict_paths(
     segmenter: Segmenter,
     inputs: Sequence[str | Path],
@@ -149,6 +162,7 @@ def predict_paths(
     overwrite: bool = False,
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
+    volume: bool = False,
 ) -> tuple[list[Path], list[Failure]]:
     """Write predicted masks for scan files and folders.
 
@@ -160,6 +174,9 @@ def predict_paths(
         overwrite: replace existing prediction files.
         batch_size: scans per forward pass.
         progress: called with ``(scans done, scans total)``.
+        volume: treat the scans of each folder as one patient volume and keep only the
+            largest 3-D component of its predicted masks (slices of different sizes are left
+            as they are, with a warning).
 
     Returns:
         ``(written, failed)``: the output paths written, and ``(input path, reason)`` for
@@ -169,30 +186,60 @@ def predict_paths(
         raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
     out_dir = Path(out_dir)
     jobs, failed = plan_jobs(inputs, out_dir, overwrite)
+    if segmenter.prep.volume_keep_largest and not volume and jobs:
+        logger.info(
+            "these weights were validated keeping the largest 3-D component per patient; "
+            "pass volume=True (--volume) when each folder holds one patient's slices"
+        )
     written: list[Path] = []
     done = 0
-    for batch in _batches(jobs, max(1, batch_size)):
-        loaded: list[tuple[PredictionJob, np.ndarray]] = []
-        for job in batch:
-            try:
-                loaded.append((job, read_image(job.source)))
-            except (ScanReadError, OSError) as err:
-                failed.append((job.source, str(err)))
-        for job, probs in _infer(segmenter, loaded, batch_size, failed):
-            try:
-                write_mask_png(segmenter.mask_from_probs(probs, threshold), job.output, overwrite)
-            except FileExistsError:
-                failed.append((job.source, f"{job.output} appeared while predicting; not replaced"))
-                continue
-            except OSError as err:
-                failed.append((job.source, f"could not write {job.output}: {err}"))
-                continue
-            written.append(job.output)
-        done += len(batch)
-        if progress:
-            progress(done, len(jobs))
+    # One group at a time: a patient's masks must all be known before the 3-D step.
+    for group in _by_folder(jobs) if volume else [jobs]:
+        pending: list[tuple[PredictionJob, np.ndarray]] = []
+        for batch in _batches(group, max(1, batch_size)):
+            loaded: list[tuple[PredictionJob, np.ndarray]] = []
+            for job in batch:
+                try:
+                    loaded.append((job, read_image(job.source)))
+                except (ScanReadError, OSError) as err:
+                    failed.append((job.source, str(err)))
+            masks = [
+                (job, segmenter.mask_from_probs(probs, threshold))
+                for job, probs in _infer(segmenter, loaded, batch_size, failed)
+            ]
+            if volume:
+                pending.extend(masks)
+            else:
+                written.extend(_write_masks(masks, overwrite, failed))
+                done += len(batch)
+                if progress:
+                    progress(done, len(jobs))
+        if volume:
+            volume_masks = keep_largest_volume_component([mask for _, mask in pending])
+            written.extend(
+                _write_masks([(job, m) for (job, _), m in zip(pending, volume_masks, strict=True)], overwrite, failed)
+            )
+            done += len(group)
+            if progress:
+                progress(done, len(jobs))
     logger.info("wrote %d masks to %s; %d inputs failed", len(written), out_dir, len(failed))
     return written, failed
+
+
+def _write_masks(masks: list[tuple[PredictionJob, np.ndarray]], overwrite: bool, failed: list[Failure]) -> list[Path]:
+    """Write each job's mask; a file that cannot be written is recorded in ``failed``."""
+    written = []
+    for job, mask in masks:
+        try:
+            write_mask_png(mask, job.output, overwrite)
+        except FileExistsError:
+            failed.append((job.source, f"{job.output} appeared while predicting; not replaced"))
+            continue
+        except OSError as err:
+            failed.append((job.source, f"could not write {job.output}: {err}"))
+            continue
+        written.append(job.output)
+    return written
 
 
 def _infer(

@@ -115,6 +115,10 @@ def test_predict_writes_masks(
     captured = capsys.readouterr()
     assert "wrote 0 masks" in captured.out and "8 files failed" in captured.out
     assert captured.err.count("already exists") == 8
+    # --volume: the folder is one patient volume
+    args = ["predict", str(patient), "--weights", str(tiny_weights), "--device", "cpu", "--volume"]
+    assert main([*args, "--out", str(tmp_path / "vol")]) == 0
+    assert len(list((tmp_path / "vol").glob("*_pred.png"))) == 8
 
 
 def test_missing_weights_exit_2(phantom_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -153,3 +153,53 @@ def test_empty_folder_and_bad_threshold(segmenter: Segmenter, tmp_path: Path) ->
     assert written == [] and "holds no scans" in failed[0][1]
     with pytest.raises(ValueError, match="threshold"):
         predict_paths(segmenter, [tmp_path / "empty"], tmp_path / "out", threshold=1.5)
+
+
+def test_volume_keeps_the_largest_3d_component_per_folder(
+    segmenter: Segmenter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each folder is one patient; a blob away from the lesion goes, another patient's lesion stays."""
+    root = tmp_path / "patients"
+
+    def slice_with(*boxes: tuple[slice, slice]) -> np.ndarray:
+        image = np.zeros((32, 32), np.uint8)
+        for box in boxes:
+            image[box] = 255
+        return image
+
+    lesion, stray = (slice(2, 8), slice(2, 8)), (slice(28, 30), slice(28, 30))
+    slices = {
+        "p1/p1_1.png": slice_with(lesion),
+        "p1/p1_2.png": slice_with(lesion),
+        "p1/p1_10.png": slice_with(lesion, stray),  # natural order: after p1_2
+        "p2/p2_1.png": slice_with(stray),  # p2's only finding: its largest component
+    }
+    for name, image in slices.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / name)
+    (root / "p1" / "p1_3.png").write_bytes(b"broken")
+
+    def probs_from_image(images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
+        return [(np.asarray(image).reshape(32, 32, -1)[..., 0] > 128).astype(np.float32) * 0.9 for image in images]
+
+    monkeypatch.setattr(segmenter, "predict_probs_batch", probs_from_image)
+    segmenter.prep.min_component_px = 0
+    calls: list[tuple[int, int]] = []
+    out = tmp_path / "vol"
+    written, failed = predict_paths(
+        segmenter, [root], out, batch_size=2, volume=True, progress=lambda d, t: calls.append((d, t))
+    )
+    assert [p.relative_to(out).as_posix() for p in written] == [
+        "p1/p1_1_pred.png",
+        "p1/p1_2_pred.png",
+        "p1/p1_10_pred.png",
+        "p2/p2_1_pred.png",
+    ]
+    assert [path.name for path, _ in failed] == ["p1_3.png"]
+    assert calls == [(4, 5), (5, 5)]  # after each patient
+    expected_lesion = slice_with(lesion) > 0
+    assert np.array_equal(read_png(out / "p1" / "p1_10_pred.png") > 0, expected_lesion)  # stray blob removed
+    assert np.array_equal(read_png(out / "p2" / "p2_1_pred.png") > 0, slice_with(stray) > 0)
+    # without volume=True every slice is on its own: the stray blob stays
+    written, _ = predict_paths(segmenter, [root / "p1" / "p1_10.png"], tmp_path / "flat")
+    assert np.array_equal(read_png(written[0]) > 0, slice_with(lesion, stray) > 0)
