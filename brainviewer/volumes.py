@@ -33,7 +33,8 @@ Slices are sorted by ``ImagePositionPatient`` projected on the slice normal (the
 the two ``ImageOrientationPatient`` direction cosines), ascending, falling back to
 ``InstanceNumber``. Pixels are shown as stored; for the usual axial acquisitions
 (``ImageOrientationPatient`` ~ ``[1, 0, 0, 0, 1, 0]``) that is the same radiological view as above,
-with index 0 the most inferior slice.
+with index 0 the most inferior slice. Sagittal and coronal series are not resliced; their
+``notes`` say that the models were trained on axial slices.
 
 Privacy
 -------
@@ -707,6 +708,11 @@ def _series_to_volume(items: list[_DicomSlice], label: str, notes: list[str]) ->
     )
 
 
+def _plane(normal: np.ndarray) -> str:
+    """``"axial"``, ``"coronal"`` or ``"sagittal"``: the patient axis (LPS x, y, z) closest to the slice normal."""
+    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
+
+
 def _sort_slices(items: list[_DicomSlice], notes: list[str]) -> tuple[list[_DicomSlice], list[float] | None]:
     def geometry(ds: Any) -> tuple[np.ndarray, np.ndarray] | None:
         try:
@@ -722,6 +728,12 @@ def _sort_slices(items: list[_DicomSlice], notes: list[str]) -> tuple[list[_Dico
     if all(g is not None for g in geoms):
         normal = np.cross(geoms[0][0][:3], geoms[0][0][3:])
         if np.linalg.norm(normal) > 0.5:
+            plane = _plane(normal)
+            if plane != "axial":
+                notes.append(
+                    f"This is a {plane} series; the models here were trained on axial slices, so expect "
+                    "poorer predictions. An axial series of the patient, if there is one, is a better choice."
+                )
             positions = [float(np.dot(g[1], normal)) for g in geoms]
             order = np.argsort(positions, kind="stable")
             sorted_pos = [positions[i] for i in order]

@@ -270,6 +270,7 @@ def test_dicom_folder_sorted_by_position_with_spacing(tmp_path: Path) -> None:
     assert volume.patient_id.startswith("dicom-")
     assert volume.info["Modality"] == "MR"
     assert volume.info["Rows"] == 8 and volume.info["Columns"] == 10
+    assert not any("trained on axial" in note for note in volume.notes)  # an axial series
 
 
 def test_dicom_zip_with_rescale(tmp_path: Path) -> None:
@@ -291,6 +292,18 @@ def test_dicom_sorts_along_the_slice_normal_not_z() -> None:
     volume = read_dicom_files(files)
     assert [int(s[0, 0]) for s in volume.slices] == [6, 3, 0]
     assert volume.spacing_mm == (0.5, 0.7, 3.0)
+    assert any("sagittal series" in note and "axial" in note for note in volume.notes)
+
+
+def test_dicom_coronal_series_is_named_in_the_notes() -> None:
+    files = [
+        (
+            f"{n}.dcm",
+            make_dicom(None, np.zeros((6, 6), np.uint16), (0.0, y, 0.0), instance=n, orientation=(1, 0, 0, 0, 0, -1)),
+        )
+        for n, y in enumerate((0.0, 3.0), start=1)
+    ]
+    assert any(note.startswith("This is a coronal series") for note in read_dicom_files(files).notes)
 
 
 def test_dicom_falls_back_to_instance_number() -> None:
