@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from brainviewer.config import TrainConfig
 
 
+SPLIT_FILE = "split.json"
+
+
 @dataclass(frozen=True)
 class Split:
     """Patient ids on each side of a split."""
@@ -32,6 +35,25 @@ class Split:
     @classmethod
     def load(cls, path: str | Path) -> Split:
         return cls(**json.loads(Path(path).read_text()))
+
+    def side_of(self, patient_id: str) -> str | None:
+        """``"val"`` for a held-out patient, ``"train"`` for one trained on, ``None`` if not in the split."""
+        if patient_id in self.val:
+            return "val"
+        if patient_id in self.train:
+            return "train"
+        return None
+
+
+def weights_split(folder: str | Path) -> Split | None:
+    """The patient split a weights folder was trained with (its ``split.json``), or ``None``.
+
+    A missing or unreadable file gives ``None``: weights from elsewhere need not have one.
+    """
+    try:
+        return Split.load(Path(folder) / SPLIT_FILE)
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def split_patients(

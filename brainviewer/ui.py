@@ -49,6 +49,7 @@ from brainviewer.review import (
     items_from_uploads,
     phantom_items,
 )
+from brainviewer.split import Split, weights_split
 from brainviewer.weights import WEIGHTS_ENV, default_weights_spec, list_local_weights, resolve_weights_folder
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class ModelState:
         device: where the model runs, for people (``CPU`` or ``CUDA (<GPU name>)``).
         message: why there is no model (``None`` when one is loaded).
         min_component_px, keep_largest, volume_keep_largest: the weights' post-processing.
+        split: the patient split the weights were trained with (their ``split.json``), if known.
     """
 
     segmenter: Segmenter | None
@@ -92,6 +94,7 @@ class ModelState:
     min_component_px: int = 0
     keep_largest: bool = False
     volume_keep_largest: bool = False
+    split: Split | None = None
 
     @property
     def available(self) -> bool:
@@ -178,6 +181,7 @@ def load_model_state(spec: str) -> ModelState:
         min_component_px=int(segmenter.prep.min_component_px),
         keep_largest=bool(segmenter.prep.keep_largest),
         volume_keep_largest=bool(segmenter.prep.volume_keep_largest),
+        split=weights_split(folder),
     )
 
 
@@ -387,16 +391,50 @@ def _record_item(
     return item_from_record(_dataset, _dataset.patients[patient_id][index])
 
 
-def dataset_items(dataset: Dataset | None) -> tuple[list[ReviewItem], list[str]]:
-    """Patient selectbox + slice slider (keys ``review_patient``, ``review_slice``): the chosen slice."""
+HELD_OUT_TAG = "held out"
+
+
+def patient_label(model: ModelState | None, patient_id: str) -> str:
+    """The patient id, tagged ``· held out`` when it is a validation patient of the model's training."""
+    held_out = model is not None and model.split is not None and model.split.side_of(patient_id) == "val"
+    return f"{patient_id} · {HELD_OUT_TAG}" if held_out else patient_id
+
+
+def patient_split_note(model: ModelState | None, patient_id: str) -> None:
+    """Say whether the model was trained on this patient (its prediction flatters it) or held it out."""
+    side = model.split.side_of(patient_id) if model is not None and model.split is not None else None
+    if side == "val":
+        st.caption(
+            f":material/verified: Held out: {patient_id} is one of the validation patients of {model.label}, "
+            "never trained on: a fair example of how it does on new patients."
+        )
+    elif side == "train":
+        st.caption(
+            f":material/info: {model.label} was trained on {patient_id}, so its prediction here looks better "
+            f"than on a new patient. Patients marked '{HELD_OUT_TAG}' are the fair test."
+        )
+
+
+def dataset_items(dataset: Dataset | None, model: ModelState | None = None) -> tuple[list[ReviewItem], list[str]]:
+    """Patient selectbox + slice slider (keys ``review_patient``, ``review_slice``): the chosen slice.
+
+    Patients the model held out in training are tagged in the selectbox, and a note under it says
+    whether the model was trained on the chosen patient.
+    """
     if dataset is None:
         st.info("No dataset is configured. Enter a dataset folder in the sidebar, or set BRAINVIEWER_DATA.")
         return [], []
     patients = dataset.patient_ids
     left, right = st.columns([2, 3])
     patient_id = left.selectbox(
-        "Patient", patients, index=_state_index("review_patient", patients), key="review_patient"
+        "Patient",
+        patients,
+        index=_state_index("review_patient", patients),
+        key="review_patient",
+        format_func=functools.partial(patient_label, model),
     )
+    with left:
+        patient_split_note(model, patient_id)
     records = dataset.patients[patient_id]
     default = _tumour_slice(str(dataset.root), patient_id, dataset)
     if len(records) > 1:
@@ -430,12 +468,14 @@ def phantom_source_items() -> tuple[list[ReviewItem], list[str]]:
     return _phantoms(3, 256), []
 
 
-def source_items(source: str, dataset: Dataset | None) -> tuple[list[ReviewItem], list[str]]:
+def source_items(
+    source: str, dataset: Dataset | None, model: ModelState | None = None
+) -> tuple[list[ReviewItem], list[str]]:
     """The items of the chosen source, and messages for files that could not be used."""
     if source == SOURCE_UPLOAD:
         return upload_items()
     if source == SOURCE_DATASET:
-        return dataset_items(dataset)
+        return dataset_items(dataset, model)
     return phantom_source_items()
 
 
@@ -738,8 +778,10 @@ def _dataset_volume(root: str, patient_id: str, n_records: int, _dataset: Datase
     return volume_from_dataset(_dataset, patient_id)
 
 
-def dataset_patient(dataset: Dataset, label: str = "Patient") -> tuple[Volume, str]:
+def dataset_patient(dataset: Dataset, label: str = "Patient", model: ModelState | None = None) -> tuple[Volume, str]:
     """Patient selectbox (key ``patient_pick``) and the chosen patient's :class:`~brainviewer.volumes.Volume`.
+
+    With ``model``, its held-out patients are tagged and a note says whether it was trained on the patient.
 
     Returns:
         ``(volume, volume_key)``; the key (dataset folder + patient id) names the volume in caches.
@@ -752,7 +794,9 @@ def dataset_patient(dataset: Dataset, label: str = "Patient") -> tuple[Volume, s
         patients,
         key="patient_pick",
         help=f"{len(patients)} patients in {Path(dataset.root).name}.",
+        format_func=functools.partial(patient_label, model),
     )
+    patient_split_note(model, patient_id)
     root = str(Path(dataset.root).resolve())
     volume = _dataset_volume(root, patient_id, len(dataset.patients[patient_id]), dataset)
     return volume, f"{dataset.kind}:{root}::{patient_id}"

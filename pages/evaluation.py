@@ -39,18 +39,31 @@ if not model.available:
     st.info(f"No model to evaluate: {model.reason}. Choose weights in the sidebar.", icon=":material/info:")
     st.stop()
 
-# --- which patients: all, or one side of a training run's split
-with st.expander("Only the patients of a training run's split (optional)"):
+# --- which patients: the model's held-out ones, all, or one side of a training run's split
+held_out = [p for p in model.split.val if p in dataset.patients] if model.split is not None else []
+only_held_out = bool(held_out) and st.toggle(
+    f"Only the {len(held_out)} patients {model.label} held out in training",
+    value=True,
+    key="eval_held_out",
+    help="The model was trained on the other patients of this dataset: scores on them flatter it.",
+)
+with st.expander("Only the patients of a training run's split (optional)", expanded=False):
     left, right = st.columns([3, 1])
     split_text = left.text_input(
         "Run folder or split.json",
         key="eval_split",
         placeholder="runs/lgg-unet-resnet18",
         help="Evaluate only the validation (or training) patients of a run, as recorded in its split.json.",
+        disabled=only_held_out,
     ).strip()
+    if only_held_out:
+        st.caption("Turn off the held-out switch above to choose a run's split.")
     side = right.radio("Side", ("val", "train"), key="eval_side", horizontal=True)
 scope = "all patients"
-if split_text:
+if only_held_out:
+    dataset = dataset.subset(held_out)
+    scope = f"the {len(held_out)} validation patients {model.label} never trained on"
+elif split_text:
     split_file = Path(split_text).expanduser()
     split_file = split_file / "split.json" if split_file.is_dir() else split_file
     try:
@@ -87,8 +100,9 @@ request = (
 if right.button("Run evaluation", key="eval_run", type="primary", icon=":material/play_arrow:"):
     st.session_state["eval_requested"] = request
 st.caption(
-    f"{scope.capitalize()}: {len(patient_ids)} patients, {len(dataset):,} slices · model **{model.label}** on "
-    f"{model.device}. Each patient is cached once done, so a stopped evaluation resumes where it was."
+    f"{scope[:1].upper()}{scope[1:]}: {len(patient_ids)} patients, {len(dataset):,} slices · "
+    f"model **{model.label}** on {model.device}. Each patient is cached once done, so a stopped evaluation "
+    "resumes where it was."
 )
 if st.session_state.get("eval_requested") != request:
     st.info("Press **Run evaluation** to score the model with these settings.", icon=":material/play_arrow:")

@@ -32,7 +32,7 @@ if source == ui.PATIENT_SOURCE_DATASET:
     if dataset is None:
         ui.no_dataset_help()
         st.stop()
-    volume, volume_key = ui.dataset_patient(dataset)
+    volume, volume_key = ui.dataset_patient(dataset, model=model)
 elif source == ui.PATIENT_SOURCE_UPLOAD:
     volume, volume_key, error = ui.volume_upload()
     if error:

@@ -15,7 +15,7 @@ model = ui.sidebar_model()
 dataset = ui.sidebar_dataset()
 
 source = ui.source_picker(has_dataset=dataset is not None)
-items, errors = ui.source_items(source, dataset)
+items, errors = ui.source_items(source, dataset, model)
 for error in errors:
     st.error(error, icon=":material/error:")
 item = ui.pick_item(items)

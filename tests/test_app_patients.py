@@ -203,3 +203,45 @@ def test_evaluation_page_without_a_dataset_offers_the_phantom(app_env: None) -> 
     at.button(key="eval_run").click().run()
     assert not at.exception, at.exception
     assert "Mean volume Dice" in metric_values(at)
+
+
+def test_pages_tell_held_out_patients_from_those_the_model_was_trained_on(
+    app_env: None, monkeypatch: pytest.MonkeyPatch, phantom_dataset: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """Weights with a split.json: the Review and Patients pages tag held-out patients and say when the
+    model was trained on the patient shown; the Evaluation page scores only the held-out ones by default."""
+    import shutil
+
+    from brainviewer.split import Split
+
+    folder = tmp_path / "tiny-split"
+    shutil.copytree(tiny_weights, folder)
+    patients = open_dataset(phantom_dataset).patient_ids
+    trained, held_out = patients[:4], patients[4:]
+    Split(train=trained, val=held_out, mode="contiguous", seed=0).save(folder / "split.json")
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(folder))
+    monkeypatch.setenv("BRAINVIEWER_DATA", str(phantom_dataset))
+
+    at = open_page("pages/review.py")
+    assert not at.exception, at.exception
+    picker = at.selectbox(key="review_patient")
+    assert picker.options == trained + [f"{p} · held out" for p in held_out]
+    assert picker.value == trained[0]
+    assert f"tiny-split was trained on {trained[0]}" in texts(at, "caption")
+    picker.set_value(held_out[1]).run()
+    assert f"Held out: {held_out[1]} is one of the validation patients of tiny-split" in texts(at, "caption")
+
+    at = open_page("pages/patients.py")
+    assert not at.exception, at.exception
+    assert at.selectbox(key="patient_pick").options[4] == f"{held_out[0]} · held out"
+    at.selectbox(key="patient_pick").set_value(held_out[0]).run()
+    assert "Held out:" in texts(at, "caption")
+
+    at = open_page("pages/evaluation.py")
+    assert at.toggle(key="eval_held_out").value is True
+    at.button(key="eval_run").click().run()
+    assert not at.exception, at.exception
+    shown = texts(at, "caption")
+    assert "The 2 validation patients tiny-split never trained on: 2 patients, 16 slices" in shown
+    at.toggle(key="eval_held_out").set_value(False).run()
+    assert "All patients: 6 patients, 48 slices" in texts(at, "caption")

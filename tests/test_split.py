@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from brainviewer.split import Split, split_patients
+from brainviewer.split import Split, split_patients, weights_split
 
 IDS = [f"P{i}" for i in range(1, 21)]  # P1 .. P20 (natural order differs from string order)
 
@@ -92,3 +92,17 @@ def test_split_for_config_uses_the_config_fields() -> None:
     ids = [str(i) for i in range(1, 31)]
     config = TrainConfig(split_mode="contiguous", val_patients=6, split_blocks=3)
     assert split_for_config(ids, config).val == ["9", "10", "19", "20", "29", "30"]
+
+
+def test_side_of_and_the_split_of_a_weights_folder(tmp_path: Path) -> None:
+    split = split_patients(IDS, 0.25, seed=3)
+    assert {split.side_of(p) for p in split.val} == {"val"}
+    assert {split.side_of(p) for p in split.train} == {"train"}
+    assert split.side_of("someone else") is None
+    assert weights_split(tmp_path) is None  # no split.json
+    split.save(tmp_path / "split.json")
+    assert weights_split(tmp_path) == split
+    (tmp_path / "split.json").write_text("{not json")
+    assert weights_split(tmp_path) is None
+    (tmp_path / "split.json").write_text('{"train": []}')  # fields missing
+    assert weights_split(tmp_path) is None
