@@ -500,6 +500,57 @@ def read_run(run_dir: str | Path) -> RunInfo:
     )
 
 
+def cpu_training_threads(runs_dir: str | Path | None = None) -> int:
+    """CPU threads taken by the runs training on this machine's CPU right now.
+
+    Reads only each run's ``status.json``, ``launch.json`` and ``config.json`` (cheap enough for
+    every page rerun). A run whose ``threads`` is 0 uses torch's default, all cores.
+
+    Returns:
+        The sum over live CPU runs of their thread counts (0 when none is training).
+    """
+    runs_dir = Path(runs_dir) if runs_dir is not None else runs_root()
+    cores = os.cpu_count() or 1
+    total = 0
+    for config_file in runs_dir.glob(f"*/{CONFIG_FILE}"):
+        run_dir = config_file.parent
+        status = _read_json(run_dir / STATUS_FILE)
+        launches = _read_json(run_dir / LAUNCH_FILE).get("launches") or []
+        if str(status.get("state") or (STARTING if launches else "")) not in (RUNNING, STARTING):
+            continue
+        host = status.get("host") or (launches[-1].get("host") if launches else None)
+        pid = status.get("pid") or (launches[-1].get("pid") if launches else None)
+        if (host and host != socket.gethostname()) or not process_alive(pid if isinstance(pid, int) else None):
+            continue
+        try:
+            config = TrainConfig.load(config_file)
+        except (OSError, ValueError, TypeError):
+            continue
+        if resolve_device(config.device) == "cpu":
+            total += config.threads if config.threads > 0 else cores
+    return total
+
+
+def serving_threads(training_threads: int, default: int, cores: int | None = None) -> int:
+    """Torch threads for the app's own inference while training takes ``training_threads`` cores.
+
+    Training and serving on the same cores both crawl, so the app keeps to the cores training
+    leaves free, and to one thread when it leaves none.
+
+    Args:
+        training_threads: from :func:`cpu_training_threads`.
+        default: the app's thread count when nothing trains (torch's default at start-up).
+        cores: CPU cores of the machine (default ``os.cpu_count()``).
+
+    Returns:
+        ``default`` when nothing trains, else ``max(1, min(default, cores - training_threads))``.
+    """
+    if training_threads <= 0:
+        return default
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(default, cores - training_threads))
+
+
 def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
     """All runs under ``runs_dir`` (default :func:`runs_root`), newest first.
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
+import torch
 
 from brainviewer.datasets import DATA_ENV, Dataset, open_dataset
 from brainviewer.io import IMAGE_SUFFIXES
@@ -199,8 +200,14 @@ def sidebar_model() -> ModelState:
     With no weights anywhere it states so plainly and returns a state without a model; a
     missing or corrupt folder gives a warning; the app stays up either way.
     """
+    threads, training = share_cpu_with_training()
     sidebar = st.sidebar
     sidebar.subheader("Model")
+    if training:
+        sidebar.caption(
+            f":material/model_training: A training run is using the CPU, so the model here runs on {threads} "
+            f"thread{'s' if threads > 1 else ''} and predictions may be slower until it ends."
+        )
     choices = _weights_choices()
     if not choices:
         sidebar.info(
@@ -1047,6 +1054,31 @@ STATUS_TEXT = {
 }
 
 
+_DEFAULT_TORCH_THREADS = torch.get_num_threads()
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _cpu_training_threads(runs_dir: str) -> int:
+    return runs_lib.cpu_training_threads(runs_dir)
+
+
+def share_cpu_with_training() -> tuple[int, int]:
+    """On CPU, keep the app's inference to the cores that training runs leave free (see
+    :func:`brainviewer.runs.serving_threads`), and go back to the default once they end.
+
+    Returns:
+        ``(threads the app's inference uses, CPU threads training takes)``; ``(threads, 0)`` on a GPU.
+    """
+    if default_device().type != "cpu":
+        return torch.get_num_threads(), 0
+    training = _cpu_training_threads(str(runs_lib.runs_root()))
+    want = runs_lib.serving_threads(training, _DEFAULT_TORCH_THREADS)
+    if torch.get_num_threads() != want:
+        logger.info("CPU training takes %d thread(s): the app's inference now uses %d", training, want)
+        torch.set_num_threads(want)
+    return want, training
+
+
 def finetune_demo_mode() -> bool:
     """Whether ``$BRAINVIEWER_DEMO`` asks for a read-only page (public demo)."""
     return os.environ.get(DEMO_ENV, "").strip().lower() in ("1", "true", "yes", "on")
@@ -1142,7 +1174,15 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
         c1, c2, c3, c4 = st.columns(4)
         devices = ["auto", "cpu", *(["cuda"] if _cuda_available() else [])]
         device = c1.selectbox("Device", devices, key="finetune_device", help="auto: CUDA when present, else CPU.")
-        threads = c2.number_input("CPU threads", 0, 256, 0, key="finetune_threads", help="0 = torch's default.")
+        threads = c2.number_input(
+            "CPU threads",
+            0,
+            256,
+            max(1, (os.cpu_count() or 1) - 1),
+            key="finetune_threads",
+            help="For training on the CPU. 0 = all cores (torch's default); the default leaves one core to the app, "
+            "which also keeps its own inference to the cores training leaves free.",
+        )
         patience = c3.number_input(
             "Early-stop patience", 0, 1000, 12, key="finetune_patience", help="Epochs without a better Dice; 0 = never."
         )

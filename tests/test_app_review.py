@@ -479,3 +479,44 @@ def test_corrupt_weights_give_a_warning_and_the_review_goes_on(app_env, monkeypa
     captions = panel_captions(at)
     assert len(captions) == 5
     assert captions[3] == "No prediction: the model could not be loaded"
+
+
+def test_a_cpu_training_run_makes_the_app_keep_to_the_cores_it_leaves(app_env, monkeypatch, tiny_weights, tmp_path):
+    """Training and serving on the same cores both crawl: while a CPU run trains, the app's torch
+    threads drop to what training leaves (at least one), the sidebar says so, and they come back after."""
+    import socket
+    import subprocess
+    import sys
+
+    import torch
+
+    from brainviewer import runs, ui
+    from brainviewer.config import TrainConfig
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)  # record, do not change the test process
+    monkeypatch.setattr(torch, "get_num_threads", lambda: calls[-1] if calls else ui._DEFAULT_TORCH_THREADS)
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(tiny_weights))
+    runs_dir = tmp_path / "runs"
+    monkeypatch.setenv("BRAINVIEWER_RUNS_DIR", str(runs_dir))
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "brainviewer-test"])
+    try:
+        run_dir = runs_dir / "busy"
+        run_dir.mkdir(parents=True)
+        TrainConfig(data="/data/x", run_name="busy", device="cpu", threads=1).save(run_dir / "config.json")
+        status = {"state": "running", "pid": trainer.pid, "host": socket.gethostname()}
+        (run_dir / "status.json").write_text(json.dumps(status))
+        at = new_app().run()
+        assert not at.exception
+        want = runs.serving_threads(1, ui._DEFAULT_TORCH_THREADS)
+        assert "A training run is using the CPU, so the model here runs on" in page_text(at)
+        assert calls == ([want] if want != ui._DEFAULT_TORCH_THREADS else [])
+    finally:
+        trainer.kill()
+        trainer.wait(10)
+    import streamlit as st
+
+    st.cache_data.clear()  # the 5-second cache of the training threads
+    at = new_app().run()
+    assert "A training run is using the CPU" not in page_text(at)
+    assert (calls[-1] if calls else ui._DEFAULT_TORCH_THREADS) == ui._DEFAULT_TORCH_THREADS

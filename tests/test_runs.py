@@ -486,3 +486,29 @@ def test_failed_runs_say_why(dirs, phantom_dataset: Path, small_base: Path, tmp_
     failed = wait_for(vanished.path, lambda r: r.status != "running", what="vanished data fails")
     assert failed.status == "failed" and "exited with code 2" in failed.error
     assert str(data) in failed.error
+
+
+def test_cpu_training_threads_counts_live_cpu_runs_only(tmp_path: Path, sleeper: subprocess.Popen) -> None:
+    host = socket.gethostname()
+    alive = {"state": "running", "pid": sleeper.pid, "host": host}
+    for name, status, threads, device in [
+        ("one-thread", alive, 1, "cpu"),
+        ("all-cores", alive, 0, "cpu"),
+        ("stopped", {**alive, "state": "stopped"}, 3, "cpu"),
+        ("elsewhere", {**alive, "host": host + "-other"}, 3, "cpu"),
+        ("gpu", alive, 3, "cuda"),
+    ]:
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        TrainConfig(data="/data/x", run_name=name, device=device, threads=threads).save(run_dir / "config.json")
+        (run_dir / "status.json").write_text(json.dumps(status))
+    assert runs.cpu_training_threads(tmp_path) == 1 + (os.cpu_count() or 1)
+    assert runs.cpu_training_threads(tmp_path / "nothing-here") == 0
+
+
+def test_serving_threads_leave_the_training_cores_alone() -> None:
+    assert runs.serving_threads(0, default=8, cores=8) == 8  # nothing trains: the default
+    assert runs.serving_threads(1, default=2, cores=2) == 1  # one thread each
+    assert runs.serving_threads(6, default=8, cores=8) == 2
+    assert runs.serving_threads(8, default=8, cores=8) == 1  # never less than one
+    assert runs.serving_threads(2, default=4, cores=16) == 4  # never more than the default
