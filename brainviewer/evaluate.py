@@ -194,7 +194,31 @@ def evaluate_probs(
     Returns:
         One :class:`EvaluationReport` per setting, in the same order.
     """
-    accumulators = [_Accumulator(*setting) for setting in settings]
+    return evaluate_probs_variants(dataset, lambda scans: (probs_fn(scans),), [settings], progress)[0]
+
+
+def evaluate_probs_variants(
+    dataset: Dataset,
+    variants_fn: Callable[[list[np.ndarray]], Sequence[list[np.ndarray]]],
+    settings: Sequence[Sequence[tuple[float, int, bool] | tuple[float, int, bool, bool]]],
+    progress: Callable[[int, int], None] | None = None,
+) -> list[list[EvaluationReport]]:
+    """:func:`evaluate_probs` for several kinds of probabilities from one pass over the data.
+
+    For example a model's plain probabilities and its flip-averaged ones, which one batched
+    forward pass of the scans and their mirrors gives together
+    (:meth:`brainviewer.model.Segmenter.predict_probs_plain_and_flip`).
+
+    Args:
+        dataset: slices grouped by patient; every slice needs ground truth.
+        variants_fn: maps a list of scans to one list of ``(H, W)`` probabilities per variant.
+        settings: for each variant, the post-processing settings to score.
+        progress: called with ``(patients done, patients total)``.
+
+    Returns:
+        For each variant, one :class:`EvaluationReport` per setting, in the same order.
+    """
+    accumulators = [[_Accumulator(*setting) for setting in variant] for variant in settings]
     patients = dataset.patients
     for done, (pid, records) in enumerate(patients.items(), start=1):
         scans, truths = [], []
@@ -204,12 +228,15 @@ def evaluate_probs(
                 raise ValueError(f"{record.image_path} has no ground truth; evaluation needs masks for every slice.")
             scans.append(image)
             truths.append(truth)
-        probs = probs_fn(scans)
-        for acc in accumulators:
-            acc.add_patient(pid, probs, truths)
+        variants = variants_fn(scans)
+        if len(variants) != len(accumulators):
+            raise ValueError(f"variants_fn gave {len(variants)} kinds of probabilities for {len(settings)} settings")
+        for probs, variant_accumulators in zip(variants, accumulators, strict=True):
+            for acc in variant_accumulators:
+                acc.add_patient(pid, probs, truths)
         if progress:
             progress(done, len(patients))
-    return [acc.report() for acc in accumulators]
+    return [[acc.report() for acc in variant] for variant in accumulators]
 
 
 def default_sweep(base_threshold: float = 0.5) -> list[tuple[float, int, bool, bool]]:

@@ -243,7 +243,6 @@ class Segmenter:
             model = model.to(memory_format=torch.channels_last)
         return cls(model=model, prep=prep, device=device, name=Path(folder).name, source=str(folder))
 
-    @torch.inference_mode()
     def predict_probs_batch(self, images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
         """Tumour probabilities for several scans.
 
@@ -255,11 +254,29 @@ class Segmenter:
             ``probs`` for each scan: ``(H, W)`` float32 in ``[0, 1]`` at the scan's own size.
             With ``prep.tta_flip`` they are the mean over the scan and its left-right mirror.
         """
-        results: list[np.ndarray] = []
+        plain, averaged = self._probs(images, batch_size, flip=self.prep.tta_flip)
+        return averaged if self.prep.tta_flip else plain
+
+    def predict_probs_plain_and_flip(
+        self, images: list[np.ndarray], batch_size: int = 8
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Both kinds of probabilities from one pass of the scans and their mirrors, whatever
+        ``prep.tta_flip`` says: ``(plain, flip-averaged)``, each as :meth:`predict_probs_batch` gives them
+        with ``tta_flip`` off and on. Used to choose the post-processing with and without TTA at once."""
+        plain, averaged = self._probs(images, batch_size, flip=True)
+        return plain, averaged
+
+    @torch.inference_mode()
+    def _probs(
+        self, images: list[np.ndarray], batch_size: int, flip: bool
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """``(plain probs, flip-averaged probs)``; the second list is empty unless ``flip``."""
+        plain: list[np.ndarray] = []
+        averaged: list[np.ndarray] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             batch = torch.from_numpy(np.stack([to_input(img, self.prep) for img in chunk])).to(self.device)
-            if self.prep.tta_flip:
+            if flip:
                 batch = torch.cat([batch, batch.flip(-1)])
             if self.device.type == "cuda":
                 batch = batch.contiguous(memory_format=torch.channels_last)
@@ -268,11 +285,14 @@ class Segmenter:
             else:
                 logits = self.model(batch)
             probs_t = torch.sigmoid(logits.float())[:, 0]
-            if self.prep.tta_flip:  # mean of the plain and the mirrored pass, mirrored back
-                probs_t = (probs_t[: len(chunk)] + probs_t[len(chunk) :].flip(-1)) / 2
-            probs = probs_t.cpu().numpy()
-            results.extend(unletterbox(p, img.shape[:2]) for p, img in zip(probs, chunk, strict=True))
-        return results
+            sizes = [img.shape[:2] for img in chunk]
+            plain.extend(
+                unletterbox(p, size) for p, size in zip(probs_t[: len(chunk)].cpu().numpy(), sizes, strict=True)
+            )
+            if flip:  # mean of the plain and the mirrored pass, mirrored back
+                mean_t = (probs_t[: len(chunk)] + probs_t[len(chunk) :].flip(-1)) / 2
+                averaged.extend(unletterbox(p, size) for p, size in zip(mean_t.cpu().numpy(), sizes, strict=True))
+        return plain, averaged
 
     def predict_probs(self, image: np.ndarray) -> np.ndarray:
         """Tumour probabilities ``(H, W)`` float32 in ``[0, 1]`` for one scan ``(H, W[, 3])``."""

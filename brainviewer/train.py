@@ -39,7 +39,13 @@ import torch.distributed as dist
 from brainviewer.augment import apply_augmentation, build_augmentation, random_crop
 from brainviewer.config import TrainConfig
 from brainviewer.datasets import Dataset, load_arrays, open_dataset
-from brainviewer.evaluate import EvaluationReport, choose_setting, default_sweep, evaluate_probs
+from brainviewer.evaluate import (
+    EvaluationReport,
+    choose_setting,
+    default_sweep,
+    evaluate_probs,
+    evaluate_probs_variants,
+)
 from brainviewer.files import write_atomic
 from brainviewer.losses import get_loss
 from brainviewer.model import Segmenter, build_model, load_model, save_weights
@@ -751,13 +757,14 @@ def _finalise(run_dir: Path, segmenter: Segmenter, val_set: Dataset, config: Tra
     if not best_dir.is_dir():
         return
     best = Segmenter.from_folder(best_dir, device=segmenter.device)
-    candidates: list[EvaluationReport] = []
-    for tta_flip in (False, True):  # plain first: on a tie the cheaper setting wins
-        best.prep = replace(best.prep, tta_flip=tta_flip)
-        _, reports = validate(best, val_set, sweep=True)
-        for report in reports[1:]:
-            report.tta_flip = tta_flip
-            candidates.append(report)
+    sweep = default_sweep(best.prep.threshold)
+    # One pass of the scans and their mirrors scores every setting without and with flip TTA.
+    plain, flipped = evaluate_probs_variants(
+        val_set, lambda scans: best.predict_probs_plain_and_flip(scans, 16), [sweep, sweep]
+    )
+    for report in flipped:
+        report.tta_flip = True
+    candidates: list[EvaluationReport] = plain + flipped  # plain first: on a tie the cheaper setting wins
     chosen = choose_setting(candidates)
     best.prep = replace(
         best.prep,
@@ -778,6 +785,6 @@ def _finalise(run_dir: Path, segmenter: Segmenter, val_set: Dataset, config: Tra
         chosen.mean_dice,
         chosen.fp_rate,
     )
-    sweep = [report.summary() for report in candidates]
-    save_best(best, run_dir, config, state, summary, {"threshold_sweep.json": json.dumps(sweep, indent=2) + "\n"})
+    table = [report.summary() for report in candidates]
+    save_best(best, run_dir, config, state, summary, {"threshold_sweep.json": json.dumps(table, indent=2) + "\n"})
     append_metrics(run_dir, {"type": "final", "step": state.global_step, **summary, "time": time.time()})

@@ -15,7 +15,14 @@ import pytest
 from PIL import Image
 
 from brainviewer.datasets import open_dataset
-from brainviewer.evaluate import EvaluationReport, choose_setting, default_sweep, evaluate_probs, write_report
+from brainviewer.evaluate import (
+    EvaluationReport,
+    choose_setting,
+    default_sweep,
+    evaluate_probs,
+    evaluate_probs_variants,
+    write_report,
+)
 
 SIDE = 10
 HIGH, LOW = 255, 102  # probabilities 1.0 and 0.4
@@ -144,6 +151,30 @@ def test_progress_and_single_inference_pass(dataset_root: Path) -> None:
     evaluate_probs(open_dataset(dataset_root), counting, SETTINGS, progress=lambda d, t: progress.append((d, t)))
     assert calls == [3, 2, 2]  # one call per patient, shared by every setting
     assert progress == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_variants_from_one_pass_match_separate_evaluations(dataset_root: Path) -> None:
+    dataset = open_dataset(dataset_root)
+    calls: list[int] = []
+
+    def halved(scans: list[np.ndarray]) -> list[np.ndarray]:
+        return [p / 2 for p in probs_from_channel_0(scans)]
+
+    def both(scans: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        calls.append(len(scans))
+        return probs_from_channel_0(scans), halved(scans)
+
+    other = [(0.2, 0, False, True), (0.4, 0, False)]
+    first, second = evaluate_probs_variants(dataset, both, [SETTINGS, other])
+    assert calls == [3, 2, 2]  # one call per patient for both variants
+    for got, want in (
+        (first, evaluate_probs(dataset, probs_from_channel_0, SETTINGS)),
+        (second, evaluate_probs(dataset, halved, other)),
+    ):
+        assert [r.summary() for r in got] == [r.summary() for r in want]
+        assert [[p.volume_dice for p in r.patients] for r in got] == [[p.volume_dice for p in r.patients] for r in want]
+    with pytest.raises(ValueError, match="2 kinds of probabilities for 1 settings"):
+        evaluate_probs_variants(dataset, both, [SETTINGS])
 
 
 def test_slices_without_truth_are_refused(dataset_root: Path, tmp_path: Path) -> None:

@@ -282,6 +282,27 @@ def test_flip_tta_is_the_mean_of_the_scan_and_its_mirror(segmenter: Segmenter) -
         segmenter.prep.tta_flip = False
 
 
+def test_plain_and_flip_probs_in_one_pass_match_tta_off_and_on(segmenter: Segmenter) -> None:
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in [(64, 64, 3), (40, 72, 3), (64, 64, 3)]]
+    calls: list[int] = []
+    forward = segmenter.model.forward
+    segmenter.model.forward = lambda x: calls.append(len(x)) or forward(x)  # type: ignore[method-assign]
+    try:
+        plain, averaged = segmenter.predict_probs_plain_and_flip(images, batch_size=2)
+        assert calls == [4, 2]  # scans and mirrors together: 2 batches, not 2 passes over the data
+        assert segmenter.prep.tta_flip is False  # untouched
+        for got, want in zip(plain, segmenter.predict_probs_batch(images), strict=True):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        segmenter.prep.tta_flip = True
+        for got, want in zip(averaged, segmenter.predict_probs_batch(images), strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+    finally:
+        segmenter.prep.tta_flip = False
+        segmenter.model.forward = forward  # type: ignore[method-assign]
+
+
 def test_mask_from_probs_applies_the_post_processing(tiny_weights: Path) -> None:
     segmenter = Segmenter.from_folder(tiny_weights, device="cpu")
     probs = np.zeros((20, 20), dtype=np.float32)
