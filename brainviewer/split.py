@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +44,19 @@ class Split:
         if patient_id in self.train:
             return "train"
         return None
+
+
+def patient_of_file(file_name: str, split: Split) -> str | None:
+    """The patient of ``split`` a slice file belongs to, going by its name, or ``None``.
+
+    A file belongs to patient ``P`` when its stem is ``P`` (one image per patient, as in the
+    figshare set) or ``P_<number>`` (a slice of ``P``, as in ``kaggle_3m``).
+    """
+    stem = Path(file_name).stem
+    for candidate in (stem, re.sub(r"_\d+$", "", stem)):
+        if split.side_of(candidate) is not None:
+            return candidate
+    return None
 
 
 def weights_split(folder: str | Path) -> Split | None:

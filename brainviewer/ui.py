@@ -50,7 +50,7 @@ from brainviewer.review import (
     items_from_uploads,
     phantom_items,
 )
-from brainviewer.split import Split, weights_split
+from brainviewer.split import Split, patient_of_file, weights_split
 from brainviewer.weights import WEIGHTS_ENV, default_weights_spec, list_local_weights, resolve_weights_folder
 
 logger = logging.getLogger(__name__)
@@ -557,7 +557,8 @@ def display_channel_control(item: ReviewItem) -> int | None:
 
 
 def item_banner(item: ReviewItem, model: ModelState) -> None:
-    """Heading for the current scan: its name and source, a SYNTHETIC warning, and its messages."""
+    """Heading for the current scan: its name and source, a SYNTHETIC warning, its messages, and for an
+    uploaded slice of a patient in the model's split (by file name) whether the model was trained on it."""
     st.markdown(f"#### {item.name}")
     model_text = f"model **{model.label}** on {model.device}" if model.available else "no model"
     st.caption(f"{item.source} · {item.shape[1]}×{item.shape[0]} px · {model_text}")
@@ -570,6 +571,10 @@ def item_banner(item: ReviewItem, model: ModelState) -> None:
     else:
         for message in item.messages:
             st.warning(message, icon=":material/warning:")
+        if item.source == "upload" and model.split is not None:  # a dataset pick has its note already
+            patient_id = patient_of_file(item.name, model.split)
+            if patient_id is not None:
+                patient_split_note(model, patient_id)
 
 
 def show_panels(view: ReviewView) -> None:

@@ -230,6 +230,12 @@ def test_pages_tell_held_out_patients_from_those_the_model_was_trained_on(
     assert f"tiny-split was trained on {trained[0]}" in texts(at, "caption")
     picker.set_value(held_out[1]).run()
     assert f"Held out: {held_out[1]} is one of the validation patients of tiny-split" in texts(at, "caption")
+    # an uploaded slice is recognised by its file name (<patient>_<n>)
+    slice_file = next((phantom_dataset / trained[1]).glob(f"{trained[1]}_3.*"))
+    at.radio(key="review_source").set_value("Upload").run()
+    at.file_uploader(key="review_upload").set_value((slice_file.name, slice_file.read_bytes(), "image/png")).run()
+    assert not at.exception, at.exception
+    assert f"tiny-split was trained on {trained[1]}" in texts(at, "caption")
 
     at = open_page("pages/patients.py")
     assert not at.exception, at.exception

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from brainviewer.split import Split, split_patients, weights_split
+from brainviewer.split import Split, patient_of_file, split_patients, weights_split
 
 IDS = [f"P{i}" for i in range(1, 21)]  # P1 .. P20 (natural order differs from string order)
 
@@ -106,3 +106,14 @@ def test_side_of_and_the_split_of_a_weights_folder(tmp_path: Path) -> None:
     assert weights_split(tmp_path) is None
     (tmp_path / "split.json").write_text('{"train": []}')  # fields missing
     assert weights_split(tmp_path) is None
+
+
+def test_patient_of_file_by_name() -> None:
+    split = Split(train=["TCGA_CS_4943_20000902", "7"], val=["TCGA_DU_7013_19860523", "1921"], mode="x", seed=0)
+    assert patient_of_file("TCGA_CS_4943_20000902_16.tif", split) == "TCGA_CS_4943_20000902"
+    assert patient_of_file("TCGA_DU_7013_19860523_3_mask.tif", split) is None  # a mask is not a slice name
+    assert patient_of_file("TCGA_DU_7013_19860523_3.png", split) == "TCGA_DU_7013_19860523"
+    assert patient_of_file("1921.png", split) == "1921"
+    assert patient_of_file("7_12.png", split) == "7"
+    assert patient_of_file("scan_16.tif", split) is None
+    assert patient_of_file("TCGA_CS_4943_2000090216.tif", split) is None
