@@ -55,6 +55,34 @@ def apply_augmentation(
     return np.clip(out["image"], 0.0, 1.0).astype(np.float32, copy=False), out["mask"]
 
 
+def copy_missing_sequences(image: np.ndarray, rng: np.random.Generator, prob: float, source: int = 1) -> np.ndarray:
+    """Mimic a patient scanned without some sequences, the way ``kaggle_3m`` stores one.
+
+    Its slices have 3 channels (pre-contrast, FLAIR, post-contrast); where a sequence is missing
+    the FLAIR image fills its channel. With probability ``prob`` this copies channel ``source``
+    into the others: half the time into all of them, else into one chosen at random. A model
+    trained only on complete scans misses much of the tumour on such patients.
+
+    Args:
+        image: ``(H, W, C)`` float32; with fewer than 2 channels it is returned as is.
+        rng: the sample's random generator.
+        prob: chance of the change, in ``[0, 1]``.
+        source: the channel that stands in for missing ones (FLAIR, 1, in ``kaggle_3m``).
+
+    Returns:
+        The image, changed or not (a new array when changed).
+    """
+    channels = image.shape[-1] if image.ndim == 3 else 1
+    if channels < 2 or prob <= 0 or rng.random() >= prob:
+        return image
+    others = [c for c in range(channels) if c != source]
+    targets = others if rng.random() < 0.5 else [others[int(rng.integers(len(others)))]]
+    image = image.copy()
+    for channel in targets:
+        image[..., channel] = image[..., source]
+    return image
+
+
 def random_crop(
     image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, tumour_prob: float
 ) -> tuple[np.ndarray, np.ndarray]:

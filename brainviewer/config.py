@@ -55,6 +55,9 @@ class TrainConfig:
     """Share of the tumour-free training slices drawn each epoch (all tumour slices are always used)."""
     augment: str = "medium"
     """Augmentation strength: none, light (flips), medium (+ affine, brightness/contrast), strong (+ elastic)."""
+    missing_sequence_prob: float = 0.0
+    """3-channel LGG-style scans: chance a training slice gets FLAIR (channel 1) copied into the pre- and/or
+    post-contrast channel, as kaggle_3m stores patients without those sequences (0 = never)."""
 
     # optimisation
     loss: str = "bce_dice"
@@ -111,6 +114,8 @@ class TrainConfig:
             raise ValueError("batch_size and epochs must be at least 1")
         if not 0.0 <= self.empty_fraction <= 1.0:
             raise ValueError(f"empty_fraction must be in [0, 1]; got {self.empty_fraction}")
+        if not 0.0 <= self.missing_sequence_prob <= 1.0:
+            raise ValueError(f"missing_sequence_prob must be in [0, 1]; got {self.missing_sequence_prob}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

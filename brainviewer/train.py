@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from brainviewer.augment import apply_augmentation, build_augmentation, random_crop
+from brainviewer.augment import apply_augmentation, build_augmentation, copy_missing_sequences, random_crop
 from brainviewer.config import TrainConfig
 from brainviewer.datasets import Dataset, load_arrays, open_dataset
 from brainviewer.evaluate import (
@@ -108,6 +108,8 @@ def make_sample(
     rng = np.random.default_rng(seed)
     image = cache.images[index].astype(np.float32)
     mask = cache.masks[index]
+    if config.missing_sequence_prob:  # its own stream: the crops and augmentations stay as without it
+        image = copy_missing_sequences(image, np.random.default_rng([seed, 3]), config.missing_sequence_prob)
     image, mask = apply_augmentation(pipeline, image, mask, int(rng.integers(2**31)))
     if config.crop_size:
         image, mask = random_crop(image, mask, config.crop_size, rng, config.tumour_crop_prob)
