@@ -263,8 +263,7 @@ class Segmenter:
         """Both kinds of probabilities from one pass of the scans and their mirrors, whatever
         ``prep.tta_flip`` says: ``(plain, flip-averaged)``, each as :meth:`predict_probs_batch` gives them
         with ``tta_flip`` off and on. Used to choose the post-processing with and without TTA at once."""
-        plain, averaged = self._probs(images, batch_size, flip=True)
-        return plain, averaged
+        return self._probs(images, batch_size, flip=True)
 
     @torch.inference_mode()
     def _probs(

@@ -9,7 +9,7 @@ size, after the model's threshold and post-processing (:meth:`Segmenter.mask_fro
   unsupported types and anything inside ``out_dir`` are skipped.
 * With ``volume=True`` the scans of each folder are one patient's slices (the ``kaggle_3m``
   layout), stacked in natural name order, and only the largest 3-D connected component of
-  the stack is kept, as :func:`brainviewer.evaluate.evaluate` does for weights that ask for
+  the stack is kept, as :func:`brainviewer.evaluate.evaluate_probs` does for weights that ask for
   it. Do not use it on a folder of unrelated slices.
 
 Existing outputs are never replaced unless ``overwrite=True``, and two inputs that would
@@ -193,9 +193,9 @@ def predict_paths(
         )
     written: list[Path] = []
     done = 0
-    # One group at a time: a patient's masks must all be known before the 3-D step.
-    for group in _by_folder(jobs) if volume else [jobs]:
-        pending: list[tuple[PredictionJob, np.ndarray]] = []
+    # With volume, a whole folder at a time: a patient's masks must all be known before the 3-D step.
+    for group in _by_folder(jobs) if volume else list(_batches(jobs, max(1, batch_size))):
+        masks: list[tuple[PredictionJob, np.ndarray]] = []
         for batch in _batches(group, max(1, batch_size)):
             loaded: list[tuple[PredictionJob, np.ndarray]] = []
             for job in batch:
@@ -203,25 +203,17 @@ def predict_paths(
                     loaded.append((job, read_image(job.source)))
                 except (ScanReadError, OSError) as err:
                     failed.append((job.source, str(err)))
-            masks = [
+            masks += [
                 (job, segmenter.mask_from_probs(probs, threshold))
                 for job, probs in _infer(segmenter, loaded, batch_size, failed)
             ]
-            if volume:
-                pending.extend(masks)
-            else:
-                written.extend(_write_masks(masks, overwrite, failed))
-                done += len(batch)
-                if progress:
-                    progress(done, len(jobs))
         if volume:
-            volume_masks = keep_largest_volume_component([mask for _, mask in pending])
-            written.extend(
-                _write_masks([(job, m) for (job, _), m in zip(pending, volume_masks, strict=True)], overwrite, failed)
-            )
-            done += len(group)
-            if progress:
-                progress(done, len(jobs))
+            kept = keep_largest_volume_component([mask for _, mask in masks])
+            masks = [(job, mask) for (job, _), mask in zip(masks, kept, strict=True)]
+        written.extend(_write_masks(masks, overwrite, failed))
+        done += len(group)
+        if progress:
+            progress(done, len(jobs))
     logger.info("wrote %d masks to %s; %d inputs failed", len(written), out_dir, len(failed))
     return written, failed
 

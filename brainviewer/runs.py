@@ -426,6 +426,17 @@ def _finite(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def _process_fields(status: dict, launches: list[dict]) -> tuple[str, str | None, int | None]:
+    """``(state, host, pid)`` of a run from its ``status.json``, else its last launch.
+
+    No ``status.json`` yet: ``starting`` when we launched it, else ``unknown``.
+    """
+    state = str(status.get("state") or (STARTING if launches else UNKNOWN))
+    host = status.get("host") or (launches[-1].get("host") if launches else None)
+    pid = status.get("pid") or (launches[-1].get("pid") if launches else None)
+    return state, host, int(pid) if isinstance(pid, (int, float)) else None
+
+
 def read_run(run_dir: str | Path) -> RunInfo:
     """A :class:`RunInfo` for ``run_dir``.
 
@@ -444,10 +455,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
     launch = _read_json(run_dir / LAUNCH_FILE)
     launches = launch.get("launches") or []
     # no status.json: launched by us a moment ago, or a command-line run still loading its data
-    state = str(status.get("state") or (STARTING if launches else UNKNOWN))
-    host = status.get("host") or (launches[-1].get("host") if launches else None)
-    pid = status.get("pid") or (launches[-1].get("pid") if launches else None)
-    pid = int(pid) if isinstance(pid, (int, float)) else None
+    state, host, pid = _process_fields(status, launches)
     updated = float(status.get("updated") or (run_dir / CONFIG_FILE).stat().st_mtime)
 
     if state in (RUNNING, STARTING):
@@ -514,13 +522,9 @@ def cpu_training_threads(runs_dir: str | Path | None = None) -> int:
     total = 0
     for config_file in runs_dir.glob(f"*/{CONFIG_FILE}"):
         run_dir = config_file.parent
-        status = _read_json(run_dir / STATUS_FILE)
         launches = _read_json(run_dir / LAUNCH_FILE).get("launches") or []
-        if str(status.get("state") or (STARTING if launches else "")) not in (RUNNING, STARTING):
-            continue
-        host = status.get("host") or (launches[-1].get("host") if launches else None)
-        pid = status.get("pid") or (launches[-1].get("pid") if launches else None)
-        if (host and host != socket.gethostname()) or not process_alive(pid if isinstance(pid, int) else None):
+        state, host, pid = _process_fields(_read_json(run_dir / STATUS_FILE), launches)
+        if state not in (RUNNING, STARTING) or (host and host != socket.gethostname()) or not process_alive(pid):
             continue
         try:
             config = TrainConfig.load(config_file)

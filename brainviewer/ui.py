@@ -159,6 +159,11 @@ def _weights_choices() -> list[tuple[str, str]]:
     return choices
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _weights_split(folder: str, weights_mtime_ns: int) -> Split | None:
+    return weights_split(folder)
+
+
 def load_model_state(spec: str) -> ModelState:
     """Load the weights named by ``spec`` (path, name under weights/, or Hub id) into a :class:`ModelState`.
 
@@ -182,7 +187,7 @@ def load_model_state(spec: str) -> ModelState:
         min_component_px=int(segmenter.prep.min_component_px),
         keep_largest=bool(segmenter.prep.keep_largest),
         volume_keep_largest=bool(segmenter.prep.volume_keep_largest),
-        split=weights_split(folder),
+        split=_weights_split(str(folder.resolve()), mtime),
     )
 
 
