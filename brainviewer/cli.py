@@ -1,4 +1,4 @@
-"""Command line: ``python -m brainviewer {train,evaluate,predict,benchmark,export-onnx,push}``."""
+"""Command line: ``python -m brainviewer {train,evaluate,cv-evaluate,predict,benchmark,export-onnx,push}``."""
 
 from __future__ import annotations
 
@@ -61,6 +61,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.quiet:
         print("\n".join(rows))
     print(json.dumps(report.summary(), indent=2))
+    return 0
+
+
+def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
+    from brainviewer.crossval import evaluate_folds, pooled_summary, write_cv_report
+    from brainviewer.datasets import open_dataset
+    from brainviewer.model import Segmenter
+
+    dataset = open_dataset(args.dataset)
+
+    def progress(fold: str, done: int, total: int) -> None:
+        print(f"\r{fold}: {done}/{total} patients", end="", file=sys.stderr, flush=True)
+
+    results = evaluate_folds(
+        dataset,
+        args.folds,
+        lambda folder: Segmenter.from_folder(folder, device=args.device),
+        args.batch_size,
+        progress,
+    )
+    print(file=sys.stderr)
+    if args.out:
+        paths = write_cv_report(results, args.out, len(dataset.patient_ids), overwrite=args.overwrite)
+        print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    if not args.quiet:
+        for result in results:
+            for p in result.report.patients:
+                print(f"{result.name:24s} {p.patient_id:32s} dice {p.volume_dice:.4f}")
+    print(json.dumps(pooled_summary(results, len(dataset.patient_ids)), indent=2))
     return 0
 
 
@@ -170,6 +199,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--overwrite", action="store_true", help="replace existing report files in --out")
     ev.add_argument("--quiet", action="store_true", help="print only the summary")
     ev.set_defaults(func=_cmd_evaluate)
+
+    cv = sub.add_parser(
+        "cv-evaluate",
+        help="pool the held-out patients of cross-validation folds into one score",
+        description="Each fold's best weights score that fold's validation patients with their own "
+        "post-processing; the patients of all folds are then pooled. Train the folds with "
+        "`train --cv-folds K --cv-fold k` (k = 0..K-1, same --seed and --split-mode).",
+    )
+    cv.add_argument("dataset", help="the dataset the folds were trained on")
+    cv.add_argument("folds", nargs="+", help="run folders (their best/ weights) or weights folders with split.json")
+    cv.add_argument("--device", default=None, help="cpu, cuda (default: CUDA if available)")
+    cv.add_argument("--batch-size", type=int, default=16)
+    cv.add_argument("--out", help="folder for cv_evaluation.json and cv_per_patient.csv")
+    cv.add_argument("--overwrite", action="store_true", help="replace existing report files in --out")
+    cv.add_argument("--quiet", action="store_true", help="print only the summary")
+    cv.set_defaults(func=_cmd_cv_evaluate)
 
     pr = sub.add_parser("predict", help="write predicted masks for files or folders")
     pr.add_argument("inputs", nargs="+", help="scan files or folders (searched recursively; *_mask files skipped)")

@@ -31,6 +31,11 @@ class TrainConfig:
     """random: seeded shuffle of patients; contiguous: the last patients in natural id order."""
     split_blocks: int = 1
     """With split_mode contiguous: hold out the tail of each of this many equal runs of ids."""
+    cv_folds: int = 0
+    """Cross-validation: cut the patients into this many folds (by split_mode, seed and split_blocks) and
+    hold out fold cv_fold, ignoring val_fraction / val_patients (0 = a single split)."""
+    cv_fold: int = 0
+    """With cv_folds: the held-out fold, 0 .. cv_folds - 1; one run per fold validates every patient once."""
     seed: int = 42
     """Seeds the split, the initialisation, the order of slices and every augmentation."""
 
@@ -108,6 +113,10 @@ class TrainConfig:
             raise ValueError(f"split_mode must be one of {', '.join(SPLIT_MODES)}; got {self.split_mode!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
+        if self.cv_folds == 1 or self.cv_folds < 0:
+            raise ValueError(f"cv_folds must be 0 (a single split) or at least 2; got {self.cv_folds}")
+        if self.cv_folds and not 0 <= self.cv_fold < self.cv_folds:
+            raise ValueError(f"cv_fold must be between 0 and cv_folds - 1 ({self.cv_folds - 1}); got {self.cv_fold}")
         if self.crop_size and (self.crop_size % 32 or self.crop_size > self.input_size):
             raise ValueError(f"crop_size must be a multiple of 32 and <= input_size; got {self.crop_size}")
         if self.batch_size < 1 or self.epochs < 1:

@@ -62,7 +62,11 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
         f"- Dataset: `{Path(config.data).name}` (path at training time: `{config.data}`)"
         + (f"; base model `{Path(config.init_weights).name}`" if config.init_weights else ""),
         f"- Split by patient ({split.get('mode', config.split_mode)}"
-        + (f", the last ids of each of {config.split_blocks} id ranges" if config.split_blocks > 1 else "")
+        + (
+            f", fold {config.cv_fold + 1} of {config.cv_folds} of a cross-validation"
+            if config.cv_folds
+            else (f", the last ids of each of {config.split_blocks} id ranges" if config.split_blocks > 1 else "")
+        )
         + f", seed {config.seed}): "
         f"{len(split['train'])} training, {len(split['val'])} validation patients (listed in `split.json`).",
         "",

@@ -27,6 +27,10 @@ class Split:
     val: list[str]
     mode: str
     seed: int
+    folds: int = 0
+    """Number of cross-validation folds the patients were cut into (0: a single split)."""
+    fold: int = 0
+    """With ``folds``: the held-out fold, 0-based."""
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -77,6 +81,8 @@ def split_patients(
     mode: str = "random",
     seed: int = 42,
     blocks: int = 1,
+    folds: int = 0,
+    fold: int = 0,
 ) -> Split:
     """Split patients into train and validation sets.
 
@@ -90,6 +96,11 @@ def split_patients(
         blocks: with ``contiguous``, cut the ordered ids into this many equal runs and hold
             out the tail of each (e.g. 3 for a dataset numbered in three tumour-type ranges),
             so every range is represented on both sides while neighbours stay together.
+        folds: cross-validation: cut the patients into this many folds and hold out fold ``fold``
+            (``val_fraction`` and ``val_count`` are then ignored). ``random`` folds are equal runs of
+            the seeded permutation; ``contiguous`` folds are equal runs of each id range, so the folds
+            of one ``seed`` / ``blocks`` partition the patients and each is validated on exactly once.
+        fold: the held-out fold, ``0 <= fold < folds``.
 
     Returns:
         A :class:`Split`; the same inputs always give the same split.
@@ -102,6 +113,12 @@ def split_patients(
         raise ValueError("patient ids must be unique")
     if len(ids) < 2:
         raise ValueError(f"need at least two patients to split, got {len(ids)}")
+    if blocks < 1 or blocks > len(ids):
+        raise ValueError(f"blocks must be between 1 and the number of patients ({len(ids)}), got {blocks}")
+    if mode not in ("random", "contiguous"):
+        raise ValueError(f"mode must be 'random' or 'contiguous', got {mode!r}")
+    if folds:
+        return _fold_split(ids, mode, seed, blocks, folds, fold)
     if val_count < 0:
         raise ValueError(f"val_count must be 0 (use val_fraction) or positive, got {val_count}")
     if val_count == 0 and not 0.0 < val_fraction < 1.0:
@@ -109,8 +126,6 @@ def split_patients(
     n_val = val_count if val_count > 0 else max(1, round(len(ids) * val_fraction))
     if n_val >= len(ids):
         raise ValueError(f"cannot hold out {n_val} of {len(ids)} patients; leave at least one for training")
-    if blocks < 1 or blocks > len(ids):
-        raise ValueError(f"blocks must be between 1 and the number of patients ({len(ids)}), got {blocks}")
     if mode == "contiguous":
         chunks = np.array_split(np.arange(len(ids)), blocks)
         shares = np.array_split(np.arange(n_val), blocks)  # how many to hold out of each chunk
@@ -119,17 +134,45 @@ def split_patients(
             if len(share) >= len(chunk):
                 raise ValueError(f"cannot hold out {len(share)} of a block of {len(chunk)} patients; use fewer blocks")
             val.extend(ids[i] for i in chunk[len(chunk) - len(share) :])
-    elif mode == "random":
+    else:
         order = np.random.default_rng(seed).permutation(len(ids))
         val = sorted((ids[i] for i in order[:n_val]), key=natural_key)
-    else:
-        raise ValueError(f"mode must be 'random' or 'contiguous', got {mode!r}")
     val_set = set(val)
     return Split(train=[p for p in ids if p not in val_set], val=val, mode=mode, seed=seed)
+
+
+def _fold_split(ids: list[str], mode: str, seed: int, blocks: int, folds: int, fold: int) -> Split:
+    """Fold ``fold`` of ``folds`` held out (see :func:`split_patients`); ``ids`` sorted and unique."""
+    if folds < 2:
+        raise ValueError(f"folds must be 0 (a single split) or at least 2, got {folds}")
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be between 0 and folds - 1 ({folds - 1}), got {fold}")
+    if mode == "contiguous":
+        chunks = np.array_split(np.arange(len(ids)), blocks)
+        if min(len(c) for c in chunks) < folds:
+            raise ValueError(
+                f"an id range of {min(len(c) for c in chunks)} patients cannot be cut into {folds} folds; "
+                "use fewer folds or fewer blocks"
+            )
+        val = [ids[i] for chunk in chunks for i in np.array_split(chunk, folds)[fold]]
+    else:
+        if len(ids) < folds:
+            raise ValueError(f"cannot cut {len(ids)} patients into {folds} folds; use fewer folds")
+        order = np.random.default_rng(seed).permutation(len(ids))
+        val = sorted((ids[i] for i in np.array_split(order, folds)[fold]), key=natural_key)
+    val_set = set(val)
+    return Split(train=[p for p in ids if p not in val_set], val=val, mode=mode, seed=seed, folds=folds, fold=fold)
 
 
 def split_for_config(patient_ids: list[str], config: TrainConfig) -> Split:
     """The split a training run with ``config`` uses (the one call the trainer and the app share)."""
     return split_patients(
-        patient_ids, config.val_fraction, config.val_patients, config.split_mode, config.seed, config.split_blocks
+        patient_ids,
+        config.val_fraction,
+        config.val_patients,
+        config.split_mode,
+        config.seed,
+        config.split_blocks,
+        config.cv_folds,
+        config.cv_fold,
     )

@@ -117,3 +117,53 @@ def test_patient_of_file_by_name() -> None:
     assert patient_of_file("7_12.png", split) == "7"
     assert patient_of_file("scan_16.tif", split) is None
     assert patient_of_file("TCGA_CS_4943_2000090216.tif", split) is None
+
+
+@pytest.mark.parametrize(("mode", "blocks"), [("random", 1), ("contiguous", 1), ("contiguous", 2)])
+def test_folds_partition_the_patients_and_validate_each_once(mode: str, blocks: int) -> None:
+    splits = [split_patients(IDS, mode=mode, seed=7, blocks=blocks, folds=5, fold=k) for k in range(5)]
+    held_out = [p for s in splits for p in s.val]
+    assert sorted(held_out) == sorted(IDS)  # every patient validated exactly once
+    for k, s in enumerate(splits):
+        assert (s.folds, s.fold, len(s.val)) == (5, k, 4)
+        assert set(s.train).isdisjoint(s.val) and sorted(s.train + s.val) == sorted(IDS)
+    assert splits[2] == split_patients(list(reversed(IDS)), mode=mode, seed=7, blocks=blocks, folds=5, fold=2)
+
+
+def test_folds_ignore_the_validation_share_and_keep_their_own_layout() -> None:
+    a = split_patients(IDS, val_fraction=0.5, val_count=3, seed=1, folds=4, fold=1)
+    assert a == split_patients(IDS, seed=1, folds=4, fold=1) and len(a.val) == 5
+    assert split_patients(IDS, seed=2, folds=4, fold=1) != a  # the seed shuffles random folds
+    # contiguous, two id ranges of 10: fold 0 of 5 takes the first 2 ids of each range
+    assert split_patients(IDS, mode="contiguous", blocks=2, folds=5, fold=0).val == ["P1", "P2", "P11", "P12"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"folds": 1}, "at least 2"),
+        ({"folds": 5, "fold": 5}, "between 0 and folds - 1"),
+        ({"folds": 5, "fold": -1}, "between 0 and folds - 1"),
+        ({"folds": 21}, "into 21 folds"),
+        ({"folds": 6, "mode": "contiguous", "blocks": 4}, "fewer folds or fewer blocks"),
+    ],
+)
+def test_fold_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        split_patients(IDS, **kwargs)
+
+
+def test_config_folds_reach_the_split_and_a_split_file_without_them_still_loads(tmp_path: Path) -> None:
+    from brainviewer.config import TrainConfig
+    from brainviewer.split import split_for_config
+
+    split = split_for_config(IDS, TrainConfig(cv_folds=4, cv_fold=3, seed=9))
+    assert split == split_patients(IDS, seed=9, folds=4, fold=3)
+    assert Split.load(split.save(tmp_path / "s.json")) == split
+    old = tmp_path / "old.json"  # written before folds existed
+    old.write_text('{"train": ["a"], "val": ["b"], "mode": "random", "seed": 42}')
+    assert (Split.load(old).folds, Split.load(old).fold) == (0, 0)
+    with pytest.raises(ValueError, match="cv_fold must be"):
+        TrainConfig(cv_folds=4, cv_fold=4)
+    with pytest.raises(ValueError, match="cv_folds must be"):
+        TrainConfig(cv_folds=1)

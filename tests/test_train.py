@@ -17,8 +17,10 @@ import torch
 
 from brainviewer import train as train_module
 from brainviewer.config import TrainConfig
+from brainviewer.datasets import open_dataset
 from brainviewer.evaluate import default_sweep
 from brainviewer.model import Segmenter
+from brainviewer.split import Split
 from brainviewer.train import CHECKPOINT, METRICS_FILE, STATUS_FILE, STOP_FILE, epoch_order, sample_seed, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -437,6 +439,17 @@ def test_max_steps_finishes_early(phantom_dataset: Path, tmp_path: Path) -> None
     status = json.loads((run_dir / STATUS_FILE).read_text())
     assert status["state"] == "finished" and status["global_step"] == 3 and status["total_steps"] == 3
     assert Segmenter.from_folder(run_dir / "best", device="cpu").prep.input_size == 64
+
+
+def test_a_cross_validation_fold_trains_on_its_split_and_says_so(phantom_dataset: Path, tmp_path: Path) -> None:
+    from brainviewer.split import split_patients
+
+    run_dir = train(tiny_config(phantom_dataset, tmp_path, "F", max_steps=2, cv_folds=3, cv_fold=2, val_patients=0))
+    split = Split.load(run_dir / "split.json")
+    ids = open_dataset(phantom_dataset).patient_ids
+    assert split == split_patients(ids, seed=3, folds=3, fold=2) and len(split.val) == 2
+    assert Split.load(run_dir / "best" / "split.json") == split
+    assert "fold 3 of 3 of a cross-validation" in (run_dir / "best" / "README.md").read_text()
 
 
 def test_config_rejects_bad_values(phantom_dataset: Path) -> None:

@@ -1,0 +1,209 @@
+"""Cross-validation: pool the held-out patients of several fold runs into one score.
+
+Train one run per fold (``python -m brainviewer train --cv-folds K --cv-fold k`` for k = 0 .. K-1,
+same ``--seed`` / ``--split-mode``), then ``python -m brainviewer cv-evaluate DATASET RUN...`` scores
+each fold's best weights on that fold's own validation patients, with the post-processing those
+weights chose, and pools the patients: every patient is scored by a model that never trained on it,
+and the mean per-volume Dice covers the whole dataset rather than one validation set (Buda et al.
+2019 report their 0.82 this way).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from brainviewer.datasets import Dataset
+from brainviewer.evaluate import REPORT_PATIENT_COLUMNS, EvaluationReport, PatientResult, evaluate_probs
+from brainviewer.split import SPLIT_FILE, Split
+
+if TYPE_CHECKING:
+    from brainviewer.model import Segmenter
+
+logger = logging.getLogger(__name__)
+
+BEST_DIR = "best"
+
+
+@dataclass
+class FoldResult:
+    """One fold: where its weights came from, its split and its report on its validation patients."""
+
+    name: str
+    weights: Path
+    split: Split
+    report: EvaluationReport
+
+
+def fold_weights(path: str | Path) -> tuple[Path, Split]:
+    """The weights folder and split of one fold.
+
+    Args:
+        path: a run folder (its ``best/`` weights are used) or a weights folder; either holds the
+            ``split.json`` the fold was trained with.
+
+    Raises:
+        FileNotFoundError: no such folder, no ``best/`` weights yet, or no ``split.json``.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a folder; give a run folder or a weights folder")
+    weights = path / BEST_DIR if (path / BEST_DIR).is_dir() else path
+    if not (weights / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} holds no weights (no {weights / 'config.json'}); a run has them once it validated an epoch"
+        )
+    for candidate in (weights / SPLIT_FILE, path / SPLIT_FILE):
+        if candidate.is_file():
+            return weights, Split.load(candidate)
+    raise FileNotFoundError(f"{path} has no {SPLIT_FILE}: its validation patients are unknown")
+
+
+def check_folds(splits: Sequence[Split], names: Sequence[str]) -> None:
+    """Raise ``ValueError`` when two folds hold out the same patient (the pooled score would count it twice)."""
+    seen: dict[str, str] = {}
+    for split, name in zip(splits, names, strict=True):
+        for patient in split.val:
+            if patient in seen:
+                raise ValueError(
+                    f"patient {patient} is held out by both {seen[patient]} and {name}: the folds overlap. Train "
+                    "every fold with the same --seed, --split-mode and --cv-folds and a different --cv-fold."
+                )
+            seen[patient] = name
+
+
+def evaluate_folds(
+    dataset: Dataset,
+    folds: Sequence[str | Path],
+    load_segmenter: Callable[[Path], Segmenter],
+    batch_size: int = 16,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[FoldResult]:
+    """Score each fold's weights on its own validation patients, with the weights' own post-processing.
+
+    Args:
+        dataset: the dataset the folds were trained on; every slice needs ground truth.
+        folds: run or weights folders (see :func:`fold_weights`).
+        load_segmenter: loads a weights folder (e.g. ``Segmenter.from_folder``).
+        batch_size: slices per forward pass.
+        progress: called with ``(fold name, patients done, patients total)``.
+
+    Raises:
+        ValueError: overlapping folds, or a fold none of whose validation patients are in ``dataset``.
+    """
+    located = [(str(f), *fold_weights(f)) for f in folds]
+    check_folds([split for _, _, split in located], [name for name, _, _ in located])
+    results = []
+    for name, weights, split in located:
+        subset = dataset.subset(split.val)
+        if not len(subset):
+            raise ValueError(f"none of the validation patients of {name} are in this dataset; is it the right one?")
+        missing = len(split.val) - len(subset.patient_ids)
+        if missing:
+            logger.warning("%s: %d of its %d validation patients are not in the dataset", name, missing, len(split.val))
+        segmenter = load_segmenter(weights)
+        prep = segmenter.prep
+        setting = (prep.threshold, prep.min_component_px, prep.keep_largest, prep.volume_keep_largest)
+        report = evaluate_probs(
+            subset,
+            lambda scans, s=segmenter: s.predict_probs_batch(scans, batch_size),
+            [setting],
+            (lambda d, t, n=name: progress(n, d, t)) if progress else None,
+        )[0]
+        report.tta_flip = prep.tta_flip
+        results.append(FoldResult(name, weights, split, report))
+    return results
+
+
+def _true_positives(patient: PatientResult) -> int:
+    """Voxels both predicted and true, recovered from the patient's Dice and voxel counts."""
+    return round(patient.volume_dice * (patient.truth_voxels + patient.pred_voxels) / 2)
+
+
+def pooled_summary(results: Sequence[FoldResult], dataset_patients: int | None = None) -> dict:
+    """Scores over the patients of all folds together, plus each fold's own.
+
+    Returns:
+        ``{"pooled": {...}, "folds": [{"fold", "weights", "summary"}, ...]}``. ``pooled`` has
+        ``patients``, ``mean_volume_dice``, ``median_volume_dice``, ``std_volume_dice``, ``micro_dice``
+        (all voxels of all patients), ``fp_rate_empty_slices``, ``fold_mean_dice_mean`` /
+        ``fold_mean_dice_std`` (the spread of the folds' means) and, given ``dataset_patients``,
+        ``coverage`` (the share of the dataset's patients scored).
+    """
+    patients = [p for r in results for p in r.report.patients]
+    dice = np.array([p.volume_dice for p in patients], dtype=np.float64)
+    tp = sum(_true_positives(p) for p in patients)
+    both = sum(p.truth_voxels + p.pred_voxels for p in patients)
+    fp_slices = sum(r.report.fp_slices for r in results)
+    empty = sum(r.report.empty_slices for r in results)
+    fold_means = np.array([r.report.mean_dice for r in results], dtype=np.float64)
+    pooled = {
+        "folds": len(results),
+        "patients": len(patients),
+        "slices": sum(p.n_slices for p in patients),
+        "mean_volume_dice": float(dice.mean()) if len(dice) else None,
+        "median_volume_dice": float(np.median(dice)) if len(dice) else None,
+        "std_volume_dice": float(dice.std()) if len(dice) else None,
+        "micro_dice": 2.0 * tp / both if both else 1.0,
+        "fp_rate_empty_slices": fp_slices / empty if empty else None,
+        "fp_slices": fp_slices,
+        "empty_slices": empty,
+        "fold_mean_dice_mean": float(fold_means.mean()) if len(fold_means) else None,
+        "fold_mean_dice_std": float(fold_means.std()) if len(fold_means) else None,
+    }
+    if dataset_patients:
+        pooled["coverage"] = len(patients) / dataset_patients
+    return {
+        "pooled": pooled,
+        "folds": [{"fold": r.name, "weights": str(r.weights), "summary": r.report.summary()} for r in results],
+    }
+
+
+def pooled_patients_csv(results: Sequence[FoldResult]) -> str:
+    """One CSV row per patient of every fold: ``fold`` then :data:`~brainviewer.evaluate.REPORT_PATIENT_COLUMNS`."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("fold", *REPORT_PATIENT_COLUMNS))
+    for result in results:
+        for patient in result.report.patients:
+            values = asdict(patient)
+            writer.writerow(
+                [
+                    result.name,
+                    *(
+                        "" if values[c] is None else f"{values[c]:.6f}" if isinstance(values[c], float) else values[c]
+                        for c in REPORT_PATIENT_COLUMNS
+                    ),
+                ]
+            )
+    return out.getvalue()
+
+
+def write_cv_report(
+    results: Sequence[FoldResult], out_dir: str | Path, dataset_patients: int | None = None, overwrite: bool = False
+) -> dict[str, Path]:
+    """Write ``cv_evaluation.json`` (:func:`pooled_summary` and every patient) and ``cv_per_patient.csv``.
+
+    Raises:
+        FileExistsError: a report file exists and ``overwrite`` is false.
+    """
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / "cv_evaluation.json", "csv": out_dir / "cv_per_patient.csv"}
+    if not overwrite:
+        clash = [str(p) for p in paths.values() if p.exists()]
+        if clash:
+            raise FileExistsError(f"{', '.join(clash)} already exist; choose another --out or pass --overwrite.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    document = pooled_summary(results, dataset_patients)
+    document["patients"] = [{"fold": r.name, **asdict(p)} for r in results for p in r.report.patients]
+    paths["json"].write_text(json.dumps(document, indent=2) + "\n")
+    paths["csv"].write_text(pooled_patients_csv(results))
+    return paths

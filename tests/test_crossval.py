@@ -1,0 +1,140 @@
+"""Cross-validation pooling: every fold scored on its own patients with its own post-processing,
+checked by hand on the hand-made dataset of ``test_evaluate``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from test_evaluate import dataset_root, probs_from_channel_0  # noqa: F401  (dataset_root is a fixture)
+
+from brainviewer import cli
+from brainviewer.crossval import check_folds, evaluate_folds, fold_weights, pooled_summary, write_cv_report
+from brainviewer.datasets import open_dataset
+from brainviewer.split import Split
+
+
+class ChannelZeroModel:
+    """Reads the probabilities the hand-made scans carry in channel 0; post-processing from ``threshold``."""
+
+    def __init__(self, threshold: float) -> None:
+        self.prep = SimpleNamespace(
+            threshold=threshold, min_component_px=0, keep_largest=False, volume_keep_largest=False, tta_flip=False
+        )
+
+    def predict_probs_batch(self, scans: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
+        return probs_from_channel_0(scans)
+
+
+def make_fold(folder: Path, val: list[str], train: list[str], threshold: float, as_run: bool = False) -> Path:
+    """A weights folder (or a run folder whose best/ is one) that holds out ``val``; the threshold goes
+    in config.json so the fake loader can read it back."""
+    weights = folder / "best" if as_run else folder
+    weights.mkdir(parents=True)
+    (weights / "config.json").write_text(json.dumps({"threshold": threshold}))
+    Split(train=train, val=val, mode="random", seed=1, folds=2, fold=0).save(folder / "split.json")
+    return folder
+
+
+def load_fake(weights: Path) -> ChannelZeroModel:
+    return ChannelZeroModel(json.loads((weights / "config.json").read_text())["threshold"])
+
+
+@pytest.fixture
+def folds(tmp_path: Path) -> list[Path]:
+    return [
+        make_fold(tmp_path / "fold0", ["P1"], ["P2", "P3"], 0.5, as_run=True),
+        make_fold(tmp_path / "fold1", ["P2", "P3"], ["P1"], 0.3),
+    ]
+
+
+def test_pooled_scores_by_hand(dataset_root: Path, folds: list[Path]) -> None:  # noqa: F811
+    results = evaluate_folds(open_dataset(dataset_root), folds, load_fake)
+    assert [r.report.threshold for r in results] == [0.5, 0.3]  # each fold's own post-processing
+    assert [[p.patient_id for p in r.report.patients] for r in results] == [["P1"], ["P2", "P3"]]
+    assert results[0].weights == folds[0] / "best" and results[1].weights == folds[1]
+    # P1 at 0.5: 14/20 (see test_evaluate); at 0.3, P2 stays perfect and P3's 4 px are found
+    # with its 2 px false alarm: tp 4, fp 2 -> 8/10
+    dice = [p.volume_dice for r in results for p in r.report.patients]
+    assert dice == pytest.approx([0.7, 1.0, 0.8])
+    pooled = pooled_summary(results, dataset_patients=4)["pooled"]
+    assert pooled["patients"] == 3 and pooled["slices"] == 7 and pooled["coverage"] == 0.75
+    assert pooled["mean_volume_dice"] == pytest.approx(2.5 / 3)
+    assert pooled["median_volume_dice"] == pytest.approx(0.8)
+    # micro: tp 7 + 5 + 4, truth 10 + 5 + 4, predicted 10 + 5 + 6
+    assert pooled["micro_dice"] == pytest.approx(32 / 40)
+    # false-positive slices: P1's empty slice at 0.5, P3's at 0.3; P2's is clean
+    assert (pooled["fp_slices"], pooled["empty_slices"]) == (2, 3)
+    assert pooled["fp_rate_empty_slices"] == pytest.approx(2 / 3)
+    assert pooled["fold_mean_dice_mean"] == pytest.approx(0.8) and pooled["fold_mean_dice_std"] == pytest.approx(0.1)
+
+
+def test_report_files_and_no_silent_overwrite(dataset_root: Path, folds: list[Path], tmp_path: Path) -> None:  # noqa: F811
+    results = evaluate_folds(open_dataset(dataset_root), folds, load_fake)
+    paths = write_cv_report(results, tmp_path / "cv", dataset_patients=3)
+    document = json.loads(paths["json"].read_text())
+    assert document["pooled"]["mean_volume_dice"] == pytest.approx(2.5 / 3)
+    assert [f["summary"]["patients"] for f in document["folds"]] == [1, 2]
+    assert [(p["fold"], p["patient_id"]) for p in document["patients"]] == [
+        (str(folds[0]), "P1"),
+        (str(folds[1]), "P2"),
+        (str(folds[1]), "P3"),
+    ]
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [(r["patient_id"], float(r["volume_dice"])) for r in rows] == [("P1", 0.7), ("P2", 1.0), ("P3", 0.8)]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_cv_report(results, tmp_path / "cv")
+    write_cv_report(results, tmp_path / "cv", overwrite=True)
+
+
+def test_overlapping_folds_are_refused(dataset_root: Path, tmp_path: Path) -> None:  # noqa: F811
+    a = make_fold(tmp_path / "a", ["P1", "P2"], ["P3"], 0.5)
+    b = make_fold(tmp_path / "b", ["P2", "P3"], ["P1"], 0.5)
+    with pytest.raises(ValueError, match="P2 is held out by both"):
+        evaluate_folds(open_dataset(dataset_root), [a, b], load_fake)
+    check_folds([Split.load(a / "split.json")], ["a"])  # one fold alone is fine
+
+
+def test_fold_folder_errors(dataset_root: Path, tmp_path: Path) -> None:  # noqa: F811
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        fold_weights(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no weights"):
+        fold_weights(tmp_path / "empty")
+    no_split = tmp_path / "no_split"
+    no_split.mkdir()
+    (no_split / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"split\.json"):
+        fold_weights(no_split)
+    elsewhere = make_fold(tmp_path / "elsewhere", ["Q9"], ["P1"], 0.5)
+    with pytest.raises(ValueError, match="none of the validation patients"):
+        evaluate_folds(open_dataset(dataset_root), [elsewhere], load_fake)
+
+
+def test_cli_cv_evaluate_with_real_weights(
+    phantom_dataset: Path, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from brainviewer.split import split_patients
+
+    ids = open_dataset(phantom_dataset).patient_ids
+    folders = []
+    for k in range(3):
+        folder = tmp_path / f"fold{k}"
+        shutil.copytree(tiny_weights, folder)
+        split_patients(ids, folds=3, fold=k, seed=4).save(folder / "split.json")
+        folders.append(str(folder))
+    out = tmp_path / "report"
+    argv = ["cv-evaluate", str(phantom_dataset), *folders, "--device", "cpu", "--out", str(out), "--quiet"]
+    assert cli.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["pooled"]["patients"] == len(ids) and printed["pooled"]["coverage"] == 1.0
+    assert len(printed["folds"]) == 3
+    written = json.loads((out / "cv_evaluation.json").read_text())
+    assert sorted(p["patient_id"] for p in written["patients"]) == sorted(ids)
+    assert cli.main(argv) == 2  # the report exists: refused without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
