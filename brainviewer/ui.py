@@ -1197,6 +1197,40 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
             "Early-stop patience", 0, 1000, 12, key="finetune_patience", help="Epochs without a better Dice; 0 = never."
         )
         run_name = c4.text_input("Run name", key="finetune_name", placeholder="dated default")
+        with st.expander("Sampling and cross-validation"):
+            c1, c2, c3, c4 = st.columns(4)
+            missing_sequence = c1.number_input(
+                "Missing-sequence share",
+                0.0,
+                1.0,
+                0.0,
+                0.05,
+                key="finetune_missing_sequence",
+                help="3-channel LGG-style scans: the share of training slices whose pre- and/or post-contrast channel "
+                "is replaced by FLAIR, as kaggle_3m stores patients without those sequences. 0 = never.",
+            )
+            empty_fraction = c2.number_input(
+                "Tumour-free share",
+                0.0,
+                1.0,
+                0.5,
+                0.05,
+                key="finetune_empty_fraction",
+                help="Share of the tumour-free training slices drawn each epoch (every tumour slice is always used).",
+            )
+            cv_folds = c3.number_input(
+                "Cross-validation folds",
+                0,
+                100,
+                0,
+                key="finetune_cv_folds",
+                help="0 = one split by the validation share. K >= 2: cut the patients into K folds (by the split "
+                "mode and seed above) and hold out one; start one run per fold and pool them with "
+                "`python -m brainviewer cv-evaluate`.",
+            )
+            cv_fold = c4.number_input(
+                "Held-out fold", 0, 99, 0, key="finetune_cv_fold", help="0 .. folds - 1; with folds only."
+            )
         with st.expander("From scratch only: architecture"):
             c1, c2, c3 = st.columns(3)
             arch = c1.selectbox("Architecture", list(ARCHITECTURES), key="finetune_arch")
@@ -1217,6 +1251,8 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
             val_patients=int(val_patients),
             split_mode=split_mode,
             split_blocks=int(split_blocks),
+            cv_folds=int(cv_folds),
+            cv_fold=int(cv_fold),
             seed=int(seed),
             arch=arch,
             encoder=encoder.strip(),
@@ -1224,6 +1260,8 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
             input_size=int(input_size),
             init_weights=init_weights,
             crop_size=int(crop_size),
+            empty_fraction=float(empty_fraction),
+            missing_sequence_prob=float(missing_sequence),
             augment=augment,
             loss=loss,
             epochs=int(epochs),

@@ -204,3 +204,22 @@ def test_start_watch_finish_and_promote_from_the_page(page_env, phantom_dataset:
     from brainviewer.weights import default_weights_spec
 
     assert default_weights_spec() == str(weights_dir / "from-page")
+
+
+def test_sampling_and_cross_validation_options_reach_the_run(page_env, phantom_dataset: Path) -> None:
+    runs_dir, _ = page_env
+    at = new_page().run()
+    fill_start_form(at, phantom_dataset, "fold-1")
+    at.number_input(key="finetune_missing_sequence").set_value(0.25)
+    at.number_input(key="finetune_empty_fraction").set_value(0.4)
+    at.number_input(key="finetune_cv_folds").set_value(3)
+    at.number_input(key="finetune_cv_fold").set_value(3)  # out of range: explained, nothing started
+    button(at, "Start").click().run()
+    assert "Cannot start: cv_fold must be between 0 and cv_folds - 1 (2)" in page_text(at)
+    assert not (runs_dir / "fold-1").exists()
+
+    at.number_input(key="finetune_cv_fold").set_value(1)
+    button(at, "Start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    config = TrainConfig.load(runs_dir / "fold-1" / "config.json")
+    assert (config.cv_folds, config.cv_fold, config.missing_sequence_prob, config.empty_fraction) == (3, 1, 0.25, 0.4)
