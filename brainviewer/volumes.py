@@ -31,10 +31,20 @@ Orientation (DICOM)
 -------------------
 Slices are sorted by ``ImagePositionPatient`` projected on the slice normal (the cross product of
 the two ``ImageOrientationPatient`` direction cosines), ascending, falling back to
-``InstanceNumber``. Pixels are shown as stored; for the usual axial acquisitions
-(``ImageOrientationPatient`` ~ ``[1, 0, 0, 0, 1, 0]``) that is the same radiological view as above,
-with index 0 the most inferior slice. Sagittal and coronal series are not resliced; their
-``notes`` say that the models were trained on axial slices.
+``InstanceNumber``. With positions, orientation and pixel spacing known, the series gets the affine
+its headers define (LPS turned into RAS) and goes through the same steps as a NIfTI file: a
+sagittal or coronal series is shown as axial slices reformatted from it (voxels reordered, no
+interpolation), the usual axial series (``ImageOrientationPatient`` ~ ``[1, 0, 0, 0, 1, 0]``) looks
+as stored, and a predicted mask can be saved as NIfTI on the series' grid. Without that geometry
+(or for colour images) pixels are shown as stored, in the order found.
+
+Pixel shape
+-----------
+Axial slices whose pixels are not square (longer side more than :data:`MAX_PIXEL_ASPECT` times the
+shorter, typically slices reformatted from thick sagittal or coronal ones) are resampled to square
+pixels of the finer spacing (linear for scans, nearest for masks) so that anatomy keeps its shape
+on screen and for the model; ``Volume.grid_shape`` keeps the original slice size and a NIfTI mask
+export maps back to it.
 
 Privacy
 -------
@@ -72,6 +82,10 @@ MAX_DICOM_FILES = 5000
 #: Largest total uncompressed size read from one zip, in bytes.
 MAX_ZIP_BYTES = 2 * 1024**3
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: Slices whose pixels are more elongated than this (long side / short side) are resampled to square pixels.
+MAX_PIXEL_ASPECT = 1.2
+#: Largest side of a slice after resampling to square pixels; the pixel grows instead.
+MAX_RESAMPLED_SIDE = 1024
 
 #: DICOM keywords :func:`safe_dicom_summary` may report (technical, non-identifying).
 SAFE_DICOM_FIELDS: tuple[str, ...] = (
@@ -119,9 +133,12 @@ class Volume:
         slice_names: a short neutral name per slice, used in tables and exported file names.
         slice_paths: for dataset patients, each slice's image path relative to the dataset folder
             (POSIX), so exports can follow the dataset's own layout; else ``None``.
-        affine: NIfTI only: the input file's 4x4 affine (to write a prediction back).
-        nifti_header: NIfTI only: the input file's header (a copy).
-        nifti_ornt: NIfTI only: the orientation transform from the file's axes to RAS+.
+        affine: NIfTI, and DICOM series with full geometry: the input's 4x4 RAS affine (to write a
+            prediction back as NIfTI).
+        nifti_header: with ``affine``: the input file's header (a copy), or one made for a DICOM series.
+        nifti_ornt: with ``affine``: the orientation transform from the input's axes to RAS+.
+        grid_shape: ``(H, W)`` of the slices before they were resampled to square pixels, or ``None``
+            when they were not (see *Pixel shape* above).
         info: non-identifying technical fields (see :func:`safe_dicom_summary`).
         notes: things the reader had to decide (which series, missing spacing ...), for people.
     """
@@ -136,6 +153,7 @@ class Volume:
     affine: np.ndarray | None = None
     nifti_header: Any | None = None
     nifti_ornt: np.ndarray | None = None
+    grid_shape: tuple[int, int] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -335,20 +353,13 @@ def read_nifti(
 
     label = name or (Path(source).name if isinstance(source, (str, Path)) else "the NIfTI file")
     img = _load_nifti(source, label)
-    ornt = io_orientation(img.affine)
     raw = _nifti_array(img, label)
-    canonical = _to_canonical(raw, ornt)
     zooms = [float(z) for z in img.header.get_zooms()[:3]] + [1.0] * max(0, 3 - len(img.header.get_zooms()))
-    # zooms follow the file's axes; reorder them to the canonical axes
-    canon_zooms = [0.0, 0.0, 0.0]
-    for axis, (target, _flip) in enumerate(ornt[:3]):
-        canon_zooms[int(target)] = abs(zooms[axis])
-    spacing = (canon_zooms[1], canon_zooms[0], canon_zooms[2])  # rows run along y, columns along x
+    slices, spacing, ornt = _axial_slices(raw, img.affine, zooms)
     notes = []
-    if not all(z > 0 for z in spacing):
+    if spacing is None:
         notes.append("The header gives no voxel size; tumour volume is reported in voxels only.")
-        spacing = None
-    slices = [_scan_dtype(canonical_slice(canonical, z)) for z in range(canonical.shape[2])]
+    slices, spacing, grid_shape = _square_pixels(slices, spacing, notes)
     masks = None
     if mask is not None:
         m_label = mask_name or (Path(mask).name if isinstance(mask, (str, Path)) else "the mask file")
@@ -359,7 +370,10 @@ def read_nifti(
                 "a mask volume must have the scan's shape and affine."
             )
         m_canonical = _to_canonical(_nifti_array(m_img, m_label), io_orientation(m_img.affine))
-        masks = [canonical_slice(m_canonical, z) > 0 for z in range(m_canonical.shape[2])]
+        masks = [
+            _resample_mask(canonical_slice(m_canonical, z) > 0, slices[0].shape[:2])
+            for z in range(m_canonical.shape[2])
+        ]
     header = img.header.copy()
     return Volume(
         patient_id=patient_id or _neutral_id("nifti", np.asarray(img.affine).tobytes() + raw.tobytes()),
@@ -370,9 +384,89 @@ def read_nifti(
         affine=np.array(img.affine, dtype=np.float64),
         nifti_header=header,
         nifti_ornt=ornt,
+        grid_shape=grid_shape,
         info=safe_nifti_summary(img),
         notes=notes,
     )
+
+
+def _axial_slices(
+    raw: np.ndarray, affine: np.ndarray, zooms: Sequence[float]
+) -> tuple[list[np.ndarray], tuple[float, float, float] | None, np.ndarray]:
+    """Axial display slices of a volume given on any voxel grid.
+
+    Args:
+        raw: ``(I, J, K)`` voxels on the input's own axes.
+        affine: 4x4 voxel-to-RAS affine of those axes.
+        zooms: voxel size in mm along ``I, J, K``.
+
+    Returns:
+        ``(slices, spacing_mm, ornt)``: the slices, inferior first, in the display orientation of the
+        module docstring (the input's axes reordered and flipped to the nearest RAS+ axes, no
+        interpolation); ``(row, col, slice)`` mm or ``None`` when a zoom is not positive; the
+        orientation transform from the input's axes to RAS+.
+    """
+    from nibabel.orientations import io_orientation
+
+    ornt = io_orientation(affine)
+    canonical = _to_canonical(raw, ornt)
+    canon_zooms = [0.0, 0.0, 0.0]  # zooms follow the input's axes; reorder them to the canonical axes
+    for axis, (target, _flip) in enumerate(ornt[:3]):
+        canon_zooms[int(target)] = abs(float(zooms[axis]))
+    spacing = (canon_zooms[1], canon_zooms[0], canon_zooms[2])  # rows run along y, columns along x
+    slices = [_scan_dtype(canonical_slice(canonical, z)) for z in range(canonical.shape[2])]
+    return slices, (spacing if all(z > 0 for z in spacing) else None), ornt
+
+
+def _square_shape(shape: tuple[int, int], spacing: tuple[float, float, float]) -> tuple[tuple[int, int], float]:
+    """Slice size with square pixels of the finer in-plane spacing (capped at :data:`MAX_RESAMPLED_SIDE`)."""
+    pixel = min(spacing[0], spacing[1])
+    pixel = max(pixel, shape[0] * spacing[0] / MAX_RESAMPLED_SIDE, shape[1] * spacing[1] / MAX_RESAMPLED_SIDE)
+    return (max(1, round(shape[0] * spacing[0] / pixel)), max(1, round(shape[1] * spacing[1] / pixel))), pixel
+
+
+def _square_pixels(
+    slices: list[np.ndarray], spacing: tuple[float, float, float] | None, notes: list[str]
+) -> tuple[list[np.ndarray], tuple[float, float, float] | None, tuple[int, int] | None]:
+    """Resample slices of elongated pixels to square ones (see *Pixel shape* in the module docstring).
+
+    Returns:
+        ``(slices, spacing_mm, grid_shape)``: unchanged with ``grid_shape`` ``None`` when the pixels are
+        square enough or the spacing is unknown; else the resampled slices (``float32``, or ``uint8``
+        for ``uint8`` input), the new spacing and the original ``(H, W)``.
+    """
+    if spacing is None or max(spacing[:2]) <= MAX_PIXEL_ASPECT * min(spacing[:2]):
+        return slices, spacing, None
+    from scipy import ndimage
+
+    grid_shape = tuple(int(n) for n in slices[0].shape[:2])
+    new_shape, pixel = _square_shape(grid_shape, spacing)
+    factors = (new_shape[0] / grid_shape[0], new_shape[1] / grid_shape[1])
+    resampled = []
+    for image in slices:
+        zoom = factors + (1.0,) * (image.ndim - 2)
+        out = ndimage.zoom(image.astype(np.float32), zoom, order=1, mode="nearest", grid_mode=True)
+        out = out[: new_shape[0], : new_shape[1]]
+        resampled.append(np.clip(np.rint(out), 0, 255).astype(np.uint8) if image.dtype == np.uint8 else out)
+    notes.append(
+        f"The slices have {spacing[0]:.3g} x {spacing[1]:.3g} mm pixels; they are shown and predicted on square "
+        f"{pixel:.3g} mm pixels ({grid_shape[0]}x{grid_shape[1]} resampled to {new_shape[0]}x{new_shape[1]}). "
+        "A NIfTI mask export maps back to the original grid."
+    )
+    return resampled, (pixel, pixel, spacing[2]), grid_shape  # type: ignore[return-value]
+
+
+def _grid_indices(n_from: int, n_to: int) -> np.ndarray:
+    """For each of ``n_to`` pixel centres, the nearest of ``n_from`` pixels spanning the same extent."""
+    return np.clip(((np.arange(n_to) + 0.5) * n_from / n_to).astype(np.int64), 0, n_from - 1)
+
+
+def _resample_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``mask`` (``(h, w)`` bool) on a grid of ``shape`` covering the same extent, nearest neighbour."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape == tuple(shape):
+        return mask
+    return mask[np.ix_(_grid_indices(mask.shape[0], shape[0]), _grid_indices(mask.shape[1], shape[1]))]
 
 
 def _to_canonical(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
@@ -421,6 +515,8 @@ def _mask_array_for_nifti(masks: Sequence[np.ndarray], reference: Volume) -> np.
     for i, mask in enumerate(masks):
         if np.asarray(mask).shape != reference.shape:
             raise VolumeError(f"mask {i} is {np.asarray(mask).shape}; the volume's slices are {reference.shape}.")
+    if reference.grid_shape is not None:  # slices were resampled to square pixels: back to the input's grid
+        masks = [_resample_mask(m, reference.grid_shape) for m in masks]
     canonical = slices_to_canonical([np.asarray(m, dtype=bool) for m in masks]).astype(np.uint8)
     back = ornt_transform(axcodes2ornt(("R", "A", "S")), reference.nifti_ornt)
     data = apply_orientation(canonical, back)
@@ -692,20 +788,83 @@ def _series_to_volume(items: list[_DicomSlice], label: str, notes: list[str]) ->
         )
     if len(items) == 1 and int(items[0].ds.get("NumberOfFrames", 1) or 1) > 1:
         return _multiframe_volume(items[0].ds, label, notes)
-    ordered, positions = _sort_slices(items, notes)
+    ordered, positions, plane = _sort_slices(items, notes)
     slices = [_pixels(item.ds, label) for item in ordered]
     first = ordered[0].ds
     spacing = _dicom_spacing(first, positions, notes)
     info = safe_dicom_summary(first)
     info["slices"] = len(slices)
+    affine = _series_affine([item.ds for item in ordered], spacing) if slices[0].ndim == 2 else None
+    if affine is None:
+        if plane not in (None, "axial"):
+            notes.append(
+                f"This is a {plane} series, shown as stored: without full slice geometry it cannot be resliced, "
+                "and the models here were trained on axial slices, so expect poorer predictions. An axial series "
+                "of the patient, if there is one, is a better choice."
+            )
+        return Volume("dicom-series-1", slices, spacing_mm=spacing, source_kind="dicom", info=info, notes=notes)
+    import nibabel as nib
+
+    raw = np.stack(slices, axis=2).transpose(1, 0, 2)  # the series' own axes: column, row, slice
+    zooms = (spacing[1], spacing[0], spacing[2])
+    axial, axial_spacing, ornt = _axial_slices(raw, affine, zooms)
+    if plane != "axial":
+        notes.append(
+            f"This is a {plane} series, shown as axial slices reformatted from it (voxels reordered, no "
+            "interpolation), as the models here were trained on axial slices. Reformatted slices are only as sharp "
+            f"as the series' {spacing[2]:.3g} mm slice spacing: expect poorer predictions than on an axial series "
+            "of the patient, if there is one."
+        )
+    axial, axial_spacing, grid_shape = _square_pixels(axial, axial_spacing, notes)
+    header = nib.Nifti1Header()
+    header.set_data_shape(raw.shape)
+    header.set_zooms(zooms)
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
     return Volume(
         patient_id="dicom-series-1",
-        slices=slices,
-        spacing_mm=spacing,
+        slices=axial,
+        spacing_mm=axial_spacing,
         source_kind="dicom",
+        affine=affine,
+        nifti_header=header,
+        nifti_ornt=ornt,
+        grid_shape=grid_shape,
         info=info,
         notes=notes,
     )
+
+
+def _series_affine(datasets: list[Any], spacing: tuple[float, float, float] | None) -> np.ndarray | None:
+    """The voxel-to-RAS affine of a sorted series on its own axes (column, row, slice), or ``None``
+    when a slice lacks position or orientation, or the spacing is unknown.
+
+    DICOM gives patient coordinates in LPS: voxel ``(i, j, k)`` lies at
+    ``position_0 + i * col_mm * row_cosine + j * row_mm * col_cosine + k * step``, where ``step`` is the
+    mean displacement between consecutive slice positions (the normal times the slice spacing for a
+    single slice); RAS flips the first two coordinates.
+    """
+    if spacing is None:
+        return None
+    try:
+        iop = np.asarray([float(v) for v in datasets[0].ImageOrientationPatient], dtype=np.float64)
+        positions = np.asarray([[float(v) for v in ds.ImagePositionPatient] for ds in datasets], dtype=np.float64)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if iop.shape != (6,) or positions.shape != (len(datasets), 3):
+        return None
+    row_cosine, col_cosine = iop[:3], iop[3:]
+    normal = np.cross(row_cosine, col_cosine)
+    if np.linalg.norm(normal) < 0.5:
+        return None
+    row_mm, col_mm, slice_mm = spacing
+    step = (positions[-1] - positions[0]) / (len(datasets) - 1) if len(datasets) > 1 else normal * slice_mm
+    lps = np.eye(4)
+    lps[:3, 0] = row_cosine * col_mm
+    lps[:3, 1] = col_cosine * row_mm
+    lps[:3, 2] = step
+    lps[:3, 3] = positions[0]
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
 def _plane(normal: np.ndarray) -> str:
@@ -713,7 +872,11 @@ def _plane(normal: np.ndarray) -> str:
     return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
 
 
-def _sort_slices(items: list[_DicomSlice], notes: list[str]) -> tuple[list[_DicomSlice], list[float] | None]:
+def _sort_slices(
+    items: list[_DicomSlice], notes: list[str]
+) -> tuple[list[_DicomSlice], list[float] | None, str | None]:
+    """Slices in order along the normal, their positions along it, and the series' plane (``None`` unknown)."""
+
     def geometry(ds: Any) -> tuple[np.ndarray, np.ndarray] | None:
         try:
             iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64)
@@ -729,11 +892,6 @@ def _sort_slices(items: list[_DicomSlice], notes: list[str]) -> tuple[list[_Dico
         normal = np.cross(geoms[0][0][:3], geoms[0][0][3:])
         if np.linalg.norm(normal) > 0.5:
             plane = _plane(normal)
-            if plane != "axial":
-                notes.append(
-                    f"This is a {plane} series; the models here were trained on axial slices, so expect "
-                    "poorer predictions. An axial series of the patient, if there is one, is a better choice."
-                )
             positions = [float(np.dot(g[1], normal)) for g in geoms]
             order = np.argsort(positions, kind="stable")
             sorted_pos = [positions[i] for i in order]
@@ -742,14 +900,14 @@ def _sort_slices(items: list[_DicomSlice], notes: list[str]) -> tuple[list[_Dico
                     "Several images of the series share one slice position (multi-echo, several time points "
                     "or duplicate files). Give one image per position."
                 )
-            return [items[i] for i in order], sorted_pos
+            return [items[i] for i in order], sorted_pos, plane
     numbers = [item.ds.get("InstanceNumber") for item in items]
     if all(n is not None and str(n) != "" for n in numbers):
         notes.append("Slice positions are missing; slices are ordered by InstanceNumber.")
         order = np.argsort([int(n) for n in numbers], kind="stable")
-        return [items[i] for i in order], None
+        return [items[i] for i in order], None, None
     notes.append("Slice positions and instance numbers are missing; slices are in file-name order.")
-    return sorted(items, key=lambda item: item.order), None
+    return sorted(items, key=lambda item: item.order), None, None
 
 
 def _pixels(ds: Any, label: str) -> np.ndarray:

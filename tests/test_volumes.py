@@ -36,9 +36,9 @@ IDENTIFYING = ("Doe", "Jane", "PID-4711", "19800101", "General Hospital", "Dr^Wh
 # --------------------------------------------------------------------------------------------
 
 # A RAS+ volume (x to the patient's Right, y Anterior, z Superior), shape (X, Y, Z) = (6, 5, 4),
-# voxel size 1 x 2 x 3 mm. One marker voxel sits at the patient's far LEFT (x = 0), most
-# ANTERIOR row (y = 4), slice z = 1. Shown radiologically (anterior up, patient right on the
-# viewer's left) it must land in the top row, right-most column: image[0, 5] of slice 1.
+# voxel size 2.2 x 2 x 3 mm (pixels square enough not to be resampled). One marker voxel sits at the
+# patient's far LEFT (x = 0), most ANTERIOR row (y = 4), slice z = 1. Shown radiologically (anterior
+# up, patient right on the viewer's left) it must land in the top row, right-most column: image[0, 5] of slice 1.
 X, Y, Z = 6, 5, 4
 MARKER = (0, 4, 1)
 MARKER_DISPLAY = (1, 0, 5)  # (slice, row, col)
@@ -48,7 +48,7 @@ def ras_volume() -> tuple[np.ndarray, np.ndarray]:
     data = np.zeros((X, Y, Z), dtype=np.int16)
     data[MARKER] = 1000
     data[3, 1, 2] = 200  # a second, dimmer voxel so the window is not degenerate
-    affine = np.diag([1.0, 2.0, 3.0, 1.0])
+    affine = np.diag([2.2, 2.0, 3.0, 1.0])
     affine[:3, 3] = [-3.0, -5.0, -6.0]
     return data, affine
 
@@ -79,8 +79,8 @@ def test_nifti_marker_lands_radiologically(tmp_path: Path) -> None:
     assert int(np.count_nonzero(volume.slices[z])) == 1
     # the second voxel: x=3 -> col X-1-3 = 2, y=1 -> row Y-1-1 = 3, slice 2
     assert volume.slices[2][3, 2] == 200
-    assert volume.spacing_mm == (2.0, 1.0, 3.0)
-    assert volume.voxel_mm3 == pytest.approx(6.0)
+    assert volume.spacing_mm == pytest.approx((2.0, 2.2, 3.0))
+    assert volume.voxel_mm3 == pytest.approx(13.2)
     assert volume.source_kind == "nifti"
     assert volume.patient_id.startswith("nifti-")
 
@@ -94,7 +94,7 @@ def test_nifti_other_orientations_show_the_same(tmp_path: Path, codes: tuple[str
     path = save_nifti(other, tmp_path / "scan.nii")
     volume = read_nifti(path)
     reference = read_nifti(save_nifti(canonical, tmp_path / "ref.nii"))
-    assert volume.spacing_mm == (2.0, 1.0, 3.0)
+    assert volume.spacing_mm == pytest.approx((2.0, 2.2, 3.0))
     for got, want in zip(volume.slices, reference.slices, strict=True):
         np.testing.assert_array_equal(got, want)
     z, row, col = MARKER_DISPLAY
@@ -111,7 +111,7 @@ def test_nifti_from_bytes_with_mask_and_privacy(tmp_path: Path) -> None:
     assert volume.masks[z][row, col]
     assert sum(int(m.sum()) for m in volume.masks) == 1
     text = json.dumps(volume.info) + volume.patient_id + " ".join(volume.notes)
-    assert volume.info["voxel_size_mm"] == [1.0, 2.0, 3.0]
+    assert volume.info["voxel_size_mm"] == [2.2, 2.0, 3.0]
     assert volume.info["file_axes"] == "RAS"
     for word in IDENTIFYING[:2]:
         assert word not in text
@@ -158,6 +158,28 @@ def test_nifti_mask_round_trip_keeps_affine(tmp_path: Path) -> None:
         write_nifti_mask(masks, volume, out)
 
 
+def test_nifti_of_elongated_pixels_is_resampled_and_its_masks_map_back(tmp_path: Path) -> None:
+    # RAS (X, Y, Z) = (6, 4, 3), voxels 1 x 3 x 2 mm: axial slices of 4 rows of 3 mm by 6 columns of 1 mm
+    data = np.zeros((6, 4, 3), np.int16)
+    data[1, 2, 1] = 1000
+    data[4, 0, 2] = 300
+    affine = np.diag([1.0, 3.0, 2.0, 1.0])
+    truth = (data == 1000).astype(np.uint8)
+    scan = save_nifti(nib.Nifti1Image(data, affine), tmp_path / "scan.nii")
+    mask_file = save_nifti(nib.Nifti1Image(truth, affine), tmp_path / "mask.nii")
+    volume = read_nifti(scan, mask=mask_file)
+    assert volume.grid_shape == (4, 6) and volume.shape == (12, 6)
+    assert volume.spacing_mm == pytest.approx((1.0, 1.0, 2.0))
+    assert volume.voxel_mm3 == pytest.approx(2.0)
+    assert any("resampled to 12x6" in note for note in volume.notes)
+    # the ground truth follows the scan: y = 2 -> display row 4 - 1 - 2 = 1 -> rows 3..5; x = 1 -> column 4
+    assert volume.masks is not None and all(m.shape == (12, 6) for m in volume.masks)
+    assert {tuple(v) for v in np.argwhere(volume.masks[1])} == {(3, 4), (4, 4), (5, 4)}
+    assert float(volume.slices[1][4, 4]) == pytest.approx(1000.0)
+    out = write_nifti_mask(volume.masks, volume, tmp_path / "pred.nii")
+    np.testing.assert_array_equal(np.asanyarray(nib.load(str(out)).dataobj), truth)  # back on the file's grid
+
+
 def test_nifti_mask_needs_a_nifti_volume() -> None:
     volume = Volume("p", [np.zeros((8, 8), np.uint8)])
     with pytest.raises(VolumeError, match="not read from a NIfTI"):
@@ -176,7 +198,7 @@ def make_dicom(
     instance: int | None,
     series_uid: str = "1.2.826.0.1.3680043.8.498.1",
     orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
-    spacing: tuple[float, float] = (0.5, 0.7),
+    spacing: tuple[float, float] = (0.5, 0.55),
     slope: float | None = None,
     intercept: float | None = None,
     with_pixels: bool = True,
@@ -264,7 +286,7 @@ def test_dicom_folder_sorted_by_position_with_spacing(tmp_path: Path) -> None:
     volume = read_dicom_folder(tmp_path)
     assert volume.n_slices == 5
     assert [int(s[2, 5]) for s in volume.slices] == [100, 101, 102, 103, 104]
-    assert volume.spacing_mm == (0.5, 0.7, 2.0)
+    assert volume.spacing_mm == (0.5, 0.55, 2.0)
     assert volume.source_kind == "dicom"
     assert volume.slices[0].dtype == np.uint16
     assert volume.patient_id.startswith("dicom-")
@@ -281,18 +303,68 @@ def test_dicom_zip_with_rescale(tmp_path: Path) -> None:
     assert float(volume.slices[0][0, 0]) == -10.0
 
 
-def test_dicom_sorts_along_the_slice_normal_not_z() -> None:
-    # Sagittal slices: rows along +y, columns along -z; the normal is (-1, 0, 0), so position
-    # x = 6 comes first, then 3, then 0, whatever the instance numbers say.
+def sagittal_series(n: int = 4, gap: float = 3.0, instance_order: int = 1) -> list[tuple[str, bytes]]:
+    """Sagittal slices of 6 x 6 pixels at LPS x = 0, gap, 2 gap, ...: columns run along +y (posterior,
+    0.55 mm apart), rows along -z (inferior, 0.5 mm apart), so the slice normal is (-1, 0, 0).
+
+    The slice at x = k * gap holds a marker 100 + k at row 1, column 2: LPS (k * gap, 1.1, -0.5)."""
     files = []
-    for number, x in enumerate((0.0, 3.0, 6.0), start=1):
-        pixels = np.full((6, 6), int(x), np.uint16)
-        data = make_dicom(None, pixels, (x, 0.0, 0.0), instance=number, orientation=(0, 1, 0, 0, 0, -1))
-        files.append((f"{number}.dcm", data))
-    volume = read_dicom_files(files)
-    assert [int(s[0, 0]) for s in volume.slices] == [6, 3, 0]
-    assert volume.spacing_mm == (0.5, 0.7, 3.0)
-    assert any("sagittal series" in note and "axial" in note for note in volume.notes)
+    for k in range(n):
+        pixels = np.zeros((6, 6), np.uint16)
+        pixels[1, 2] = 100 + k
+        data = make_dicom(
+            None, pixels, (k * gap, 0.0, 0.0), instance=instance_order * k + 10, orientation=(0, 1, 0, 0, 0, -1)
+        )
+        files.append((f"{k}.dcm", data))
+    return files
+
+
+def test_dicom_sorts_along_the_slice_normal_not_z() -> None:
+    # Along the normal (-1, 0, 0) the order is x = 9, 6, 3, 0 whatever the instance numbers say;
+    # the affine's slice axis follows that order.
+    import pydicom
+
+    from brainviewer.volumes import _DicomSlice, _series_affine, _sort_slices
+
+    items = [_DicomSlice(pydicom.dcmread(io.BytesIO(d)), i) for i, (_, d) in enumerate(sagittal_series())]
+    ordered, positions, plane = _sort_slices(items, [])
+    assert [float(item.ds.ImagePositionPatient[0]) for item in ordered] == [9.0, 6.0, 3.0, 0.0]
+    assert plane == "sagittal" and positions == [-9.0, -6.0, -3.0, 0.0]
+    affine = _series_affine([item.ds for item in ordered], (0.5, 0.55, 3.0))
+    # voxel (column i, row j, slice k) -> LPS (9 - 3k, 0.55 i, -0.5 j) -> RAS (3k - 9, -0.55 i, -0.5 j)
+    np.testing.assert_allclose(affine @ [2, 1, 3, 1], [0.0, -1.1, -0.5, 1], atol=1e-9)
+    np.testing.assert_allclose(affine @ [0, 0, 0, 1], [-9.0, 0.0, 0.0, 1], atol=1e-9)
+
+
+def test_dicom_sagittal_series_is_resliced_to_axial_with_square_pixels() -> None:
+    volume = read_dicom_files(sagittal_series())
+    # RAS: x spans 4 slices 3 mm apart, y 6 columns of 0.55 mm, z 6 rows of 0.5 mm. So: 6 axial
+    # slices (0.5 mm apart), each 6 rows (y) by 4 columns (x) of 0.55 x 3 mm pixels, resampled to
+    # square 0.55 mm pixels: 6 x 22.
+    assert volume.n_slices == 6 and volume.grid_shape == (6, 4) and volume.shape == (6, 22)
+    assert volume.spacing_mm == pytest.approx((0.55, 0.55, 0.5))
+    assert any("sagittal series, shown as axial slices" in note for note in volume.notes)
+    assert any("resampled to 6x22" in note for note in volume.notes)
+    # The markers (RAS z = -0.5: the 2nd most superior of 6 levels; y = -1.1: 3rd row from the
+    # anterior top) lie at x = -9, -6, -3, 0: the patient's right (x = 0) on the viewer's left.
+    assert all(np.count_nonzero(volume.slices[z]) == 0 for z in (0, 1, 2, 3, 5))
+    level = volume.slices[4]
+    assert np.count_nonzero(level[[0, 1, 3, 4, 5]]) == 0
+    centres = [2, 8, 13, 19]  # output columns nearest the centres of the 4 original columns
+    assert [float(level[2, c]) for c in centres] == pytest.approx([100.0, 101.0, 102.0, 103.0], abs=0.1)
+    assert volume.affine is not None and volume.nifti_header is not None
+
+
+def test_dicom_resliced_mask_exports_to_the_series_grid(tmp_path: Path) -> None:
+    volume = read_dicom_files(sagittal_series())
+    masks = [image > 101.5 for image in volume.slices]  # the markers of slices x = 6 and 9 mm
+    out = write_nifti_mask(masks, volume, tmp_path / "pred.nii.gz")
+    written = nib.load(str(out))
+    assert written.shape == (6, 6, 4)  # the series' own grid: column, row, slice
+    np.testing.assert_allclose(written.affine, volume.affine)
+    data = np.asanyarray(written.dataobj)
+    # slices in position order along the normal: x = 9, 6, 3, 0 -> k = 0, 1 hold x = 9 and 6
+    assert {tuple(v) for v in np.argwhere(data)} == {(2, 1, 0), (2, 1, 1)}
 
 
 def test_dicom_coronal_series_is_named_in_the_notes() -> None:
@@ -303,7 +375,7 @@ def test_dicom_coronal_series_is_named_in_the_notes() -> None:
         )
         for n, y in enumerate((0.0, 3.0), start=1)
     ]
-    assert any(note.startswith("This is a coronal series") for note in read_dicom_files(files).notes)
+    assert any(note.startswith("This is a coronal series, shown as axial") for note in read_dicom_files(files).notes)
 
 
 def test_dicom_falls_back_to_instance_number() -> None:
@@ -314,7 +386,7 @@ def test_dicom_falls_back_to_instance_number() -> None:
     volume = read_dicom_files(files)
     assert [int(s[0, 0]) for s in volume.slices] == [1, 2, 3]
     assert any("InstanceNumber" in note for note in volume.notes)
-    assert volume.spacing_mm == (0.5, 0.7, 2.0)  # from SliceThickness
+    assert volume.spacing_mm == (0.5, 0.55, 2.0)  # from SliceThickness
     assert any("SliceThickness" in note for note in volume.notes)
 
 
@@ -368,7 +440,7 @@ def test_open_volume_dispatches(tmp_path: Path) -> None:
     assert open_volume(zip_bytes(series_files(2)), name="s.zip").n_slices == 2
     single = series_files(1)[0][1]
     volume = open_volume(single, name="one.dcm")
-    assert volume.n_slices == 1 and volume.spacing_mm == (0.5, 0.7, 2.0)
+    assert volume.n_slices == 1 and volume.spacing_mm == (0.5, 0.55, 2.0)
 
 
 def test_dicom_privacy(tmp_path: Path) -> None:
@@ -384,7 +456,7 @@ def test_dicom_privacy(tmp_path: Path) -> None:
     summary = safe_dicom_summary(ds)
     assert set(summary) <= {*SAFE_DICOM_FIELDS, "TransferSyntax"}
     assert summary["Modality"] == "MR"
-    assert summary["PixelSpacing"] == [0.5, 0.7]
+    assert summary["PixelSpacing"] == [0.5, 0.55]
     assert summary["MagneticFieldStrength"] == 1.5
     for word in IDENTIFYING:
         assert word not in json.dumps(summary)
