@@ -507,8 +507,8 @@ def _mask_array_for_nifti(masks: Sequence[np.ndarray], reference: Volume) -> np.
 
     if reference.affine is None or reference.nifti_header is None or reference.nifti_ornt is None:
         raise VolumeError(
-            f"{reference.patient_id} was not read from a NIfTI file, so there is no affine to write a NIfTI "
-            "mask with. Export PNG masks instead."
+            f"{reference.patient_id} was not read from a NIfTI file or a DICOM series with position headers, so "
+            "there is no affine to write a NIfTI mask with. Export PNG masks instead."
         )
     if len(masks) != reference.n_slices:
         raise VolumeError(f"{len(masks)} masks for a volume of {reference.n_slices} slices.")

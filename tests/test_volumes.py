@@ -182,7 +182,7 @@ def test_nifti_of_elongated_pixels_is_resampled_and_its_masks_map_back(tmp_path:
 
 def test_nifti_mask_needs_a_nifti_volume() -> None:
     volume = Volume("p", [np.zeros((8, 8), np.uint8)])
-    with pytest.raises(VolumeError, match="not read from a NIfTI"):
+    with pytest.raises(VolumeError, match="not read from a NIfTI file or a DICOM series"):
         write_nifti_mask([np.zeros((8, 8), bool)], volume, "/nonexistent/x.nii")
 
 
@@ -353,6 +353,34 @@ def test_dicom_sagittal_series_is_resliced_to_axial_with_square_pixels() -> None
     centres = [2, 8, 13, 19]  # output columns nearest the centres of the 4 original columns
     assert [float(level[2, c]) for c in centres] == pytest.approx([100.0, 101.0, 102.0, 103.0], abs=0.1)
     assert volume.affine is not None and volume.nifti_header is not None
+
+
+def test_a_sagittal_dicom_series_reads_as_the_same_axial_slices_as_its_nifti(tmp_path: Path) -> None:
+    # Write the RAS test volume as sagittal DICOM slices (one per x): columns run along LPS +y, rows
+    # along -z, so pixel [j, i] of slice a is voxel (a, Y-1-i, Z-1-j). Read back, it must show
+    # exactly what the NIfTI file of the same voxels shows.
+    data, affine = ras_volume()
+    files = []
+    for a in range(X):
+        pixels = np.ascontiguousarray(data[a, ::-1, ::-1].T)  # (Z rows, Y columns)
+        position = (
+            -(affine[0, 3] + affine[0, 0] * a),
+            -(affine[1, 3] + affine[1, 1] * (Y - 1)),
+            affine[2, 3] + affine[2, 2] * (Z - 1),
+        )
+        files.append(
+            (
+                f"{a}.dcm",
+                make_dicom(None, pixels, position, instance=a + 1, orientation=(0, 1, 0, 0, 0, -1), spacing=(3.0, 2.0)),
+            )
+        )
+    dicom = read_dicom_files(files)
+    nifti = read_nifti(save_nifti(nib.Nifti1Image(data, affine), tmp_path / "same.nii"))
+    assert dicom.n_slices == nifti.n_slices == Z and dicom.spacing_mm == pytest.approx(nifti.spacing_mm)
+    for got, want in zip(dicom.slices, nifti.slices, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # the series' first voxel (column 0, row 0 of the first slice along the normal, x = 0): RAS (0, Y-1, Z-1)
+    np.testing.assert_allclose(dicom.affine @ [0, 0, 0, 1], affine @ [0, Y - 1, Z - 1, 1])
 
 
 def test_dicom_resliced_mask_exports_to_the_series_grid(tmp_path: Path) -> None:
