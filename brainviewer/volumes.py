@@ -84,6 +84,8 @@ MAX_ZIP_BYTES = 2 * 1024**3
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: Slices whose pixels are more elongated than this (long side / short side) are resampled to square pixels.
 MAX_PIXEL_ASPECT = 1.2
+#: A sagittal or coronal DICOM series of fewer slices is shown as stored, not resliced to axial.
+MIN_RESLICE_SLICES = 8
 #: Largest side of a slice after resampling to square pixels; the pixel grows instead.
 MAX_RESAMPLED_SIDE = 1024
 
@@ -795,12 +797,18 @@ def _series_to_volume(items: list[_DicomSlice], label: str, notes: list[str]) ->
     info = safe_dicom_summary(first)
     info["slices"] = len(slices)
     affine = _series_affine([item.ds for item in ordered], spacing) if slices[0].ndim == 2 else None
-    if affine is None:
+    too_few = plane not in (None, "axial") and len(slices) < MIN_RESLICE_SLICES
+    if affine is None or too_few:
         if plane not in (None, "axial"):
+            why = (
+                f"{len(slices)} slice(s) are too few to reslice"
+                if too_few
+                else "without full slice geometry it cannot be resliced"
+            )
             notes.append(
-                f"This is a {plane} series, shown as stored: without full slice geometry it cannot be resliced, "
-                "and the models here were trained on axial slices, so expect poorer predictions. An axial series "
-                "of the patient, if there is one, is a better choice."
+                f"This is a {plane} series, shown as stored: {why}, and the models here were trained on axial "
+                "slices, so expect poorer predictions. An axial series of the patient, if there is one, is a "
+                "better choice."
             )
         return Volume("dicom-series-1", slices, spacing_mm=spacing, source_kind="dicom", info=info, notes=notes)
     import nibabel as nib

@@ -303,7 +303,7 @@ def test_dicom_zip_with_rescale(tmp_path: Path) -> None:
     assert float(volume.slices[0][0, 0]) == -10.0
 
 
-def sagittal_series(n: int = 4, gap: float = 3.0, instance_order: int = 1) -> list[tuple[str, bytes]]:
+def sagittal_series(n: int = 8, gap: float = 3.0, instance_order: int = 1) -> list[tuple[str, bytes]]:
     """Sagittal slices of 6 x 6 pixels at LPS x = 0, gap, 2 gap, ...: columns run along +y (posterior,
     0.55 mm apart), rows along -z (inferior, 0.5 mm apart), so the slice normal is (-1, 0, 0).
 
@@ -320,7 +320,7 @@ def sagittal_series(n: int = 4, gap: float = 3.0, instance_order: int = 1) -> li
 
 
 def test_dicom_sorts_along_the_slice_normal_not_z() -> None:
-    # Along the normal (-1, 0, 0) the order is x = 9, 6, 3, 0 whatever the instance numbers say;
+    # Along the normal (-1, 0, 0) the order is x = 21, 18, ..., 0 whatever the instance numbers say;
     # the affine's slice axis follows that order.
     import pydicom
 
@@ -328,70 +328,73 @@ def test_dicom_sorts_along_the_slice_normal_not_z() -> None:
 
     items = [_DicomSlice(pydicom.dcmread(io.BytesIO(d)), i) for i, (_, d) in enumerate(sagittal_series())]
     ordered, positions, plane = _sort_slices(items, [])
-    assert [float(item.ds.ImagePositionPatient[0]) for item in ordered] == [9.0, 6.0, 3.0, 0.0]
-    assert plane == "sagittal" and positions == [-9.0, -6.0, -3.0, 0.0]
+    assert [float(item.ds.ImagePositionPatient[0]) for item in ordered] == [21.0 - 3 * k for k in range(8)]
+    assert plane == "sagittal" and positions == [3.0 * k - 21.0 for k in range(8)]
     affine = _series_affine([item.ds for item in ordered], (0.5, 0.55, 3.0))
-    # voxel (column i, row j, slice k) -> LPS (9 - 3k, 0.55 i, -0.5 j) -> RAS (3k - 9, -0.55 i, -0.5 j)
-    np.testing.assert_allclose(affine @ [2, 1, 3, 1], [0.0, -1.1, -0.5, 1], atol=1e-9)
-    np.testing.assert_allclose(affine @ [0, 0, 0, 1], [-9.0, 0.0, 0.0, 1], atol=1e-9)
+    # voxel (column i, row j, slice k) -> LPS (21 - 3k, 0.55 i, -0.5 j) -> RAS (3k - 21, -0.55 i, -0.5 j)
+    np.testing.assert_allclose(affine @ [2, 1, 7, 1], [0.0, -1.1, -0.5, 1], atol=1e-9)
+    np.testing.assert_allclose(affine @ [0, 0, 0, 1], [-21.0, 0.0, 0.0, 1], atol=1e-9)
 
 
 def test_dicom_sagittal_series_is_resliced_to_axial_with_square_pixels() -> None:
     volume = read_dicom_files(sagittal_series())
-    # RAS: x spans 4 slices 3 mm apart, y 6 columns of 0.55 mm, z 6 rows of 0.5 mm. So: 6 axial
-    # slices (0.5 mm apart), each 6 rows (y) by 4 columns (x) of 0.55 x 3 mm pixels, resampled to
-    # square 0.55 mm pixels: 6 x 22.
-    assert volume.n_slices == 6 and volume.grid_shape == (6, 4) and volume.shape == (6, 22)
+    # RAS: x spans 8 slices 3 mm apart, y 6 columns of 0.55 mm, z 6 rows of 0.5 mm. So: 6 axial
+    # slices (0.5 mm apart), each 6 rows (y) by 8 columns (x) of 0.55 x 3 mm pixels, resampled to
+    # square 0.55 mm pixels: 6 x 44.
+    assert volume.n_slices == 6 and volume.grid_shape == (6, 8) and volume.shape == (6, 44)
     assert volume.spacing_mm == pytest.approx((0.55, 0.55, 0.5))
     assert any("sagittal series, shown as axial slices" in note for note in volume.notes)
-    assert any("resampled to 6x22" in note for note in volume.notes)
+    assert any("resampled to 6x44" in note for note in volume.notes)
     # The markers (RAS z = -0.5: the 2nd most superior of 6 levels; y = -1.1: 3rd row from the
-    # anterior top) lie at x = -9, -6, -3, 0: the patient's right (x = 0) on the viewer's left.
+    # anterior top) lie at x = -21, ..., -3, 0: the patient's right (x = 0) on the viewer's left.
     assert all(np.count_nonzero(volume.slices[z]) == 0 for z in (0, 1, 2, 3, 5))
     level = volume.slices[4]
     assert np.count_nonzero(level[[0, 1, 3, 4, 5]]) == 0
-    centres = [2, 8, 13, 19]  # output columns nearest the centres of the 4 original columns
-    assert [float(level[2, c]) for c in centres] == pytest.approx([100.0, 101.0, 102.0, 103.0], abs=0.1)
+    centres = [round((b + 0.5) * 44 / 8 - 0.5) for b in range(8)]  # nearest the original columns' centres
+    assert [float(level[2, c]) for c in centres] == pytest.approx([100.0 + b for b in range(8)], abs=0.1)
     assert volume.affine is not None and volume.nifti_header is not None
 
 
+def test_dicom_sagittal_or_coronal_series_of_few_slices_is_shown_as_stored() -> None:
+    volume = read_dicom_files(sagittal_series(n=2))
+    assert volume.n_slices == 2 and volume.shape == (6, 6) and volume.affine is None
+    assert [int(s[1, 2]) for s in volume.slices] == [101, 100]  # along the normal: x = 3, then 0
+    assert any("sagittal series, shown as stored: 2 slice(s) are too few" in note for note in volume.notes)
+
+
 def test_a_sagittal_dicom_series_reads_as_the_same_axial_slices_as_its_nifti(tmp_path: Path) -> None:
-    # Write the RAS test volume as sagittal DICOM slices (one per x): columns run along LPS +y, rows
-    # along -z, so pixel [j, i] of slice a is voxel (a, Y-1-i, Z-1-j). Read back, it must show
-    # exactly what the NIfTI file of the same voxels shows.
-    data, affine = ras_volume()
+    # Write a RAS volume (x, y, z) = (9, 5, 4) of 2.2 x 2 x 3 mm voxels as sagittal DICOM slices (one
+    # per x): columns run along LPS +y, rows along -z, so pixel [j, i] of slice a is voxel
+    # (a, 4 - i, 3 - j). Read back, it must show exactly what the NIfTI file of the same voxels shows.
+    data = np.random.default_rng(0).integers(0, 1000, size=(9, 5, 4)).astype(np.int16)
+    affine = np.diag([2.2, 2.0, 3.0, 1.0])
+    affine[:3, 3] = [-3.0, -5.0, -6.0]
     files = []
-    for a in range(X):
-        pixels = np.ascontiguousarray(data[a, ::-1, ::-1].T)  # (Z rows, Y columns)
-        position = (
-            -(affine[0, 3] + affine[0, 0] * a),
-            -(affine[1, 3] + affine[1, 1] * (Y - 1)),
-            affine[2, 3] + affine[2, 2] * (Z - 1),
-        )
+    for a in range(9):
+        pixels = np.ascontiguousarray(data[a, ::-1, ::-1].T)  # (z rows, y columns)
+        top = affine @ [a, 4, 3, 1]  # RAS of pixel [0, 0]
+        position = (-top[0], -top[1], top[2])  # LPS
         files.append(
-            (
-                f"{a}.dcm",
-                make_dicom(None, pixels, position, instance=a + 1, orientation=(0, 1, 0, 0, 0, -1), spacing=(3.0, 2.0)),
-            )
+            (f"{a}.dcm", make_dicom(None, pixels, position, a + 1, orientation=(0, 1, 0, 0, 0, -1), spacing=(3.0, 2.0)))
         )
     dicom = read_dicom_files(files)
     nifti = read_nifti(save_nifti(nib.Nifti1Image(data, affine), tmp_path / "same.nii"))
-    assert dicom.n_slices == nifti.n_slices == Z and dicom.spacing_mm == pytest.approx(nifti.spacing_mm)
+    assert dicom.n_slices == nifti.n_slices == 4 and dicom.spacing_mm == pytest.approx(nifti.spacing_mm)
     for got, want in zip(dicom.slices, nifti.slices, strict=True):
         np.testing.assert_array_equal(got, want)
-    # the series' first voxel (column 0, row 0 of the first slice along the normal, x = 0): RAS (0, Y-1, Z-1)
-    np.testing.assert_allclose(dicom.affine @ [0, 0, 0, 1], affine @ [0, Y - 1, Z - 1, 1])
+    # the series' first voxel (column 0, row 0 of the first slice along the normal, x = 0)
+    np.testing.assert_allclose(dicom.affine @ [0, 0, 0, 1], affine @ [0, 4, 3, 1])
 
 
 def test_dicom_resliced_mask_exports_to_the_series_grid(tmp_path: Path) -> None:
     volume = read_dicom_files(sagittal_series())
-    masks = [image > 101.5 for image in volume.slices]  # the markers of slices x = 6 and 9 mm
+    masks = [image > 105.5 for image in volume.slices]  # the markers of slices x = 18 and 21 mm
     out = write_nifti_mask(masks, volume, tmp_path / "pred.nii.gz")
     written = nib.load(str(out))
-    assert written.shape == (6, 6, 4)  # the series' own grid: column, row, slice
+    assert written.shape == (6, 6, 8)  # the series' own grid: column, row, slice
     np.testing.assert_allclose(written.affine, volume.affine)
     data = np.asanyarray(written.dataobj)
-    # slices in position order along the normal: x = 9, 6, 3, 0 -> k = 0, 1 hold x = 9 and 6
+    # slices in position order along the normal: x = 21, 18, ... -> k = 0, 1 hold x = 21 and 18
     assert {tuple(v) for v in np.argwhere(data)} == {(2, 1, 0), (2, 1, 1)}
 
 
@@ -401,7 +404,7 @@ def test_dicom_coronal_series_is_named_in_the_notes() -> None:
             f"{n}.dcm",
             make_dicom(None, np.zeros((6, 6), np.uint16), (0.0, y, 0.0), instance=n, orientation=(1, 0, 0, 0, 0, -1)),
         )
-        for n, y in enumerate((0.0, 3.0), start=1)
+        for n, y in enumerate(np.arange(8) * 3.0, start=1)
     ]
     assert any(note.startswith("This is a coronal series, shown as axial") for note in read_dicom_files(files).notes)
 
