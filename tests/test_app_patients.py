@@ -251,3 +251,22 @@ def test_pages_tell_held_out_patients_from_those_the_model_was_trained_on(
     assert "The 2 validation patients tiny-split never trained on: 2 patients, 16 slices" in shown
     at.toggle(key="eval_held_out").set_value(False).run()
     assert "All patients: 6 patients, 48 slices" in texts(at, "caption")
+
+
+def test_a_sagittal_dicom_upload_is_shown_axially_and_offers_a_nifti_mask(app_env: None, tmp_path: Path) -> None:
+    from test_volumes import sagittal_series, zip_bytes
+
+    from brainviewer import ui
+
+    at = open_page("pages/patients.py")
+    at.radio(key="patient_source").set_value(ui.PATIENT_SOURCE_UPLOAD).run()
+    upload = zip_bytes([(f"series/{name}", data) for name, data in sagittal_series()])
+    at.file_uploader(key="patient_upload").set_value([("sagittal.zip", upload, "application/zip")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    text = texts(at, "caption")
+    assert "sagittal series, shown as axial slices reformatted from it" in text
+    assert "resampled to 6x44" in text
+    assert at.slider(key="patient_slice").max == 6  # slices 1..6: the axial levels, not the 8 sagittal slices
+    # the NIfTI file itself is built on click; test_volumes checks it lands on the series' grid
+    assert "Predicted mask (NIfTI)" in [b.proto.label for b in at.get("download_button")]
