@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from brainviewer.datasets import Dataset
-from brainviewer.evaluate import REPORT_PATIENT_COLUMNS, EvaluationReport, PatientResult, evaluate_probs
+from brainviewer.evaluate import (
+    REPORT_PATIENT_COLUMNS,
+    EvaluationReport,
+    PatientResult,
+    evaluate_probs,
+    patient_csv_cells,
+)
 from brainviewer.split import SPLIT_FILE, Split
 
 if TYPE_CHECKING:
@@ -174,16 +180,7 @@ def pooled_patients_csv(results: Sequence[FoldResult]) -> str:
     writer.writerow(("fold", *REPORT_PATIENT_COLUMNS))
     for result in results:
         for patient in result.report.patients:
-            values = asdict(patient)
-            writer.writerow(
-                [
-                    result.name,
-                    *(
-                        "" if values[c] is None else f"{values[c]:.6f}" if isinstance(values[c], float) else values[c]
-                        for c in REPORT_PATIENT_COLUMNS
-                    ),
-                ]
-            )
+            writer.writerow([result.name, *patient_csv_cells(patient)])
     return out.getvalue()
 
 

@@ -267,19 +267,22 @@ REPORT_PATIENT_COLUMNS = (
 )
 
 
+def patient_csv_cells(patient: PatientResult) -> list:
+    """The :data:`REPORT_PATIENT_COLUMNS` of one patient: rates with 6 decimals, missing values empty."""
+    values = asdict(patient)
+    return [
+        "" if values[c] is None else f"{values[c]:.6f}" if isinstance(values[c], float) else values[c]
+        for c in REPORT_PATIENT_COLUMNS
+    ]
+
+
 def report_patients_csv(report: EvaluationReport) -> str:
-    """One CSV row per patient (:data:`REPORT_PATIENT_COLUMNS`); rates with 6 decimals, missing values empty."""
+    """One CSV row per patient (:data:`REPORT_PATIENT_COLUMNS`, see :func:`patient_csv_cells`)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(REPORT_PATIENT_COLUMNS)
     for patient in report.patients:
-        values = asdict(patient)
-        writer.writerow(
-            [
-                "" if values[c] is None else f"{values[c]:.6f}" if isinstance(values[c], float) else values[c]
-                for c in REPORT_PATIENT_COLUMNS
-            ]
-        )
+        writer.writerow(patient_csv_cells(patient))
     return out.getvalue()
 
 
