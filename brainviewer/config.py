@@ -36,6 +36,10 @@ class TrainConfig:
     hold out fold cv_fold, ignoring val_fraction / val_patients (0 = a single split)."""
     cv_fold: int = 0
     """With cv_folds: the held-out fold, 0 .. cv_folds - 1; one run per fold validates every patient once."""
+    split_file: str = ""
+    """Reuse a saved split: a split.json, or a weights or run folder holding one (e.g. the base model's, so
+    the patients it was validated on stay unseen). Patients it lists keep their side; the dataset's other
+    patients are split by the settings above. Empty: draw the split from the settings alone."""
     seed: int = 42
     """Seeds the split, the initialisation, the order of slices and every augmentation."""
 
@@ -117,6 +121,8 @@ class TrainConfig:
             raise ValueError(f"cv_folds must be 0 (a single split) or at least 2; got {self.cv_folds}")
         if self.cv_folds and not 0 <= self.cv_fold < self.cv_folds:
             raise ValueError(f"cv_fold must be between 0 and cv_folds - 1 ({self.cv_folds - 1}); got {self.cv_fold}")
+        if self.split_file and self.cv_folds:
+            raise ValueError("split_file and cv_folds exclude each other: reuse a saved split or cut folds, not both")
         if self.crop_size and (self.crop_size % 32 or self.crop_size > self.input_size):
             raise ValueError(f"crop_size must be a multiple of 32 and <= input_size; got {self.crop_size}")
         if self.batch_size < 1 or self.epochs < 1:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from brainviewer.config import TrainConfig
+from brainviewer.split import Split, base_trained_val, weights_split
 
 
 def _hardware(config: TrainConfig) -> str:
@@ -21,6 +22,20 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return "n/a" if value is None else str(value)
+
+
+def _trained_on_lines(config: TrainConfig, split: dict) -> list[str]:
+    """A warning line when validation patients were in the base model's training set (else none)."""
+    if not config.init_weights:
+        return []
+    this = Split(train=list(split["train"]), val=list(split["val"]), mode="", seed=0)
+    trained_on = base_trained_val(this, weights_split(config.init_weights))
+    if not trained_on:
+        return []
+    return [
+        f"- **Caution**: {len(trained_on)} of the {len(split['val'])} validation patients were in the base model's "
+        f"training set ({', '.join(f'`{p}`' for p in trained_on)}), so the validation figures below flatter the model."
+    ]
 
 
 def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path) -> str:
@@ -61,14 +76,20 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
         "## Data",
         f"- Dataset: `{Path(config.data).name}` (path at training time: `{config.data}`)"
         + (f"; base model `{Path(config.init_weights).name}`" if config.init_weights else ""),
-        f"- Split by patient ({split.get('mode', config.split_mode)}"
-        + (
-            f", fold {config.cv_fold + 1} of {config.cv_folds} of a cross-validation"
-            if config.cv_folds
-            else (f", the last ids of each of {config.split_blocks} id ranges" if config.split_blocks > 1 else "")
+        (
+            f"- Split by patient, reusing the saved split `{config.split_file}` (the patients it lists keep their "
+            "side): "
+            if config.split_file
+            else f"- Split by patient ({split.get('mode', config.split_mode)}"
+            + (
+                f", fold {config.cv_fold + 1} of {config.cv_folds} of a cross-validation"
+                if config.cv_folds
+                else (f", the last ids of each of {config.split_blocks} id ranges" if config.split_blocks > 1 else "")
+            )
+            + f", seed {config.seed}): "
         )
-        + f", seed {config.seed}): "
-        f"{len(split['train'])} training, {len(split['val'])} validation patients (listed in `split.json`).",
+        + f"{len(split['train'])} training, {len(split['val'])} validation patients (listed in `split.json`).",
+        *_trained_on_lines(config, split),
         "",
         "## Training",
         f"- Architecture {config.arch}, encoder {config.encoder}, {config.in_channels} input channels, "

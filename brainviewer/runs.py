@@ -633,6 +633,8 @@ def prepare_config(config: TrainConfig) -> tuple[TrainConfig, Split]:
     if not data.exists():
         raise ValueError(f"dataset {config.data} does not exist; give a dataset folder, data_mask.csv or COCO json.")
     config.data = str(data.resolve())
+    if config.split_file:
+        config.split_file = str(Path(config.split_file).expanduser().resolve())
     dataset = open_dataset(config.data)
     if not any(r.has_ground_truth for r in dataset):
         raise ValueError(f"{config.data} has no masks; training needs ground truth.")

@@ -31,6 +31,8 @@ class Split:
     """Number of cross-validation folds the patients were cut into (0: a single split)."""
     fold: int = 0
     """With ``folds``: the held-out fold, 0-based."""
+    source: str = ""
+    """The saved split this one reuses (``split_file`` of the run), if any."""
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -72,6 +74,74 @@ def weights_split(folder: str | Path) -> Split | None:
         return Split.load(Path(folder) / SPLIT_FILE)
     except (OSError, ValueError, TypeError):
         return None
+
+
+def load_split_file(path: str | Path) -> Split:
+    """The split saved at ``path``: a ``split.json``, or a weights or run folder holding one.
+
+    Raises:
+        ValueError: no such file, or not a brainviewer split.
+    """
+    path = Path(path)
+    file = path / SPLIT_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise ValueError(f"no split file at {path}: give a split.json, or a weights or run folder that has one")
+    try:
+        split = Split.load(file)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{file} is not a brainviewer split.json (lists 'train' and 'val'): {err}") from None
+    if not isinstance(split.train, list) or not isinstance(split.val, list):
+        raise ValueError(f"{file} is not a brainviewer split.json: 'train' and 'val' must be lists of patient ids")
+    return split
+
+
+def reuse_split(
+    patient_ids: list[str],
+    saved: Split,
+    source: str = "",
+    val_fraction: float = 0.15,
+    val_count: int = 0,
+    mode: str = "random",
+    seed: int = 42,
+    blocks: int = 1,
+) -> Split:
+    """A split of ``patient_ids`` that keeps the side ``saved`` gives each patient it lists.
+
+    The patients ``saved`` does not list are split by the other arguments as in
+    :func:`split_patients` (a lone one goes to training). So fine-tuning a model on its own
+    dataset with its own split never validates on a patient the model was trained on.
+
+    Raises:
+        ValueError: duplicate ids, or no validation patient at all.
+    """
+    ids = sorted(patient_ids, key=natural_key)
+    if len(set(ids)) != len(ids):
+        raise ValueError("patient ids must be unique")
+    saved_val, saved_train = set(saved.val), set(saved.train)
+    val = [p for p in ids if p in saved_val]
+    new = [p for p in ids if p not in saved_val and p not in saved_train]
+    if len(new) >= 2:
+        val += split_patients(new, val_fraction, val_count, mode, seed, blocks).val
+    if not val:
+        raise ValueError(
+            f"the saved split{f' ({source})' if source else ''} holds out none of the dataset's {len(ids)} patients "
+            "and too few others are left to draw a validation set; draw a new split instead"
+        )
+    val_set = set(val)
+    val = [p for p in ids if p in val_set]
+    return Split(train=[p for p in ids if p not in val_set], val=val, mode=saved.mode, seed=saved.seed, source=source)
+
+
+def base_trained_val(split: Split, base: Split | None) -> list[str]:
+    """Validation patients of ``split`` that a base model with split ``base`` was trained on.
+
+    Fine-tuned weights scored on such patients look better than they are; the trainer warns about
+    them and the model card names them.
+    """
+    if base is None:
+        return []
+    trained = set(base.train)
+    return [p for p in split.val if p in trained]
 
 
 def split_patients(
@@ -166,6 +236,17 @@ def _fold_split(ids: list[str], mode: str, seed: int, blocks: int, folds: int, f
 
 def split_for_config(patient_ids: list[str], config: TrainConfig) -> Split:
     """The split a training run with ``config`` uses (the one call the trainer and the app share)."""
+    if config.split_file:
+        return reuse_split(
+            patient_ids,
+            load_split_file(config.split_file),
+            config.split_file,
+            config.val_fraction,
+            config.val_patients,
+            config.split_mode,
+            config.seed,
+            config.split_blocks,
+        )
     return split_patients(
         patient_ids,
         config.val_fraction,

@@ -50,7 +50,7 @@ from brainviewer.files import write_atomic
 from brainviewer.losses import get_loss
 from brainviewer.model import Segmenter, build_model, load_model, save_weights
 from brainviewer.preprocessing import Preprocessing, letterbox, normalise, prepare_unit
-from brainviewer.split import Split, split_for_config
+from brainviewer.split import Split, base_trained_val, split_for_config, weights_split
 
 logger = logging.getLogger(__name__)
 
@@ -437,6 +437,17 @@ def _train(
         len(split.val),
         len(val_set),
     )
+    if config.init_weights and rank == 0:
+        trained_on = base_trained_val(split, weights_split(config.init_weights))
+        if trained_on:
+            logger.warning(
+                "%d of the %d validation patients were in the base model's training set (%s): validation "
+                "figures will flatter this run. Keep them held out with --split-file %s",
+                len(trained_on),
+                len(split.val),
+                ", ".join(trained_on[:5]) + (", ..." if len(trained_on) > 5 else ""),
+                config.init_weights,
+            )
 
     # model and preprocessing
     if config.init_weights:

@@ -50,7 +50,7 @@ from brainviewer.review import (
     items_from_uploads,
     phantom_items,
 )
-from brainviewer.split import Split, patient_of_file, weights_split
+from brainviewer.split import SPLIT_FILE, Split, patient_of_file, weights_split
 from brainviewer.weights import WEIGHTS_ENV, default_weights_spec, list_local_weights, resolve_weights_folder
 
 logger = logging.getLogger(__name__)
@@ -1155,6 +1155,15 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
             "each (e.g. 3 for figshare, numbered in three tumour-type ranges).",
         )
         seed = c5.number_input("Seed", 0, 2**31 - 1, 42, key="finetune_seed")
+        keep_base_split = st.checkbox(
+            "Keep the base model's split",
+            value=True,
+            key="finetune_keep_base_split",
+            help="When the base weights come with a split.json: the patients they were validated on stay held out "
+            "and those they were trained on stay in training, so validation is never on a patient the base model "
+            "has seen; the dataset's other patients are split by the settings above. Off: draw a new split. "
+            "Ignored with cross-validation folds.",
+        )
         c1, c2, c3, c4 = st.columns(4)
         epochs = c1.number_input("Epochs", 1, 1000, 10, key="finetune_epochs")
         lr = c2.number_input("Learning rate", 1e-6, 1.0, 3e-4, format="%.1e", key="finetune_lr", step=1e-5)
@@ -1240,6 +1249,8 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
     if not submitted:
         return None
     init_weights = "" if base == FROM_SCRATCH else choices[base]
+    base_split = Path(init_weights) / SPLIT_FILE if init_weights else None
+    split_file = str(base_split) if keep_base_split and not cv_folds and base_split and base_split.is_file() else ""
     try:
         if init_weights:  # the trainer uses the base model's architecture and size
             described = runs_lib.weights_summary(init_weights)
@@ -1251,6 +1262,7 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
             val_patients=int(val_patients),
             split_mode=split_mode,
             split_blocks=int(split_blocks),
+            split_file=split_file,
             cv_folds=int(cv_folds),
             cv_fold=int(cv_fold),
             seed=int(seed),

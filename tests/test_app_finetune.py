@@ -223,3 +223,25 @@ def test_sampling_and_cross_validation_options_reach_the_run(page_env, phantom_d
     assert not at.exception, [e.value for e in at.exception]
     config = TrainConfig.load(runs_dir / "fold-1" / "config.json")
     assert (config.cv_folds, config.cv_fold, config.missing_sequence_prob, config.empty_fraction) == (3, 1, 0.25, 0.4)
+
+
+def test_a_base_with_a_split_keeps_it_unless_unticked(page_env, phantom_dataset: Path) -> None:
+    from brainviewer.datasets import open_dataset
+    from brainviewer.split import split_patients
+
+    runs_dir, weights_dir = page_env
+    base_split = split_patients(open_dataset(phantom_dataset).patient_ids, val_count=2, seed=11)
+    base_split.save(weights_dir / "current" / "split.json")
+    at = new_page().run()
+    fill_start_form(at, phantom_dataset, "kept")
+    assert at.checkbox(key="finetune_keep_base_split").value is True
+    button(at, "Start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    config = TrainConfig.load(runs_dir / "kept" / "config.json")
+    assert Path(config.split_file) == (weights_dir / "current" / "split.json").resolve()
+
+    at.text_input(key="finetune_name").set_value("redrawn")
+    at.checkbox(key="finetune_keep_base_split").uncheck()
+    button(at, "Start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert TrainConfig.load(runs_dir / "redrawn" / "config.json").split_file == ""

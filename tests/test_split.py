@@ -167,3 +167,51 @@ def test_config_folds_reach_the_split_and_a_split_file_without_them_still_loads(
         TrainConfig(cv_folds=4, cv_fold=4)
     with pytest.raises(ValueError, match="cv_folds must be"):
         TrainConfig(cv_folds=1)
+
+
+def test_reuse_split_keeps_listed_patients_on_their_side_and_splits_the_new_ones() -> None:
+    from brainviewer.split import reuse_split
+
+    saved = Split(train=["p1", "p2", "p3"], val=["p4"], mode="random", seed=42)
+    new = [f"n{i}" for i in range(1, 11)]
+    split = reuse_split(["p3", "p4", "p1", "p2", *new], saved, "base/split.json", val_fraction=0.2, seed=5)
+    drawn = split_patients(new, val_fraction=0.2, seed=5)
+    assert split.val == [*drawn.val, "p4"] and len(drawn.val) == 2  # natural order: n.. before p..
+    assert split.train == [*drawn.train, "p1", "p2", "p3"]
+    assert (split.source, split.mode, split.seed) == ("base/split.json", "random", 42)
+    # patients the saved split lists but the dataset lacks are simply absent; a lone new one trains
+    split = reuse_split(["p1", "p4", "n1"], saved)
+    assert (split.train, split.val) == (["n1", "p1"], ["p4"])
+    with pytest.raises(ValueError, match="holds out none of the dataset's 3 patients"):
+        reuse_split(["p1", "p2", "n1"], saved, "base")
+
+
+def test_load_split_file_from_a_file_or_a_folder_and_clear_errors(tmp_path: Path) -> None:
+    from brainviewer.split import load_split_file
+
+    split = Split(train=["a", "b"], val=["c"], mode="random", seed=1)
+    split.save(tmp_path / "split.json")
+    assert load_split_file(tmp_path) == split == load_split_file(tmp_path / "split.json")
+    with pytest.raises(ValueError, match=r"no split file at .*give a split\.json"):
+        load_split_file(tmp_path / "nowhere")
+    (tmp_path / "bad.json").write_text('{"patients": ["a"]}')
+    with pytest.raises(ValueError, match=r"not a brainviewer split\.json"):
+        load_split_file(tmp_path / "bad.json")
+    (tmp_path / "bad2.json").write_text('{"train": "a", "val": "b", "mode": "random", "seed": 1}')
+    with pytest.raises(ValueError, match="must be lists of patient ids"):
+        load_split_file(tmp_path / "bad2.json")
+
+
+def test_config_split_file_reaches_the_split_and_excludes_folds(tmp_path: Path) -> None:
+    from brainviewer.config import TrainConfig
+    from brainviewer.split import base_trained_val, split_for_config
+
+    base = split_patients(IDS, seed=42)
+    base.save(tmp_path / "split.json")
+    assert base_trained_val(split_for_config(IDS, TrainConfig(split_file=str(tmp_path), seed=7)), base) == []
+    assert split_for_config(IDS, TrainConfig(split_file=str(tmp_path), seed=7)).val == base.val
+    redrawn = split_for_config(IDS, TrainConfig(seed=7))  # another seed: some held-out patients were trained on
+    assert base_trained_val(redrawn, base) == [p for p in redrawn.val if p in base.train] != []
+    assert base_trained_val(redrawn, None) == []
+    with pytest.raises(ValueError, match="split_file and cv_folds exclude each other"):
+        TrainConfig(split_file=str(tmp_path), cv_folds=3)

@@ -452,6 +452,31 @@ def test_a_cross_validation_fold_trains_on_its_split_and_says_so(phantom_dataset
     assert "fold 3 of 3 of a cross-validation" in (run_dir / "best" / "README.md").read_text()
 
 
+def test_fine_tuning_warns_about_validation_patients_the_base_trained_on_unless_it_keeps_the_base_split(
+    reference_run: Path, phantom_dataset: Path, tmp_path: Path
+) -> None:
+    from brainviewer.split import base_trained_val
+
+    base = reference_run / "best"
+    base_split = Split.load(base / "split.json")
+    redrawn = train(
+        tiny_config(phantom_dataset, tmp_path, "R", max_steps=2, init_weights=str(base), seed=4, val_patients=2)
+    )
+    trained_on = base_trained_val(Split.load(redrawn / "split.json"), base_split)
+    assert trained_on, "seed 4 was chosen so that the new split validates on a patient the base trained on"
+    assert "were in the base model's training set" in (redrawn / "train.log").read_text()
+    assert "**Caution**" in (redrawn / "best" / "README.md").read_text()
+
+    kept = train(
+        tiny_config(phantom_dataset, tmp_path, "K", max_steps=2, init_weights=str(base), split_file=str(base), seed=4)
+    )
+    split = Split.load(kept / "split.json")
+    assert (split.train, split.val, split.source) == (base_split.train, base_split.val, str(base))
+    assert "base model's training set" not in (kept / "train.log").read_text()
+    card = (kept / "best" / "README.md").read_text()
+    assert "reusing the saved split" in card and "**Caution**" not in card
+
+
 def test_config_rejects_bad_values(phantom_dataset: Path) -> None:
     with pytest.raises(ValueError, match="loss must be one of"):
         TrainConfig(loss="l2")
