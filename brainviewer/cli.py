@@ -1,4 +1,4 @@
-"""Command line: ``python -m brainviewer {train,evaluate,cv-evaluate,predict,benchmark,export-onnx,push}``."""
+"""Command line: ``python -m brainviewer {train,evaluate,cv-evaluate,average,predict,benchmark,export-onnx,push}``."""
 
 from __future__ import annotations
 
@@ -90,6 +90,16 @@ def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
             for p in result.report.patients:
                 print(f"{result.name:24s} {p.patient_id:32s} dice {p.volume_dice:.4f}")
     print(json.dumps(pooled_summary(results, len(dataset.patient_ids)), indent=2))
+    return 0
+
+
+def _cmd_average(args: argparse.Namespace) -> int:
+    from brainviewer.average import write_average
+
+    folder, summary = write_average(args.weights, args.out, args.data, overwrite=args.overwrite, device=args.device)
+    if summary is not None:
+        print(json.dumps(summary, indent=2))
+    print(folder)
     return 0
 
 
@@ -215,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--overwrite", action="store_true", help="replace existing report files in --out")
     cv.add_argument("--quiet", action="store_true", help="print only the summary")
     cv.set_defaults(func=_cmd_cv_evaluate)
+
+    av = sub.add_parser(
+        "average",
+        help="average the weights of models fine-tuned from one another (a model soup)",
+        description="Writes the uniform average of two or more weights folders of one architecture and input "
+        "as a new weights folder with a model card listing the sources. With --data, its threshold and "
+        "post-processing are chosen on the validation patients of the sources' common split.json.",
+    )
+    av.add_argument("weights", nargs="+", help="weights folders (two or more), e.g. runs/a/best runs/b/best")
+    av.add_argument("--out", required=True, help="the new weights folder, e.g. weights/my-soup")
+    av.add_argument("--data", help="dataset holding the validation patients of the sources' split")
+    av.add_argument("--device", default=None, help="cpu, cuda (default: CUDA if available)")
+    av.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    av.set_defaults(func=_cmd_average)
 
     pr = sub.add_parser("predict", help="write predicted masks for files or folders")
     pr.add_argument("inputs", nargs="+", help="scan files or folders (searched recursively; *_mask files skipped)")

@@ -18,14 +18,19 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from brainviewer.datasets import Dataset, load_arrays
 from brainviewer.metrics import Counts, counts, dice_from_counts
 from brainviewer.postprocess import postprocess_volume
+
+if TYPE_CHECKING:
+    from brainviewer.model import Segmenter
+    from brainviewer.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +258,39 @@ def choose_setting(reports: Sequence[EvaluationReport], max_fp_rate: float = 0.0
     if ok:
         return max(ok, key=lambda r: (round(r.mean_dice, 4), -r.min_component_px))
     return min(reports, key=lambda r: (r.fp_rate or 0.0, -r.mean_dice))
+
+
+def choose_postprocessing(
+    segmenter: Segmenter, dataset: Dataset, batch_size: int = 16
+) -> tuple[EvaluationReport, list[EvaluationReport]]:
+    """Choose threshold, post-processing and flip TTA for ``segmenter`` on validation data.
+
+    One pass over ``dataset``'s scans and their mirrors scores every setting of
+    :func:`default_sweep`, without and with flip TTA; :func:`choose_setting` picks one.
+
+    Returns:
+        ``(chosen report, every report scored)``; apply the choice with :func:`with_setting`.
+    """
+    sweep = default_sweep(segmenter.prep.threshold)
+    plain, flipped = evaluate_probs_variants(
+        dataset, lambda scans: segmenter.predict_probs_plain_and_flip(scans, batch_size), [sweep, sweep]
+    )
+    for report in flipped:
+        report.tta_flip = True
+    candidates = plain + flipped  # plain first: on a tie the cheaper setting wins
+    return choose_setting(candidates), candidates
+
+
+def with_setting(prep: Preprocessing, report: EvaluationReport) -> Preprocessing:
+    """``prep`` with the threshold, post-processing and TTA of ``report``."""
+    return replace(
+        prep,
+        threshold=report.threshold,
+        min_component_px=report.min_component_px,
+        keep_largest=report.keep_largest,
+        volume_keep_largest=report.volume_keep_largest,
+        tta_flip=report.tta_flip,
+    )
 
 
 REPORT_PATIENT_COLUMNS = (

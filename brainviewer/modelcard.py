@@ -38,6 +38,34 @@ def _trained_on_lines(config: TrainConfig, split: dict) -> list[str]:
     ]
 
 
+def front_matter(title: str, origin: str, in_channels: int, input_size: int) -> list[str]:
+    """Card lines up to the data section: Hub metadata, title, origin sentence, caution, input."""
+    return [
+        "---",
+        "library_name: segmentation-models-pytorch",
+        "tags: [medical-imaging, brain-mri, tumour-segmentation, brainviewer]",
+        "license: mit",
+        "---",
+        f"# brainviewer model: {title}",
+        "",
+        origin,
+        "",
+        "**Not a medical device**: for research and for reviewing model behaviour, never for diagnosis. "
+        "It was validated only on the held-out patients below, from the same public dataset.",
+        "",
+        "## Input",
+        f"- {in_channels} channel(s) "
+        + (
+            "(pre-contrast, FLAIR, post-contrast, as in the LGG dataset; a grayscale scan is repeated into all three)"
+            if in_channels == 3
+            else "(grayscale)"
+        )
+        + f"; any size, letterboxed to {input_size}x{input_size}; the mask comes back at the "
+        "scan's size. Preprocessing and the chosen threshold are in `preprocessing.json`.",
+        "",
+    ]
+
+
 def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path) -> str:
     """Markdown model card: data, split, configuration, training, validation metrics."""
     split_path = run_dir / "split.json"
@@ -45,34 +73,19 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
 
     split = json.loads(split_path.read_text()) if split_path.exists() else {"train": [], "val": []}
     hours = getattr(state, "train_seconds", 0.0) / 3600
+    origin = (
+        "fine-tuned from another brainviewer model."
+        if config.init_weights
+        else "trained from scratch (no ImageNet weights)."
+    )
     lines = [
-        "---",
-        "library_name: segmentation-models-pytorch",
-        "tags: [medical-imaging, brain-mri, tumour-segmentation, brainviewer]",
-        "license: mit",
-        "---",
-        f"# brainviewer model: {config.arch} / {config.encoder}",
-        "",
-        "Binary tumour segmentation of 2-D brain MRI slices with brainviewer (`python -m brainviewer train`), "
-        + (
-            "fine-tuned from another brainviewer model."
-            if config.init_weights
-            else "trained from scratch (no ImageNet weights)."
+        *front_matter(
+            f"{config.arch} / {config.encoder}",
+            "Binary tumour segmentation of 2-D brain MRI slices with brainviewer (`python -m brainviewer train`), "
+            + origin,
+            config.in_channels,
+            config.input_size,
         ),
-        "",
-        "**Not a medical device**: for research and for reviewing model behaviour, never for diagnosis. "
-        "It was validated only on the held-out patients below, from the same public dataset.",
-        "",
-        "## Input",
-        f"- {config.in_channels} channel(s) "
-        + (
-            "(pre-contrast, FLAIR, post-contrast, as in the LGG dataset; a grayscale scan is repeated into all three)"
-            if config.in_channels == 3
-            else "(grayscale)"
-        )
-        + f"; any size, letterboxed to {config.input_size}x{config.input_size}; the mask comes back at the "
-        "scan's size. Preprocessing and the chosen threshold are in `preprocessing.json`.",
-        "",
         "## Data",
         f"- Dataset: `{Path(config.data).name}` (path at training time: `{config.data}`)"
         + (f"; base model `{Path(config.init_weights).name}`" if config.init_weights else ""),
@@ -103,9 +116,15 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
         "- Full configuration: `train_config.json`",
         "",
         "## Validation (per patient volume, Buda et al. 2019 protocol)",
-        "| metric | value |",
-        "|---|---|",
     ]
+    lines += validation_table(summary)
+    lines += ["", "Reproduce: `python -m brainviewer evaluate DATASET --weights THIS_FOLDER --split split.json`", ""]
+    return "\n".join(lines)
+
+
+def validation_table(summary: dict) -> list[str]:
+    """Markdown rows (header included) of an evaluation summary's figures and settings."""
+    lines = ["| metric | value |", "|---|---|"]
     for key in (
         "patients",
         "slices",
@@ -122,5 +141,4 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
     ):
         if key in summary:
             lines.append(f"| {key} | {_fmt(summary[key])} |")
-    lines += ["", "Reproduce: `python -m brainviewer evaluate DATASET --weights THIS_FOLDER --split split.json`", ""]
-    return "\n".join(lines)
+    return lines

@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -41,10 +41,10 @@ from brainviewer.config import TrainConfig
 from brainviewer.datasets import Dataset, load_arrays, open_dataset
 from brainviewer.evaluate import (
     EvaluationReport,
-    choose_setting,
+    choose_postprocessing,
     default_sweep,
     evaluate_probs,
-    evaluate_probs_variants,
+    with_setting,
 )
 from brainviewer.files import write_atomic
 from brainviewer.losses import get_loss
@@ -770,23 +770,8 @@ def _finalise(run_dir: Path, segmenter: Segmenter, val_set: Dataset, config: Tra
     if not best_dir.is_dir():
         return
     best = Segmenter.from_folder(best_dir, device=segmenter.device)
-    sweep = default_sweep(best.prep.threshold)
-    # One pass of the scans and their mirrors scores every setting without and with flip TTA.
-    plain, flipped = evaluate_probs_variants(
-        val_set, lambda scans: best.predict_probs_plain_and_flip(scans, 16), [sweep, sweep]
-    )
-    for report in flipped:
-        report.tta_flip = True
-    candidates: list[EvaluationReport] = plain + flipped  # plain first: on a tie the cheaper setting wins
-    chosen = choose_setting(candidates)
-    best.prep = replace(
-        best.prep,
-        threshold=chosen.threshold,
-        min_component_px=chosen.min_component_px,
-        keep_largest=chosen.keep_largest,
-        volume_keep_largest=chosen.volume_keep_largest,
-        tta_flip=chosen.tta_flip,
-    )
+    chosen, candidates = choose_postprocessing(best, val_set)
+    best.prep = with_setting(best.prep, chosen)
     summary = chosen.summary()
     logger.info(
         "chosen on validation: threshold %.2f, min component %d px, largest 3-D component %s, flip TTA %s"
