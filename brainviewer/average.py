@@ -117,21 +117,32 @@ def common_split(folders: Sequence[str | Path]) -> Split | None:
 
 @dataclass(frozen=True)
 class Source:
-    """One averaged model: its folder, checksum and validation mean per-volume Dice (if recorded)."""
+    """One averaged model: its folder, checksum, validation mean per-volume Dice and training
+    configuration (each ``None`` when its folder does not record it)."""
 
     folder: str
     sha256: str
     mean_volume_dice: float | None
+    train_config: dict | None
 
 
 def _source(folder: str | Path) -> Source:
     folder = Path(folder)
     digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    return Source(
+        str(folder.resolve()),
+        digest,
+        _read_json(folder / "validation.json").get("mean_volume_dice"),
+        _read_json(folder / "train_config.json") or None,
+    )
+
+
+def _read_json(path: Path) -> dict:
     try:
-        dice = json.loads((folder / "validation.json").read_text()).get("mean_volume_dice")
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
-        dice = None
-    return Source(str(folder.resolve()), digest, dice)
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def render_average_card(sources: Sequence[Source], model: nn.Module, prep: Preprocessing, summary: dict | None) -> str:
@@ -148,7 +159,11 @@ def render_average_card(sources: Sequence[Source], model: nn.Module, prep: Prepr
     for source in sources:
         dice = "n/a" if source.mean_volume_dice is None else f"{source.mean_volume_dice:.4f}"
         lines.append(f"| `{source.folder}` | {source.sha256[:12]} | {dice} |")
-    lines += ["", "Each source's model card (data, split, configuration, training) lies in its folder.", ""]
+    lines += [
+        "",
+        "Each source's training configuration is in `average.json`; its model card lies in its folder.",
+        "",
+    ]
     if summary is None:
         lines += ["## Validation", "Not scored: no dataset was given, or the sources share no split.", ""]
     else:

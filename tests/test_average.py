@@ -83,6 +83,7 @@ def test_write_average_scores_on_the_common_split_and_records_its_sources(
     for folder in (a, b):
         split.save(folder / "split.json")
         (folder / "validation.json").write_text(json.dumps({"mean_volume_dice": 0.5}))
+    (a / "train_config.json").write_text(json.dumps({"lr": 0.0003}))
     assert common_split([a, b]) == split
 
     out, summary = write_average([a, b], tmp_path / "weights" / "soup", phantom_dataset, device="cpu")
@@ -93,6 +94,7 @@ def test_write_average_scores_on_the_common_split_and_records_its_sources(
     record = json.loads((out / SOURCES_FILE).read_text())
     assert [s["folder"] for s in record["sources"]] == [str(a.resolve()), str(b.resolve())]
     assert all(len(s["sha256"]) == 64 and s["mean_volume_dice"] == 0.5 for s in record["sources"])
+    assert [s["train_config"] for s in record["sources"]] == [{"lr": 0.0003}, None]
     card = (out / "README.md").read_text()
     assert "weight average" in card and "0.5000" in card and f"{summary['mean_volume_dice']:.4f}" in card
     prep = Segmenter.from_folder(out, device="cpu").prep
