@@ -23,10 +23,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from brainviewer.datasets import open_dataset
-    from brainviewer.evaluate import evaluate_probs, write_report
+    from brainviewer.evaluate import evaluate_probs, read_groups, write_report
     from brainviewer.split import Split
     from brainviewer.weights import resolve_segmenter
 
+    group_of = read_groups(args.groups) if args.groups else {}  # a bad CSV fails before the long part
     segmenter = resolve_segmenter(args.weights, device=args.device, revision=args.revision)
     if args.tta is not None:
         segmenter.prep = replace(segmenter.prep, tta_flip=args.tta)
@@ -49,6 +50,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         0
     ]
     report.tta_flip = segmenter.prep.tta_flip
+    report.group_of = group_of
     print(file=sys.stderr)
     if args.out:
         paths = write_report(report, args.out, overwrite=args.overwrite)
@@ -204,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="keep only the largest 3-D component of each patient's prediction, or not; default: the weights'",
+    )
+    ev.add_argument(
+        "--groups",
+        help="CSV of patient (or file) and group, e.g. figshare's labels.csv: adds per-group mean and median Dice",
     )
     ev.add_argument("--out", help="folder for evaluation.json, per_patient.csv and per_patient_dice.png")
     ev.add_argument("--overwrite", action="store_true", help="replace existing report files in --out")

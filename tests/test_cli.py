@@ -82,6 +82,25 @@ def test_evaluate_with_flip_tta(phantom_dataset: Path, tiny_weights: Path, capsy
     assert (plain["tta_flip"], flipped["tta_flip"]) == (False, True)
 
 
+def test_evaluate_with_groups(
+    phantom_dataset: Path, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from brainviewer.datasets import open_dataset
+
+    ids = open_dataset(phantom_dataset).patient_ids
+    groups = tmp_path / "groups.csv"
+    groups.write_text("patient_id,group\n" + "".join(f"{p},{'even' if i % 2 else 'odd'}\n" for i, p in enumerate(ids)))
+    args = ["evaluate", str(phantom_dataset), "--weights", str(tiny_weights), "--device", "cpu", "--quiet"]
+    assert main([*args, "--groups", str(groups)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {name: g["patients"] for name, g in summary["groups"].items()} == {
+        "even": len(ids) // 2,
+        "odd": len(ids) // 2,
+    }
+    assert main([*args, "--groups", str(tmp_path / "nowhere.csv")]) == 2
+    assert "cannot read groups" in capsys.readouterr().err
+
+
 def test_evaluate_one_side_of_a_split(
     phantom_dataset: Path, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

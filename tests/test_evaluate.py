@@ -21,6 +21,7 @@ from brainviewer.evaluate import (
     default_sweep,
     evaluate_probs,
     evaluate_probs_variants,
+    read_groups,
     write_report,
 )
 
@@ -231,3 +232,29 @@ def test_write_report(reports: list[EvaluationReport], tmp_path: Path) -> None:
     assert {name: p.read_bytes() for name, p in paths.items()} == before
     write_report(reports[1], out, overwrite=True)
     assert json.loads(paths["json"].read_text())["summary"]["min_component_px"] == 2
+
+
+def test_groups_from_a_labels_csv_and_their_figures_by_hand(reports: list[EvaluationReport], tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label,label_name\nP1.png,1,meningioma\nP2.png,1,meningioma\nP9.png,2,glioma\n")
+    group_of = read_groups(labels)
+    assert group_of == {"P1": "meningioma", "P2": "meningioma", "P9": "glioma"}
+    summary = replace(reports[0], group_of=group_of).summary()
+    assert summary["groups"] == {  # P1 0.7, P2 1.0; P3 (0.0) is in no group; glioma has no evaluated patient
+        "(no group)": {"patients": 1, "mean_volume_dice": 0.0, "median_volume_dice": 0.0},
+        "meningioma": {
+            "patients": 2,
+            "mean_volume_dice": pytest.approx(0.85),
+            "median_volume_dice": pytest.approx(0.85),
+        },
+    }
+    assert "groups" not in reports[0].summary()
+    (tmp_path / "ids.csv").write_text("patient_id,group\nP3,x\n")
+    assert read_groups(tmp_path / "ids.csv") == {"P3": "x"}
+    (tmp_path / "bad.csv").write_text("name,kind\nP1,a\n")
+    with pytest.raises(ValueError, match="needs a patient column"):
+        read_groups(tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match="cannot read groups"):
+        read_groups(tmp_path / "missing.csv")
