@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from brainviewer import ui
+from brainviewer.evaluate import NO_GROUP, group_summaries, read_groups
 from brainviewer.exports import evaluation_json, evaluation_patients_csv, evaluation_slices_csv
 from brainviewer.review import SYNTHETIC_LABEL
 from brainviewer.runs import patient_dice_figure
@@ -185,6 +186,49 @@ right.caption(
     f"At t = {float(threshold):.2f}: precision {at_threshold['precision']:.3f}, recall {at_threshold['recall']:.3f} "
     f"({at_threshold['tp']} tumour slices found, {at_threshold['fp']} false alarms, {at_threshold['fn']} missed)."
 )
+
+# --- per group (e.g. tumour type), from a CSV beside the dataset (figshare's labels.csv) or one given here
+with st.expander("By group (tumour type, scanner, ...)", expanded=(Path(root) / "labels.csv").is_file()):
+    default_groups = Path(root) / "labels.csv"
+    groups_text = st.text_input(
+        "Groups CSV",
+        value=str(default_groups) if default_groups.is_file() else "",
+        key="eval_groups",
+        placeholder="/data/figshare/labels.csv",
+        help="A CSV with a patient column (patient_id, patient, or file: counted by its stem) and a group column "
+        "(label_name, group or label), such as figshare's labels.csv. Defaults to labels.csv in the dataset folder.",
+    ).strip()
+    if groups_text:
+        try:
+            group_of = read_groups(Path(groups_text).expanduser())
+        except ValueError as err:
+            st.error(str(err), icon=":material/error:")
+            group_of = {}
+        if group_of:
+            by_group = group_summaries(report.patients, group_of)
+            st.dataframe(
+                pd.DataFrame([{"group": name, **figures} for name, figures in by_group.items()]),
+                hide_index=True,
+                key="eval_groups_table",
+                column_config={
+                    "mean_volume_dice": st.column_config.NumberColumn("mean Dice", format="%.3f"),
+                    "median_volume_dice": st.column_config.NumberColumn("median Dice", format="%.3f"),
+                },
+            )
+            boxes = go.Figure()
+            for name in by_group:
+                values = [p.volume_dice for p in report.patients if group_of.get(p.patient_id, NO_GROUP) == name]
+                boxes.add_box(y=values, name=name, boxpoints="all", jitter=0.4, pointpos=0)
+            boxes.update_layout(
+                title="Per-patient Dice by group",
+                yaxis={"title": "volume Dice", "range": [0, 1.02]},
+                height=320,
+                margin={"t": 40, "b": 10, "l": 10, "r": 10},
+                showlegend=False,
+            )
+            st.plotly_chart(boxes, key="eval_groups_box")
+    else:
+        st.caption("Give a CSV that maps patients to groups to see the Dice of each group.")
 
 # --- worst patients and slices, with a way to open them on the Patients page
 source = "phantom" if synthetic else "dataset"

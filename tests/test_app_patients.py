@@ -152,6 +152,39 @@ def test_evaluation_page_shows_the_mean_dice_and_opens_a_patient(
     assert at.slider(key="patient_slice").value == slice_number
 
 
+def test_evaluation_page_shows_dice_by_group_from_a_groups_csv(
+    app_env: None, monkeypatch: pytest.MonkeyPatch, phantom_dataset: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    from brainviewer.evaluate import group_summaries
+
+    monkeypatch.setenv("BRAINVIEWER_DATA", str(phantom_dataset))
+    at = open_page("pages/evaluation.py")
+    at.button(key="eval_run").click().run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="eval_groups").value == ""  # no labels.csv beside the phantom dataset
+
+    ids = open_dataset(phantom_dataset).patient_ids
+    group_of = {p: ("first half" if i < len(ids) // 2 else "second half") for i, p in enumerate(ids[:-1])}
+    groups = tmp_path / "groups.csv"
+    groups.write_text("patient_id,group\n" + "".join(f"{p},{g}\n" for p, g in group_of.items()))
+    at.text_input(key="eval_groups").set_value(str(groups)).run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "group" in d.value.columns)
+    segmenter = Segmenter.from_folder(tiny_weights, device="cpu")
+    expected = evaluate_dataset(
+        open_dataset(phantom_dataset), lambda scans: segmenter.predict_probs_batch(scans, 16), segmenter.prep.threshold
+    )
+    by_group = group_summaries(expected.report.patients, group_of)
+    assert list(table["group"]) == ["(no group)", "first half", "second half"] == list(by_group)
+    assert list(table["patients"]) == [1, len(ids) // 2, len(ids) - len(ids) // 2 - 1]
+    assert np.allclose(table["mean_volume_dice"], [g["mean_volume_dice"] for g in by_group.values()])
+
+    (tmp_path / "bad.csv").write_text("name,kind\nx,y\n")
+    at.text_input(key="eval_groups").set_value(str(tmp_path / "bad.csv")).run()
+    assert not at.exception, at.exception
+    assert any("needs a patient column" in e.value for e in at.error)
+
+
 def test_pages_apply_the_weights_volume_post_processing_and_tta(
     app_env: None, monkeypatch: pytest.MonkeyPatch, phantom_dataset: Path, tiny_weights: Path, tmp_path: Path
 ) -> None:
