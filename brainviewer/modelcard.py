@@ -90,9 +90,8 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
         f"- Dataset: `{Path(config.data).name}` (path at training time: `{config.data}`)"
         + (f"; base model `{Path(config.init_weights).name}`" if config.init_weights else ""),
         (
-            f"- Split by patient, reusing the saved split `{config.split_file}` (the patients it lists keep their "
-            "side): "
-            if config.split_file
+            f"- Split by patient, reusing the saved split `{split['source']}` (the patients it lists keep their side): "
+            if split.get("source")
             else f"- Split by patient ({split.get('mode', config.split_mode)}"
             + (
                 f", fold {config.cv_fold + 1} of {config.cv_folds} of a cross-validation"

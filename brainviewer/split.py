@@ -109,7 +109,9 @@ def reuse_split(
 
     The patients ``saved`` does not list are split by the other arguments as in
     :func:`split_patients` (a lone one goes to training). So fine-tuning a model on its own
-    dataset with its own split never validates on a patient the model was trained on.
+    dataset with its own split never validates on a patient the model was trained on. When
+    ``saved`` lists none of the patients, the result is exactly :func:`split_patients`'s, with
+    an empty ``source``.
 
     Raises:
         ValueError: duplicate ids, or no validation patient at all.
@@ -120,6 +122,8 @@ def reuse_split(
     saved_val, saved_train = set(saved.val), set(saved.train)
     val = [p for p in ids if p in saved_val]
     new = [p for p in ids if p not in saved_val and p not in saved_train]
+    if len(new) == len(ids):  # another dataset (e.g. fine-tuning an LGG model on figshare): nothing to keep
+        return split_patients(ids, val_fraction, val_count, mode, seed, blocks)
     if len(new) >= 2:
         val += split_patients(new, val_fraction, val_count, mode, seed, blocks).val
     if not val:

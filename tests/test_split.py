@@ -184,6 +184,8 @@ def test_reuse_split_keeps_listed_patients_on_their_side_and_splits_the_new_ones
     assert (split.train, split.val) == (["n1", "p1"], ["p4"])
     with pytest.raises(ValueError, match="holds out none of the dataset's 3 patients"):
         reuse_split(["p1", "p2", "n1"], saved, "base")
+    # a split of another dataset keeps nothing: the plain split, not marked as reused
+    assert reuse_split(new, saved, "base", val_fraction=0.2, seed=5) == split_patients(new, 0.2, seed=5)
 
 
 def test_load_split_file_from_a_file_or_a_folder_and_clear_errors(tmp_path: Path) -> None:
