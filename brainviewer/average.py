@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from brainviewer.files import read_json_object
 from brainviewer.model import Segmenter, default_device, load_model, save_weights
 from brainviewer.modelcard import front_matter, validation_table
 from brainviewer.preprocessing import Preprocessing
-from brainviewer.split import SPLIT_FILE, Split, base_trained_val, weights_split
+from brainviewer.split import SPLIT_FILE, Split, weights_split
 
 logger = logging.getLogger(__name__)
 
@@ -132,17 +133,9 @@ def _source(folder: str | Path) -> Source:
     return Source(
         str(folder.resolve()),
         digest,
-        _read_json(folder / "validation.json").get("mean_volume_dice"),
-        _read_json(folder / "train_config.json") or None,
+        read_json_object(folder / "validation.json").get("mean_volume_dice"),
+        read_json_object(folder / "train_config.json") or None,
     )
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def render_average_card(sources: Sequence[Source], model: nn.Module, prep: Preprocessing, summary: dict | None) -> str:
@@ -202,7 +195,7 @@ def write_average(
 
     Raises:
         ValueError: see :func:`average_models`; ``data`` without a common split, or with none of
-            its validation patients; a validation patient some source trained on.
+            its validation patients.
         FileExistsError: ``out`` exists and ``overwrite`` is false.
     """
     from brainviewer.datasets import open_dataset
@@ -213,7 +206,6 @@ def write_average(
         raise FileExistsError(f"{out} already exists; choose another name or pass overwrite=True")
     model, prep = average_models(folders)
     split = common_split(folders)
-    extra = {SOURCES_FILE: ""}
     summary = None
     sweep = None
     if data is not None:
@@ -222,10 +214,6 @@ def write_average(
                 "the sources do not share one split.json, so no patient is held out from all of them; "
                 "average models trained on one split, or leave out the dataset"
             )
-        for folder in folders:
-            trained_on = base_trained_val(split, weights_split(folder))
-            if trained_on:  # cannot happen with one common split; kept as a guard for hand-made folders
-                raise ValueError(f"{folder} was trained on validation patients {trained_on[:3]}")
         dataset = open_dataset(data).subset(split.val)
         if not len(dataset):
             raise ValueError(f"none of the {len(split.val)} validation patients of the sources' split are in {data}")
@@ -238,7 +226,7 @@ def write_average(
         logger.info("average on %d validation patients: mean Dice %.4f", len(split.val), chosen.mean_dice)
     sources = [_source(folder) for folder in folders]
     record = {"sources": [asdict(s) for s in sources], "data": str(data) if data is not None else None}
-    extra[SOURCES_FILE] = json.dumps(record, indent=2) + "\n"
+    extra = {SOURCES_FILE: json.dumps(record, indent=2) + "\n"}
     if split is not None:
         extra[SPLIT_FILE] = json.dumps(asdict(split), indent=2) + "\n"
     if summary is not None:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -57,3 +58,12 @@ def write_new(path: str | Path, data: bytes | str) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def read_json_object(path: str | Path) -> dict:
+    """A JSON object from ``path``, or ``{}`` when it is missing, unreadable (being rewritten) or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from brainviewer.config import TrainConfig
-from brainviewer.files import write_atomic
+from brainviewer.files import read_json_object, write_atomic
 from brainviewer.weights import PROJECT_ROOT, list_local_weights, weights_root
 
 if TYPE_CHECKING:
@@ -134,15 +134,6 @@ def runs_root() -> Path:
 
 def _write_json(path: Path, data: dict) -> None:
     write_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
-def _read_json(path: Path) -> dict:
-    """A JSON object from ``path``, or ``{}`` when it is missing or unreadable (being rewritten)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 @contextlib.contextmanager
@@ -222,7 +213,7 @@ def _reap_children() -> None:
         run_dir = getattr(proc, "run_dir", None)
         if run_dir is None or code <= 0:
             continue  # success, or killed by a signal: status.json (or 'dead') tells the story
-        status = _read_json(run_dir / STATUS_FILE)
+        status = read_json_object(run_dir / STATUS_FILE)
         if status.get("state") == STARTING and status.get("pid") == pid:
             last = tail_log(run_dir, 1, STDOUT_FILE)
             error = f"the training process exited with code {code}" + (f": {last[-1]}" if last else "")
@@ -451,8 +442,8 @@ def read_run(run_dir: str | Path) -> RunInfo:
         config = TrainConfig.load(run_dir / CONFIG_FILE)
     except (ValueError, TypeError) as err:
         raise ValueError(f"{run_dir / CONFIG_FILE} is not a valid training config: {err}") from err
-    status = _read_json(run_dir / STATUS_FILE)
-    launch = _read_json(run_dir / LAUNCH_FILE)
+    status = read_json_object(run_dir / STATUS_FILE)
+    launch = read_json_object(run_dir / LAUNCH_FILE)
     launches = launch.get("launches") or []
     # no status.json: launched by us a moment ago, or a command-line run still loading its data
     state, host, pid = _process_fields(status, launches)
@@ -522,8 +513,8 @@ def cpu_training_threads(runs_dir: str | Path | None = None) -> int:
     total = 0
     for config_file in runs_dir.glob(f"*/{CONFIG_FILE}"):
         run_dir = config_file.parent
-        launches = _read_json(run_dir / LAUNCH_FILE).get("launches") or []
-        state, host, pid = _process_fields(_read_json(run_dir / STATUS_FILE), launches)
+        launches = read_json_object(run_dir / LAUNCH_FILE).get("launches") or []
+        state, host, pid = _process_fields(read_json_object(run_dir / STATUS_FILE), launches)
         if state not in (RUNNING, STARTING) or (host and host != socket.gethostname()) or not process_alive(pid):
             continue
         try:
@@ -748,7 +739,7 @@ def _launch(run_dir: Path, device: str | None = None) -> int:
     config = TrainConfig.load(run_dir / CONFIG_FILE)
     device = device or resolve_device(config.device)
     (run_dir / STOP_FILE).unlink(missing_ok=True)  # a STOP left by the last stop would end it at once
-    previous = _read_json(run_dir / STATUS_FILE)
+    previous = read_json_object(run_dir / STATUS_FILE)
     keep = {k: previous[k] for k in ("epoch", "global_step", "total_steps") if k in previous}
     status = {
         "state": STARTING,
@@ -779,13 +770,13 @@ def _launch(run_dir: Path, device: str | None = None) -> int:
             raise
     proc.run_dir = run_dir  # type: ignore[attr-defined]
     _CHILDREN[proc.pid] = proc
-    launch = _read_json(run_dir / LAUNCH_FILE) or {"created": time.time()}
+    launch = read_json_object(run_dir / LAUNCH_FILE) or {"created": time.time()}
     launch["device"] = device
     launch.setdefault("launches", []).append(
         {"pid": proc.pid, "host": socket.gethostname(), "time": time.time(), "command": command}
     )
     _write_json(run_dir / LAUNCH_FILE, launch)
-    current = _read_json(run_dir / STATUS_FILE)
+    current = read_json_object(run_dir / STATUS_FILE)
     if current.get("state") == STARTING and current.get("pid") is None:  # the trainer has not written yet
         _write_json(run_dir / STATUS_FILE, {**current, "pid": proc.pid})
     logger.info("launched %s (pid %d) on %s", run_dir.name, proc.pid, device)
@@ -880,7 +871,7 @@ def stop_run(run_dir: str | Path, wait_s: float = 5.0) -> RunInfo:
     info = read_run(run_dir)
     if info.status == QUEUED:
         with _flock(run_dir.parent):
-            status = _read_json(run_dir / STATUS_FILE)
+            status = read_json_object(run_dir / STATUS_FILE)
             if status.get("state") == QUEUED:
                 status.update(state=STOPPED, updated=time.time(), note="taken off the queue before it started")
                 status.pop("queued_at", None)
@@ -895,10 +886,10 @@ def stop_run(run_dir: str | Path, wait_s: float = 5.0) -> RunInfo:
             os.kill(info.pid, signal.SIGTERM)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and process_alive(info.pid):
-            if _read_json(run_dir / STATUS_FILE).get("state") != STARTING:
+            if read_json_object(run_dir / STATUS_FILE).get("state") != STARTING:
                 break  # the trainer is up and will stop at its first step
             time.sleep(0.1)
-        status = _read_json(run_dir / STATUS_FILE)
+        status = read_json_object(run_dir / STATUS_FILE)
         if not process_alive(info.pid) and status.get("state") == STARTING:
             status.update(state=STOPPED, updated=time.time(), note="stopped before training started")
             _write_json(run_dir / STATUS_FILE, status)
@@ -961,7 +952,7 @@ def resume_run(run_dir: str | Path, queue: bool = True, force: bool = False) -> 
             raise RunStateError(f"cannot resume {info.name}: {hint}.")
         device = resolve_device(info.config.device)
         if queue and _device_busy(run_dir.parent, device, exclude=info.name):
-            status = _read_json(run_dir / STATUS_FILE)
+            status = read_json_object(run_dir / STATUS_FILE)
             status.update(state=QUEUED, queued_at=time.time(), device=device, updated=time.time())
             for key in ("pid", "error", "note"):
                 status.pop(key, None)
@@ -1086,13 +1077,13 @@ def promote_run(
                     break
                 shutil.rmtree(tmp)
                 tmp.mkdir()
-            info = _read_json(run_dir / STATUS_FILE)
+            info = read_json_object(run_dir / STATUS_FILE)
             provenance = {
                 "run": run_dir.name,
                 "run_dir": str(run_dir.resolve()),
                 "promoted": time.time(),
                 "run_state": info.get("state"),
-                "base_weights": _read_json(run_dir / CONFIG_FILE).get("init_weights") or "from scratch",
+                "base_weights": read_json_object(run_dir / CONFIG_FILE).get("init_weights") or "from scratch",
             }
             (tmp / "promotion.json").write_text(json.dumps(provenance, indent=2) + "\n")
             os.replace(tmp, target)

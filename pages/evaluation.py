@@ -188,8 +188,8 @@ right.caption(
 )
 
 # --- per group (e.g. tumour type), from a CSV beside the dataset (figshare's labels.csv) or one given here
-with st.expander("By group (tumour type, scanner, ...)", expanded=(Path(root) / "labels.csv").is_file()):
-    default_groups = Path(root) / "labels.csv"
+default_groups = Path(root) / "labels.csv"
+with st.expander("By group (tumour type, scanner, ...)", expanded=default_groups.is_file()):
     groups_text = st.text_input(
         "Groups CSV",
         value=str(default_groups) if default_groups.is_file() else "",
