@@ -203,6 +203,11 @@ def process_alive(pid: int | None) -> bool:
     return state not in ("Z", "X") and "brainviewer" in cmdline
 
 
+def track_child(proc: subprocess.Popen) -> None:
+    """Remember a process this process launched, so it is reaped when it ends (no zombie)."""
+    _CHILDREN[proc.pid] = proc
+
+
 def _reap_children() -> None:
     """Collect exit codes of processes this process launched; mark runs that died while starting as failed."""
     for pid, proc in list(_CHILDREN.items()):
@@ -769,7 +774,7 @@ def _launch(run_dir: Path, device: str | None = None) -> int:
             _write_json(run_dir / STATUS_FILE, {**status, "state": FAILED, "error": f"could not launch: {err}"})
             raise
     proc.run_dir = run_dir  # type: ignore[attr-defined]
-    _CHILDREN[proc.pid] = proc
+    track_child(proc)
     launch = read_json_object(run_dir / LAUNCH_FILE) or {"created": time.time()}
     launch["device"] = device
     launch.setdefault("launches", []).append(
@@ -828,7 +833,7 @@ def _spawn_queue_runner(runs_dir: Path) -> None:
             start_new_session=True,
             close_fds=True,
         )
-    _CHILDREN[proc.pid] = proc
+    track_child(proc)
 
 
 def run_queue(runs_dir: str | Path, poll_s: float = QUEUE_POLL_S) -> int:

@@ -51,7 +51,13 @@ from brainviewer.review import (
     phantom_items,
 )
 from brainviewer.split import SPLIT_FILE, Split, patient_of_file, weights_split
-from brainviewer.weights import WEIGHTS_ENV, default_weights_spec, list_local_weights, resolve_weights_folder
+from brainviewer.weights import (
+    WEIGHTS_ENV,
+    default_weights_spec,
+    list_local_weights,
+    resolve_weights_folder,
+    weights_root,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -1039,6 +1045,7 @@ def evaluate_with_progress(
 
 from datetime import datetime  # noqa: E402 - this section's own imports
 
+from brainviewer import average_jobs  # noqa: E402
 from brainviewer import runs as runs_lib  # noqa: E402
 from brainviewer.config import AUGMENTATIONS, LOSSES, SPLIT_MODES, TrainConfig  # noqa: E402
 from brainviewer.model import ARCHITECTURES  # noqa: E402
@@ -1635,6 +1642,82 @@ def finetune_promote(info: runs_lib.RunInfo, demo: bool) -> None:
             )
         st.session_state.pop("model_choice", None)  # the sidebar picks the new default
         st.rerun()
+
+
+def finetune_average(run_list: list[runs_lib.RunInfo], chosen: runs_lib.RunInfo, runs_dir: Path, demo: bool) -> None:
+    """Average the best weights of several runs into a new weights folder, in its own process."""
+    st.caption(
+        'The weight average of runs fine-tuned from one model (a "model soup") often scores at least as well '
+        "as the best of them, at the cost of one model. It runs as its own process and writes a new folder "
+        "under weights/; nothing existing is overwritten."
+    )
+    by_name = {r.name: r for r in run_list if r.has_best}
+    picked = st.multiselect("Runs to average", list(by_name), default=[chosen.name], key="finetune_average_runs")
+    folders = [str(by_name[name].best_dir) for name in picked if name in by_name]
+    data = average_jobs.default_data(folders) if folders else ""
+    c1, c2 = st.columns([2, 3])
+    placeholder = f"avg-{picked[0]}" if picked else "avg"
+    name = c1.text_input("New weights folder name", key="finetune_average_name", placeholder=placeholder)
+    score = c2.checkbox(
+        "Choose the threshold on the runs' validation patients",
+        value=True,
+        key="finetune_average_score",
+        disabled=not data,
+        help=(
+            f"Scores the average on {Path(data).name} (a few minutes on a CPU), as at the end of a run."
+            if data
+            else "The runs were trained on different datasets: the first run's threshold is kept."
+        ),
+    )
+    if st.button(
+        "Average",
+        key="finetune_average_start",
+        icon=":material/join:",
+        disabled=demo or len(folders) < 2,
+        help="Choose at least two runs." if len(folders) < 2 else None,
+    ):
+        try:
+            job = average_jobs.start_average(
+                folders, name.strip() or placeholder, data if score and data else None, runs_dir
+            )
+        except (ValueError, OSError) as err:
+            st.error(f"Cannot average: {err}", icon=":material/error:")
+        else:
+            st.success(f"Averaging {len(folders)} runs into weights/{job.name}.", icon=":material/join:")
+    jobs = average_jobs.list_averages(runs_dir)
+    if jobs:
+        running = any(job.status == average_jobs.RUNNING for job in jobs)
+        st.fragment(_finetune_average_jobs, run_every=5 if running else None)(str(runs_dir), demo)
+
+
+def _finetune_average_jobs(runs_dir: str, demo: bool) -> None:
+    for job in average_jobs.list_averages(runs_dir)[:5]:
+        label = f"weights/{job.name} (average of {len(job.sources)})"
+        if job.status == average_jobs.RUNNING:
+            st.info(f"{label}: running…", icon=":material/hourglass_top:")
+            with st.expander("Log"):
+                st.code("\n".join(runs_lib.tail_log(job.log.parent, 8, job.log.name)) or "(empty)")
+        elif job.status == average_jobs.FAILED:
+            st.error(f"{label} failed: {job.error}", icon=":material/error:")
+        else:
+            summary = job.summary
+            result = (
+                f"mean Dice {summary['mean_volume_dice']:.3f} on {summary['patients']} validation patients"
+                if summary
+                else "done (not scored)"
+            )
+            st.success(f"{label}: {result}", icon=":material/check_circle:")
+            if job.out.parent.resolve() == weights_root().resolve() and st.button(
+                "Use as the app's model", key=f"finetune_average_use_{job.name}", disabled=demo
+            ):
+                try:
+                    runs_lib.set_active(job.name)
+                except (ValueError, OSError) as err:
+                    st.error(f"Could not use it: {err}", icon=":material/error:")
+                else:
+                    finetune_flash("success", f"weights/{job.name} is now the app's model.")
+                    st.session_state.pop("model_choice", None)
+                    st.rerun(scope="app")
 
 
 def _delete_run(path: str, name: str) -> None:

@@ -55,8 +55,10 @@ if watched is not None:
     ui.finetune_compare(runs_dir, run_list)
     chosen = ui.finetune_choose(run_list)
     if chosen is not None:
-        evaluate, promote = st.tabs(["Evaluate", "Promote"])
+        evaluate, promote, average = st.tabs(["Evaluate", "Promote", "Average runs"])
         with evaluate:
             ui.finetune_evaluate(chosen)
         with promote:
             ui.finetune_promote(chosen, demo)
+        with average:
+            ui.finetune_average(run_list, chosen, runs_dir, demo)

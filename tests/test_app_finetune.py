@@ -245,3 +245,46 @@ def test_a_base_with_a_split_keeps_it_unless_unticked(page_env, phantom_dataset:
     button(at, "Start").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert TrainConfig.load(runs_dir / "redrawn" / "config.json").split_file == ""
+
+
+def test_average_two_runs_from_the_page_and_use_the_result(
+    page_env, small_base: Path, phantom_dataset: Path
+) -> None:
+    from brainviewer.datasets import open_dataset
+    from brainviewer.split import split_patients
+
+    runs_dir, weights_dir = page_env
+    split = split_patients(open_dataset(phantom_dataset).patient_ids, val_count=2, seed=1)
+    for name in ("run-a", "run-b"):
+        run_dir = write_run(runs_dir, name, {"state": "finished", "epoch": 4, "global_step": 8, "total_steps": 8})
+        best = shutil.copytree(small_base, run_dir / "best")
+        split.save(best / "split.json")
+        split.save(run_dir / "split.json")
+        (best / "train_config.json").write_text(json.dumps({"data": str(phantom_dataset)}))
+    at = new_page().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect(key="finetune_average_runs").value == [at.selectbox(key="finetune_choose").value]
+    assert button(at, "Average").disabled  # one run is not an average
+    at.multiselect(key="finetune_average_runs").set_value(["run-a", "run-b"]).run()
+    assert at.checkbox(key="finetune_average_score").value and not at.checkbox(key="finetune_average_score").disabled
+    at.text_input(key="finetune_average_name").set_value("soup").run()
+    button(at, "Average").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Averaging 2 runs into weights/soup" in page_text(at)
+
+    deadline = time.monotonic() + POLL_TIMEOUT_S
+    while "weights/soup (average of 2): mean Dice" not in page_text(at):
+        assert "failed" not in page_text(at), page_text(at)
+        assert time.monotonic() < deadline, page_text(at)
+        time.sleep(0.5)
+        at.run()
+    assert (weights_dir / "soup" / "average.json").is_file()
+    assert (weights_dir / "ACTIVE").read_text() == "current\n"  # averaging alone changes nothing
+    at.button(key="finetune_average_use_soup").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert (weights_dir / "ACTIVE").read_text() == "soup\n"
+    assert "weights/soup is now the app's model" in page_text(at)
+    # the name is taken now: a second average of that name is refused, nothing is overwritten
+    at.text_input(key="finetune_average_name").set_value("soup").run()
+    button(at, "Average").click().run()
+    assert "Cannot average" in page_text(at) and "already exists" in page_text(at)
