@@ -1672,7 +1672,7 @@ def finetune_average(run_list: list[runs_lib.RunInfo], chosen: runs_lib.RunInfo,
     if st.button(
         "Average",
         key="finetune_average_start",
-        icon=":material/join:",
+        icon=":material/merge:",
         disabled=demo or len(folders) < 2,
         help="Choose at least two runs." if len(folders) < 2 else None,
     ):
@@ -1683,7 +1683,7 @@ def finetune_average(run_list: list[runs_lib.RunInfo], chosen: runs_lib.RunInfo,
         except (ValueError, OSError) as err:
             st.error(f"Cannot average: {err}", icon=":material/error:")
         else:
-            st.success(f"Averaging {len(folders)} runs into weights/{job.name}.", icon=":material/join:")
+            st.success(f"Averaging {len(folders)} runs into weights/{job.name}.", icon=":material/merge:")
     jobs = average_jobs.list_averages(runs_dir)
     if jobs:
         running = any(job.status == average_jobs.RUNNING for job in jobs)
