@@ -107,7 +107,9 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
       and its message is added to ``errors``.
     * An unreadable mask, or one whose size differs from its scan, is dropped: the item
       keeps its scan and carries the reason in :attr:`ReviewItem.messages`.
-    * A mask with no matching scan, and a second file with the same name, go to ``errors``.
+    * Two files with one stem and no ``_mask`` in either name (figshare's ``images/1.png`` and
+      ``masks/1.png``): when exactly one of them holds at most two values, it is the other's mask.
+    * A mask with no matching scan, and any other second file with the same stem, go to ``errors``.
 
     Args:
         files: ``(file name, content)`` tuples in upload order.
@@ -118,15 +120,38 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
     """
     errors: list[str] = []
     unique: list[tuple[str, bytes]] = []
-    seen: dict[tuple[bool, str], str] = {}
+    seen: dict[tuple[bool, str], int] = {}  # (is a mask name, stem) -> index in unique
+    notes: dict[str, str] = {}  # scan name -> how its same-named mask was recognised
     for name, content in files:
         mask_stem = scan_stem_for_mask(name)
         slot = (mask_stem is not None, (mask_stem or Path(name).stem).lower())
-        if slot in seen:
-            errors.append(f"{name}: a file named like {seen[slot]} was already uploaded; only the first is used.")
+        if slot not in seen:
+            seen[slot] = len(unique)
+            unique.append((name, content))
             continue
-        seen[slot] = name
-        unique.append((name, content))
+        first_name, first_content = unique[seen[slot]]
+        if not slot[0] and (True, slot[1]) not in seen:
+            # images/1.png + masks/1.png (figshare's layout): the file that holds only two values is the mask
+            scan_first = _mask_like(content, name) and not _mask_like(first_content, first_name)
+            scan_second = _mask_like(first_content, first_name) and not _mask_like(content, name)
+            if scan_first or scan_second:
+                (scan, scan_bytes), (mask, mask_bytes) = (
+                    ((first_name, first_content), (name, content))
+                    if scan_first
+                    else ((name, content), (first_name, first_content))
+                )
+                unique[seen[slot]] = (scan, scan_bytes)
+                seen[(True, slot[1])] = len(unique)
+                unique.append((f"{Path(scan).stem}_mask{Path(mask).suffix}", mask_bytes))
+                notes[scan] = (
+                    f"Two files named like {Path(scan).stem} were uploaded; the one that holds only two values is "
+                    f"used as the ground truth. Name masks {Path(scan).stem}_mask{Path(mask).suffix} to say so."
+                )
+                continue
+        errors.append(
+            f"{name} has the same name as {first_name} (apart from the extension), which is used instead. "
+            f"A ground-truth mask is recognised by its name: {slot[1]}_mask{Path(name).suffix}."
+        )
     pairs, orphans = pair_files(unique)
     for name in orphans:
         errors.append(
@@ -145,12 +170,22 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
             errors.append(f"{pair.scan_name} could not be read ({type(err).__name__}: {err}).")
             continue
         item = ReviewItem(pair.scan_name, image, source="upload")
+        if pair.scan_name in notes:
+            item.messages.append(notes[pair.scan_name])
         if pair.mask_name is not None and pair.mask_bytes is not None:
             item.truth, message = _read_upload_mask(pair.mask_name, pair.mask_bytes, item.shape)
             if message:
                 item.messages.append(message)
         items.append(item)
     return items, errors
+
+
+def _mask_like(content: bytes, name: str) -> bool:
+    """Whether an uploaded file reads as an image of at most two distinct values (a mask, not a scan)."""
+    try:
+        return int(np.unique(read_image(content, name)).size) <= 2
+    except Exception:  # unreadable: the normal path reports it
+        return False
 
 
 def _read_upload_mask(name: str, content: bytes, shape: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:

@@ -66,6 +66,28 @@ def test_scan_and_its_mask_upload_are_paired():
     assert item.messages == []
 
 
+@pytest.mark.parametrize("mask_first", [True, False])
+def test_same_named_scan_and_mask_pair_by_content(mask_first: bool):
+    """figshare's images/1.png + masks/1.png uploaded together: the two-valued file is the mask."""
+    image, mask = gradient(), square((32, 32), 4, 6, 5)
+    files = [("1.png", png_bytes(image)), ("1.png", png_bytes(mask.astype(np.uint8) * 255))]
+    items, errors = items_from_uploads(files[::-1] if mask_first else files)
+    assert errors == []
+    assert len(items) == 1 and items[0].name == "1.png"
+    assert (items[0].image == image).all() and items[0].truth is not None and (items[0].truth == mask).all()
+    assert "used as the ground truth" in items[0].messages[0]
+
+
+def test_two_scans_with_one_name_keep_the_first_and_say_how_to_name_a_mask():
+    first, second = gradient(), gradient()[::-1].copy()
+    items, errors = items_from_uploads([("a.png", png_bytes(first)), ("a.tif", png_bytes(second))])
+    assert len(items) == 1 and (items[0].image == first).all() and items[0].truth is None
+    assert errors == [
+        "a.tif has the same name as a.png (apart from the extension), which is used instead. "
+        "A ground-truth mask is recognised by its name: a_mask.tif."
+    ]
+
+
 def test_several_scans_come_back_in_natural_order_and_unpaired_scans_have_no_truth():
     files = [(f"s_{n}.png", png_bytes(gradient())) for n in (10, 2, 1)]
     files.append(("s_2_mask.png", png_bytes(np.zeros((32, 32), dtype=np.uint8))))
@@ -145,7 +167,7 @@ def test_orphan_mask_and_duplicate_names_are_reported():
     )
     assert [item.name for item in items] == ["x.png"]
     assert len(errors) == 2
-    assert any("x.tif" in e and "only the first" in e for e in errors)
+    assert any("x.tif" in e and "which is used instead" in e for e in errors)
     assert any("lonely_mask.png" in e and "no scan named lonely" in e for e in errors)
 
 
