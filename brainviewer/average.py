@@ -18,13 +18,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from brainviewer.files import read_json_object
+from brainviewer.io import natural_key
 from brainviewer.model import Segmenter, default_device, load_model, save_weights
 from brainviewer.modelcard import front_matter, validation_table
 from brainviewer.preprocessing import Preprocessing
@@ -113,7 +114,8 @@ def common_split(folders: Sequence[str | Path]) -> Split | None:
     first = splits[0]
     if any((set(s.train), set(s.val)) != (set(first.train), set(first.val)) for s in splits[1:]):
         return None
-    return first
+    inherited = {p for s in splits for p in s.base_train} - set(first.train)
+    return replace(first, base_train=sorted(inherited, key=natural_key))
 
 
 @dataclass(frozen=True)

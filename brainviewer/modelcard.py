@@ -100,7 +100,13 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
             )
             + f", seed {config.seed}): "
         )
-        + f"{len(split['train'])} training, {len(split['val'])} validation patients (listed in `split.json`).",
+        + f"{len(split['train'])} training, {len(split['val'])} validation patients (listed in `split.json`)."
+        + (
+            f" `split.json` also lists (`base_train`) the {len(split['base_train'])} patients the base model was "
+            "trained on: these weights have seen them too."
+            if split.get("base_train")
+            else ""
+        ),
         *_trained_on_lines(config, split),
         "",
         "## Training",

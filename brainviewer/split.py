@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,9 @@ class Split:
     """With ``folds``: the held-out fold, 0-based."""
     source: str = ""
     """The saved split this one reuses (``split_file`` of the run), if any."""
+    base_train: list[str] = field(default_factory=list)
+    """Patients the base model (and its own bases) was trained on, when this split is a fine-tune's:
+    the fine-tuned weights have seen them too, so they count as trained on wherever they turn up."""
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -44,12 +47,18 @@ class Split:
         return cls(**json.loads(Path(path).read_text()))
 
     def side_of(self, patient_id: str) -> str | None:
-        """``"val"`` for a held-out patient, ``"train"`` for one trained on, ``None`` if not in the split."""
+        """``"train"`` for a patient the weights have seen (here or through their base model), ``"val"``
+        for a held-out one, ``None`` for one not in the split."""
+        if patient_id in self.train or patient_id in self.base_train:
+            return "train"
         if patient_id in self.val:
             return "val"
-        if patient_id in self.train:
-            return "train"
         return None
+
+    @property
+    def seen(self) -> set[str]:
+        """Every patient the weights were trained on: :attr:`train` and :attr:`base_train`."""
+        return {*self.train, *self.base_train}
 
 
 def patient_of_file(file_name: str, split: Split) -> str | None:
@@ -119,7 +128,7 @@ def reuse_split(
     ids = sorted(patient_ids, key=natural_key)
     if len(set(ids)) != len(ids):
         raise ValueError("patient ids must be unique")
-    saved_val, saved_train = set(saved.val), set(saved.train)
+    saved_val, saved_train = set(saved.val), saved.seen  # patients its weights saw through their base stay seen
     val = [p for p in ids if p in saved_val]
     new = [p for p in ids if p not in saved_val and p not in saved_train]
     if len(new) == len(ids):  # another dataset (e.g. fine-tuning an LGG model on figshare): nothing to keep
@@ -144,8 +153,18 @@ def base_trained_val(split: Split, base: Split | None) -> list[str]:
     """
     if base is None:
         return []
-    trained = set(base.train)
+    trained = base.seen
     return [p for p in split.val if p in trained]
+
+
+def with_base_train(split: Split, base: Split | None) -> Split:
+    """``split`` recording in :attr:`Split.base_train` the patients ``base`` (a fine-tune's base model's
+    split) and its own bases were trained on that ``split`` does not train on itself."""
+    if base is None:
+        return split
+    own = set(split.train)
+    inherited = sorted((p for p in base.seen if p not in own), key=natural_key)
+    return replace(split, base_train=inherited)
 
 
 def split_patients(
@@ -239,7 +258,15 @@ def _fold_split(ids: list[str], mode: str, seed: int, blocks: int, folds: int, f
 
 
 def split_for_config(patient_ids: list[str], config: TrainConfig) -> Split:
-    """The split a training run with ``config`` uses (the one call the trainer and the app share)."""
+    """The split a training run with ``config`` uses (the one call the trainer and the app share).
+
+    A fine-tune's split also records the patients its base model was trained on (:attr:`Split.base_train`).
+    """
+    base = weights_split(config.init_weights) if config.init_weights else None
+    return with_base_train(_own_split(patient_ids, config), base)
+
+
+def _own_split(patient_ids: list[str], config: TrainConfig) -> Split:
     if config.split_file:
         return reuse_split(
             patient_ids,

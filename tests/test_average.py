@@ -118,3 +118,13 @@ def test_cli_average(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert load_model(tmp_path / "soup")[1].input_size == 64
     assert main(["average", str(a), str(b), "--out", str(tmp_path / "soup")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_common_split_carries_every_source_s_inherited_patients(tmp_path: Path) -> None:
+    from brainviewer.split import Split
+
+    a, b = tiny_folder(tmp_path, "a", 0), tiny_folder(tmp_path, "b", 1)
+    Split(["P1", "P2"], ["P3"], "random", 0, base_train=["X1"]).save(a / "split.json")
+    Split(["P2", "P1"], ["P3"], "random", 0, base_train=["X2", "P1"]).save(b / "split.json")
+    split = common_split([a, b])
+    assert split is not None and split.val == ["P3"] and split.base_train == ["X1", "X2"]

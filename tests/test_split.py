@@ -217,3 +217,39 @@ def test_config_split_file_reaches_the_split_and_excludes_folds(tmp_path: Path) 
     assert base_trained_val(redrawn, None) == []
     with pytest.raises(ValueError, match="split_file and cv_folds exclude each other"):
         TrainConfig(split_file=str(tmp_path), cv_folds=3)
+
+
+def test_a_fine_tune_split_records_what_its_base_was_trained_on(tmp_path: Path) -> None:
+    """Weights fine-tuned from a base have seen the base's training patients (and its base's):
+    they count as trained on, wherever they turn up."""
+    from brainviewer.config import TrainConfig
+    from brainviewer.split import base_trained_val, split_for_config
+
+    base = tmp_path / "base"
+    base.mkdir()
+    Split(train=["L1", "L2"], val=["L3"], mode="random", seed=0, base_train=["X9"]).save(base / "split.json")
+    config = TrainConfig(data="unused", init_weights=str(base), val_patients=1, split_mode="contiguous")
+    split = split_for_config(["L2", "M1", "M2", "M3"], config)
+    assert (split.train, split.val) == (["L2", "M1", "M2"], ["M3"])
+    assert split.base_train == ["L1", "X9"]  # L2 is in this split's own training side
+    assert [split.side_of(p) for p in ("M1", "M3", "L1", "X9", "L3", "Z")] == [
+        "train",
+        "val",
+        "train",
+        "train",
+        None,
+        None,
+    ]
+    assert split.seen == {"L2", "M1", "M2", "L1", "X9"}
+    # a validation patient the base trained on is trained on, and the run is warned about it
+    overlap = Split(train=["F1"], val=["L1", "F2"], mode="random", seed=0, base_train=["L1"])
+    assert overlap.side_of("L1") == "train" and overlap.side_of("F2") == "val"
+    assert base_trained_val(Split(["A"], ["X9", "B"], "random", 0), Split.load(base / "split.json")) == ["X9"]
+    # the record survives a save and load; older files without it still load
+    assert Split.load(split.save(tmp_path / "split.json")) == split
+    assert Split(train=["A"], val=["B"], mode="random", seed=0).base_train == []
+    # reusing the fine-tune's split keeps the inherited patients on the training side
+    from brainviewer.split import reuse_split
+
+    again = reuse_split(["M1", "M2", "M3", "L1", "X9"], split, val_count=1, seed=3)
+    assert "L1" in again.train and "X9" in again.train and again.val == ["M3"]

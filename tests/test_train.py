@@ -466,12 +466,17 @@ def test_fine_tuning_warns_about_validation_patients_the_base_trained_on_unless_
     assert trained_on, "seed 4 was chosen so that the new split validates on a patient the base trained on"
     assert "were in the base model's training set" in (redrawn / "train.log").read_text()
     assert "**Caution**" in (redrawn / "best" / "README.md").read_text()
+    # the base's training patients this split validates on stay 'trained on' for these weights
+    redrawn_split = Split.load(redrawn / "best" / "split.json")
+    assert redrawn_split.base_train == trained_on and redrawn_split.side_of(trained_on[0]) == "train"
+    assert "`base_train`" in (redrawn / "best" / "README.md").read_text()
 
     kept = train(
         tiny_config(phantom_dataset, tmp_path, "K", max_steps=2, init_weights=str(base), split_file=str(base), seed=4)
     )
     split = Split.load(kept / "split.json")
     assert (split.train, split.val, split.source) == (base_split.train, base_split.val, str(base))
+    assert split.base_train == []  # every patient the base trained on is on this split's training side
     assert "base model's training set" not in (kept / "train.log").read_text()
     card = (kept / "best" / "README.md").read_text()
     assert "reusing the saved split" in card and "**Caution**" not in card
