@@ -24,7 +24,7 @@ from PIL import Image
 from brainviewer.datasets import Dataset
 from brainviewer.evaluate import EvaluationReport, PatientResult, ProbsFn, evaluate_probs
 from brainviewer.metrics import counts, dice_from_counts
-from brainviewer.overlay import GT_COLOR, PRED_COLOR, display_rgb, overlay
+from brainviewer.overlay import DEFAULT_DISPLAY_CHANNEL, GT_COLOR, PRED_COLOR, display_rgb, overlay
 from brainviewer.postprocess import postprocess_volume
 from brainviewer.volumes import Volume
 
@@ -271,9 +271,19 @@ def summarise_patient(
     )
 
 
-def outlined(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | None, alpha: float = 0.25) -> np.ndarray:
-    """A scan with ground truth (red) and prediction (green) blended and outlined: ``(H, W, 3)`` uint8."""
-    picture = display_rgb(image)
+def outlined(
+    image: np.ndarray,
+    truth: np.ndarray | None,
+    pred: np.ndarray | None,
+    alpha: float = 0.25,
+    channel: int | None = DEFAULT_DISPLAY_CHANNEL,
+) -> np.ndarray:
+    """A scan with ground truth (red) and prediction (green) blended and outlined: ``(H, W, 3)`` uint8.
+
+    A 3-channel scan shows ``channel`` in grayscale (FLAIR by default, as the Review page), so the
+    red and green outlines stand out; ``None`` shows its channels as RGB.
+    """
+    picture = display_rgb(image, channel)
     if truth is not None:
         picture = overlay(picture, truth, GT_COLOR, alpha, contour=True, base=picture)
     if pred is not None:

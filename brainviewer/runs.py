@@ -1232,7 +1232,7 @@ def loss_figure(train_rows: Sequence[dict]):
         go.Scatter(
             x=[r.get("step") for r in train_rows],
             y=[r.get("loss") for r in train_rows],
-            mode="lines",
+            mode="lines" if len(train_rows) > 1 else "markers",  # one logged step is a point, not a line
             name="training loss",
             line={"width": 1.5, "color": "#1f6feb"},
         )
@@ -1343,7 +1343,8 @@ def patient_dice_figure(patients: Sequence[object], mean: float | None = None, m
         )
     )
     if mean is not None and math.isfinite(mean):
-        fig.add_hline(y=mean, line_color="#d62728", annotation_text=f"mean {mean:.3f}")
+        # mean at the left, median at the right: apart even when the two are equal
+        fig.add_hline(y=mean, line_color="#d62728", annotation_text=f"mean {mean:.3f}", annotation_position="top left")
     if median is not None and math.isfinite(median):
         fig.add_hline(
             y=median,

@@ -482,7 +482,8 @@ def _train(
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = RunState()
-    if resuming and (run_dir / CHECKPOINT).is_file():
+    restored = resuming and (run_dir / CHECKPOINT).is_file()  # a run launched by the app starts with --resume
+    if restored:
         checkpoint = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -495,7 +496,7 @@ def _train(
             run_dir,
             {
                 "type": "event",
-                "event": "resumed" if resuming else "started",
+                "event": "resumed" if restored else "started",
                 "step": state.global_step,
                 "time": time.time(),
             },

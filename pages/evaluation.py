@@ -130,7 +130,8 @@ cards = [
     (
         "False-positive slices",
         "n/a" if report.fp_rate is None else f"{report.fp_rate:.1%}",
-        f"{report.fp_slices} of {report.empty_slices} tumour-free slices have a predicted tumour.",
+        f"{report.fp_slices} of {report.empty_slices} tumour-free slices have a predicted tumour in the final "
+        "masks (after the model's post-processing). The detection chart below counts raw probabilities instead.",
     ),
 ]
 for column, (label, value, help_text) in zip(st.columns(len(cards)), cards, strict=True):
@@ -184,7 +185,9 @@ pr.update_layout(
 right.plotly_chart(pr, key="eval_pr")
 right.caption(
     f"At t = {float(threshold):.2f}: precision {at_threshold['precision']:.3f}, recall {at_threshold['recall']:.3f} "
-    f"({at_threshold['tp']} tumour slices found, {at_threshold['fp']} false alarms, {at_threshold['fn']} missed)."
+    f"({at_threshold['tp']} tumour slices found, {at_threshold['fp']} false alarms, {at_threshold['fn']} missed), "
+    "counting a slice's highest raw probability, before post-processing; the false-positive card above counts "
+    "the final masks."
 )
 
 # --- per group (e.g. tumour type), from a CSV beside the dataset (figshare's labels.csv) or one given here

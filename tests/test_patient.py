@@ -270,3 +270,14 @@ def test_predicted_masks_largest_3d_component() -> None:
     probs[2, 12:14, 12:14] = 0.8  # a stray 4 px blob on slice 3
     assert [m.sum() for m in predicted_masks(list(probs), 0.5)] == [16, 16, 4]
     assert [m.sum() for m in predicted_masks(list(probs), 0.5, volume_keep_largest=True)] == [16, 16, 0]
+
+
+def test_outlined_shows_a_three_channel_scan_as_flair_in_grayscale() -> None:
+    from brainviewer.patient import outlined
+
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 10, 200, 90  # pre-contrast, FLAIR, post-contrast
+    image[0, 0] = (0, 0, 0)  # an intensity range, so FLAIR shows as a gray level, not a flat picture
+    picture = outlined(image, None, None)
+    assert (picture[..., 0] == picture[..., 1]).all() and (picture[..., 1] == picture[..., 2]).all()
+    assert not (outlined(image, None, None, channel=None)[5, 5] == picture[5, 5]).all()  # the RGB composite
