@@ -379,6 +379,7 @@ def render_review(
     pred_mask: np.ndarray | None = None,
     no_prediction_reason: str = "no model loaded",
     display_channel: int | None = DEFAULT_DISPLAY_CHANNEL,
+    no_truth_hint: str = "upload <scan>_mask.<ext> with the scan",
 ) -> ReviewView:
     """Threshold cached ``probs`` and build the five panels for ``item``. No model call.
 
@@ -392,6 +393,7 @@ def render_review(
         no_prediction_reason: shown on the prediction panels when ``probs`` is ``None``.
         display_channel: for 3-channel scans, the channel shown in grayscale under the overlays
             (default FLAIR); ``None`` shows the three channels as RGB.
+        no_truth_hint: how to get ground truth, shown on the overlay panel when ``item`` has none.
 
     Returns:
         :class:`ReviewView`.
@@ -411,7 +413,7 @@ def render_review(
     if truth is None:
         truth_panels = [
             Panel(PANEL_TITLES[1], None, f"{NO_TRUTH_TEXT} for this scan"),
-            Panel(PANEL_TITLES[2], None, f"{NO_TRUTH_TEXT}: upload <scan>_mask.<ext> with the scan"),
+            Panel(PANEL_TITLES[2], None, f"{NO_TRUTH_TEXT}: {no_truth_hint}" if no_truth_hint else NO_TRUTH_TEXT),
         ]
     else:
         truth_panels = [

@@ -412,6 +412,16 @@ def _record_item(
 HELD_OUT_TAG = "held out"
 
 
+def first_held_out(model: ModelState | None, patients: list[str]) -> int:
+    """Index of the first of ``patients`` the model held out in training (0 when none or unknown):
+    the patient a page opens on, so a first look is a fair one."""
+    if model is not None and model.split is not None:
+        for i, patient_id in enumerate(patients):
+            if model.split.side_of(patient_id) == "val":
+                return i
+    return 0
+
+
 def patient_label(model: ModelState | None, patient_id: str) -> str:
     """The patient id, tagged ``· held out`` when it is a validation patient of the model's training."""
     held_out = model is not None and model.split is not None and model.split.side_of(patient_id) == "val"
@@ -447,7 +457,7 @@ def dataset_items(dataset: Dataset | None, model: ModelState | None = None) -> t
     patient_id = left.selectbox(
         "Patient",
         patients,
-        index=_state_index("review_patient", patients),
+        index=_state_index("review_patient", patients, first_held_out(model, patients)),
         key="review_patient",
         format_func=functools.partial(patient_label, model),
     )
@@ -526,13 +536,15 @@ def review_controls(model: ModelState) -> tuple[float, float]:
             st.session_state["threshold"] = default
         threshold_value = default
     left, right = st.columns(2)
+    # the value lives in session state once set (here or by the slider): passing it too makes Streamlit warn
+    initial = {} if "threshold" in st.session_state else {"value": float(threshold_value)}
     threshold = left.slider(
         "Probability threshold",
         min_value=0.01,
         max_value=0.99,
-        value=float(threshold_value),
         step=0.01,
         key="threshold",
+        **initial,
         disabled=not model.available,
         help="Pixels with tumour probability at or above this are predicted tumour. Moving it never reruns the model.",
     )
@@ -815,6 +827,8 @@ def dataset_patient(dataset: Dataset, label: str = "Patient", model: ModelState 
     patient_id = st.selectbox(
         label,
         patients,
+        # opens on a held-out patient; once picked (or set by an 'Open' link) the session state rules
+        index=None if "patient_pick" in st.session_state else first_held_out(model, patients),
         key="patient_pick",
         help=f"{len(patients)} patients in {Path(dataset.root).name}.",
         format_func=functools.partial(patient_label, model),

@@ -86,6 +86,11 @@ view = render_review(
     keep_largest=model.keep_largest,
     pred_mask=None if pred_masks is None else pred_masks[index],
     no_prediction_reason=model.reason,
+    no_truth_hint=(
+        "add its mask volume under 'Optional: its ground-truth mask volume'"
+        if source == ui.PATIENT_SOURCE_UPLOAD
+        else "the dataset has no mask for this slice"
+    ),
 )
 ui.item_banner(item, model)
 ui.show_panels(view)

@@ -247,9 +247,7 @@ def test_a_base_with_a_split_keeps_it_unless_unticked(page_env, phantom_dataset:
     assert TrainConfig.load(runs_dir / "redrawn" / "config.json").split_file == ""
 
 
-def test_average_two_runs_from_the_page_and_use_the_result(
-    page_env, small_base: Path, phantom_dataset: Path
-) -> None:
+def test_average_two_runs_from_the_page_and_use_the_result(page_env, small_base: Path, phantom_dataset: Path) -> None:
     from brainviewer.datasets import open_dataset
     from brainviewer.split import split_patients
 

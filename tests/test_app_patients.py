@@ -259,10 +259,10 @@ def test_pages_tell_held_out_patients_from_those_the_model_was_trained_on(
     assert not at.exception, at.exception
     picker = at.selectbox(key="review_patient")
     assert picker.options == trained + [f"{p} · held out" for p in held_out]
-    assert picker.value == trained[0]
+    assert picker.value == held_out[0]  # a first look is a fair one: the first held-out patient
+    assert f"Held out: {held_out[0]} is one of the validation patients of tiny-split" in texts(at, "caption")
+    picker.set_value(trained[0]).run()
     assert f"tiny-split was trained on {trained[0]}" in texts(at, "caption")
-    picker.set_value(held_out[1]).run()
-    assert f"Held out: {held_out[1]} is one of the validation patients of tiny-split" in texts(at, "caption")
     # an uploaded slice is recognised by its file name (<patient>_<n>)
     slice_file = next((phantom_dataset / trained[1]).glob(f"{trained[1]}_3.*"))
     at.radio(key="review_source").set_value("Upload").run()
@@ -273,8 +273,10 @@ def test_pages_tell_held_out_patients_from_those_the_model_was_trained_on(
     at = open_page("pages/patients.py")
     assert not at.exception, at.exception
     assert at.selectbox(key="patient_pick").options[4] == f"{held_out[0]} · held out"
-    at.selectbox(key="patient_pick").set_value(held_out[0]).run()
+    assert at.selectbox(key="patient_pick").value == held_out[0]
     assert "Held out:" in texts(at, "caption")
+    at.selectbox(key="patient_pick").set_value(trained[2]).run()
+    assert f"tiny-split was trained on {trained[2]}" in texts(at, "caption")
 
     at = open_page("pages/evaluation.py")
     assert at.toggle(key="eval_held_out").value is True
@@ -301,5 +303,7 @@ def test_a_sagittal_dicom_upload_is_shown_axially_and_offers_a_nifti_mask(app_en
     assert "sagittal series, shown as axial slices reformatted from it" in text
     assert "resampled to 6x44" in text
     assert at.slider(key="patient_slice").max == 6  # slices 1..6: the axial levels, not the 8 sagittal slices
+    # no mask volume uploaded: the overlay panel points at the mask-volume uploader, not at <scan>_mask files
+    assert "No ground truth: add its mask volume under 'Optional: its ground-truth mask volume'" in texts(at)
     # the NIfTI file itself is built on click; test_volumes checks it lands on the series' grid
     assert "Predicted mask (NIfTI)" in [b.proto.label for b in at.get("download_button")]
