@@ -149,6 +149,7 @@ def render_average_card(sources: Sequence[Source], model: nn.Module, prep: Prepr
         "(a model soup, Wortsman et al. 2022), made with `python -m brainviewer average`.",
         prep.in_channels,
         prep.input_size,
+        prep.channel_names,
     )
     lines += ["## Sources", "| folder | sha256 (first 12) | validation mean per-volume Dice |", "|---|---|---|"]
     for source in sources:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from brainviewer.config import TrainConfig
+from brainviewer.preprocessing import GRAY_CHANNEL_NAME
 from brainviewer.split import Split, base_trained_val, weights_split
 
 
@@ -38,7 +40,9 @@ def _trained_on_lines(config: TrainConfig, split: dict) -> list[str]:
     ]
 
 
-def front_matter(title: str, origin: str, in_channels: int, input_size: int) -> list[str]:
+def front_matter(
+    title: str, origin: str, in_channels: int, input_size: int, channel_names: Sequence[str] | None = None
+) -> list[str]:
     """Card lines up to the data section: Hub metadata, title, origin sentence, caution, input."""
     return [
         "---",
@@ -56,9 +60,12 @@ def front_matter(title: str, origin: str, in_channels: int, input_size: int) -> 
         "## Input",
         f"- {in_channels} channel(s) "
         + (
-            "(pre-contrast, FLAIR, post-contrast, as in the LGG dataset; a grayscale scan is repeated into all three)"
-            if in_channels == 3
-            else "(grayscale)"
+            "(grayscale)"
+            if in_channels != 3
+            else "(trained on grayscale scans, each repeated into all three)"
+            if channel_names and all(name == GRAY_CHANNEL_NAME for name in channel_names)
+            else "(pre-contrast, FLAIR, post-contrast, as in the LGG dataset; "
+            "a grayscale scan is repeated into all three)"
         )
         + f"; any size, letterboxed to {input_size}x{input_size}; the mask comes back at the "
         "scan's size. Preprocessing and the chosen threshold are in `preprocessing.json`.",
@@ -66,8 +73,11 @@ def front_matter(title: str, origin: str, in_channels: int, input_size: int) -> 
     ]
 
 
-def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path) -> str:
-    """Markdown model card: data, split, configuration, training, validation metrics."""
+def render_card(
+    config: TrainConfig, state: object, summary: dict, run_dir: Path, channel_names: Sequence[str] | None = None
+) -> str:
+    """Markdown model card: data, split, configuration, training, validation metrics (``channel_names``:
+    the weights' ``Preprocessing.channel_names``, which say whether they read grayscale scans)."""
     split_path = run_dir / "split.json"
     import json
 
@@ -85,6 +95,7 @@ def render_card(config: TrainConfig, state: object, summary: dict, run_dir: Path
             + origin,
             config.in_channels,
             config.input_size,
+            channel_names,
         ),
         "## Data",
         f"- Dataset: `{Path(config.data).name}` (path at training time: `{config.data}`)"

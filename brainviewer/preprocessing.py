@@ -17,6 +17,12 @@ import numpy as np
 PREPROCESSING_FILE = "preprocessing.json"
 
 
+LGG_CHANNEL_NAMES = ["pre-contrast", "FLAIR", "post-contrast"]
+"""The three sequences of an LGG (kaggle_3m) slice, in its channel order."""
+GRAY_CHANNEL_NAME = "grayscale"
+"""``channel_names`` entry of a model trained on grayscale scans (repeated into each input channel)."""
+
+
 @dataclass
 class Preprocessing:
     """How a scan is prepared for a model, and how its output is read. Saved beside
@@ -26,8 +32,9 @@ class Preprocessing:
     """Side of the square the network sees, in pixels."""
     in_channels: int = 3
     """Channels the network takes: 3 for LGG (pre-contrast, FLAIR, post-contrast), 1 for gray."""
-    channel_names: list[str] = field(default_factory=lambda: ["pre-contrast", "FLAIR", "post-contrast"])
-    """What each input channel holds, for people reading the model card."""
+    channel_names: list[str] = field(default_factory=lambda: list(LGG_CHANNEL_NAMES))
+    """What each input channel holds: the LGG sequences, or ``"grayscale"`` in every channel for a model
+    trained on grayscale scans (set by the trainer from its data; the app warns on the other kind of scan)."""
     gray_channel: int = 1
     """For a 1-channel model given a 3-channel scan: which channel to use (-1 = their mean)."""
     mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
@@ -191,3 +198,8 @@ def normalise(unit: np.ndarray, prep: Preprocessing) -> np.ndarray:
 def to_input(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """Scan ``(H, W[, 3])`` any dtype -> network input ``(C, S, S)`` float32."""
     return normalise(prepare_unit(image, prep), prep)
+
+
+def trained_on_grayscale(prep: Preprocessing) -> bool:
+    """Whether the model was trained on grayscale scans (every channel named :data:`GRAY_CHANNEL_NAME`)."""
+    return bool(prep.channel_names) and all(name == GRAY_CHANNEL_NAME for name in prep.channel_names)

@@ -42,6 +42,7 @@ from brainviewer.overlay import (
 )
 from brainviewer.phantom import PHANTOM_NOTE, phantom_slice
 from brainviewer.postprocess import postprocess
+from brainviewer.preprocessing import Preprocessing, trained_on_grayscale
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,35 @@ class ReviewItem:
     def display(self) -> np.ndarray:
         """The scan as ``(H, W, 3)`` uint8 RGB for display (computed once)."""
         return display_rgb(self.image)
+
+
+def input_kind_note(image: np.ndarray, prep: Preprocessing, model_label: str) -> str | None:
+    """A note for the user when ``image`` is not the kind of scan the model was trained on, else ``None``.
+
+    A 3-channel model trained on LGG's three sequences sees a grayscale scan (``(H, W)``, or three
+    equal channels) repeated in all three; one trained on grayscale scans (see
+    :func:`~brainviewer.preprocessing.trained_on_grayscale`) reads a 3-channel scan's distinct
+    channels as they are. Either way its prediction may be poor, and the user should know why.
+    """
+    if prep.in_channels != 3:
+        return None  # a 1-channel model picks its channel from a 3-channel scan by design
+    image = np.asarray(image)
+    gray_scan = image.ndim == 2 or bool(
+        np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
+    )
+    gray_model = trained_on_grayscale(prep)
+    if gray_scan and not gray_model:
+        return (
+            f"A grayscale scan: {model_label} was trained on 3-channel slices ({', '.join(prep.channel_names)}) "
+            "and sees this scan repeated in all three, so its prediction may be poor. A model trained on grayscale "
+            "scans (see the sidebar) suits it better."
+        )
+    if not gray_scan and gray_model:
+        return (
+            f"A 3-channel scan: {model_label} was trained on grayscale scans and reads these three different "
+            "channels as they are, so its prediction may be poor. A model trained on 3-channel slices suits it better."
+        )
+    return None
 
 
 def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewItem], list[str]]:

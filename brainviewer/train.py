@@ -49,7 +49,14 @@ from brainviewer.evaluate import (
 from brainviewer.files import write_atomic
 from brainviewer.losses import get_loss
 from brainviewer.model import Segmenter, build_model, load_model, save_weights
-from brainviewer.preprocessing import Preprocessing, letterbox, normalise, prepare_unit
+from brainviewer.preprocessing import (
+    GRAY_CHANNEL_NAME,
+    LGG_CHANNEL_NAMES,
+    Preprocessing,
+    letterbox,
+    normalise,
+    prepare_unit,
+)
 from brainviewer.split import Split, base_trained_val, split_for_config, weights_split
 
 logger = logging.getLogger(__name__)
@@ -456,7 +463,7 @@ def _train(
     else:
         torch.manual_seed(config.seed)
         model = build_model(config.arch, config.encoder, in_channels=config.in_channels)
-        names = ["pre-contrast", "FLAIR", "post-contrast"] if config.in_channels == 3 else ["gray"]
+        names = list(LGG_CHANNEL_NAMES) if config.in_channels == 3 else [GRAY_CHANNEL_NAME]
         prep = Preprocessing(
             input_size=config.input_size,
             in_channels=config.in_channels,
@@ -464,6 +471,9 @@ def _train(
             mean=[0.0] * config.in_channels,
             std=[1.0] * config.in_channels,
         )
+    kind = scan_kind(train_set)
+    if prep.in_channels == 3 and kind is not None:  # what the model learns to read, for the app and the card
+        prep.channel_names = [GRAY_CHANNEL_NAME] * 3 if kind == GRAY_CHANNEL_NAME else list(LGG_CHANNEL_NAMES)
     t0 = time.time()
     cache = SliceCache.build(train_set, prep)
     if not config.init_weights:
@@ -744,6 +754,23 @@ def _validate_and_record(
     return improved
 
 
+def scan_kind(dataset: Dataset, sample: int = 16) -> str | None:
+    """``"grayscale"`` when ``sample`` slices spread over ``dataset`` are all grayscale (2-D, or three
+    equal channels), ``"multichannel"`` when all hold distinct channels, ``None`` when mixed or empty."""
+    records = list(dataset)
+    if not records:
+        return None
+    picks = [records[i] for i in np.linspace(0, len(records) - 1, min(sample, len(records))).astype(int)]
+    kinds = set()
+    for record in picks:
+        image = dataset.load_image(record)
+        gray = image.ndim == 2 or bool(
+            np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
+        )
+        kinds.add(GRAY_CHANNEL_NAME if gray else "multichannel")
+    return kinds.pop() if len(kinds) == 1 else None
+
+
 def save_best(
     segmenter: Segmenter,
     run_dir: Path,
@@ -755,7 +782,7 @@ def save_best(
     """Atomically replace ``run_dir/best`` with the current weights and a model card."""
     from brainviewer.modelcard import render_card
 
-    card = render_card(config, state, summary, run_dir)
+    card = render_card(config, state, summary, run_dir, segmenter.prep.channel_names)
     files = {
         "train_config.json": config.to_json(),
         "split.json": (run_dir / "split.json").read_text(),

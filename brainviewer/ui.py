@@ -46,6 +46,7 @@ from brainviewer.review import (
     ReviewView,
     download_names,
     figure_note,
+    input_kind_note,
     item_from_record,
     items_from_uploads,
     phantom_items,
@@ -352,13 +353,19 @@ UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
 def source_picker(has_dataset: bool) -> str:
     """Radio "Scans from": Upload / Dataset sample / Synthetic phantom (key ``review_source``).
 
-    Defaults to the dataset when one is configured, else to the synthetic phantom.
+    Defaults to the dataset when one is configured, else to the synthetic phantom; configuring a
+    dataset while the phantom is shown switches to the dataset.
     """
     default = SOURCE_DATASET if has_dataset else SOURCE_PHANTOM
+    had_dataset = st.session_state.get("_review_had_dataset")
+    st.session_state["_review_had_dataset"] = has_dataset
+    if has_dataset and had_dataset is False and st.session_state.get("review_source") == SOURCE_PHANTOM:
+        st.session_state["review_source"] = SOURCE_DATASET  # a dataset was just configured: show it
     return st.radio(
         "Scans from",
         SOURCES,
-        index=_state_index("review_source", SOURCES, SOURCES.index(default)),
+        # once the radio has a value in session state, that value rules (index 0 is no default to Streamlit)
+        index=0 if "review_source" in st.session_state else SOURCES.index(default),
         key="review_source",
         horizontal=True,
         help="Synthetic phantom slices are generated pictures, not real scans.",
@@ -594,6 +601,9 @@ def item_banner(item: ReviewItem, model: ModelState) -> None:
     else:
         for message in item.messages:
             st.warning(message, icon=":material/warning:")
+        note = input_kind_note(item.image, model.segmenter.prep, model.label) if model.segmenter else None
+        if note:
+            st.info(note, icon=":material/info:")
         if item.source == "upload" and model.split is not None:  # a dataset pick has its note already
             patient_id = patient_of_file(item.name, model.split)
             if patient_id is not None:

@@ -88,6 +88,27 @@ def test_two_scans_with_one_name_keep_the_first_and_say_how_to_name_a_mask():
     ]
 
 
+def test_input_kind_note_when_the_scan_is_not_what_the_model_read_in_training():
+    from brainviewer.preprocessing import GRAY_CHANNEL_NAME, Preprocessing
+    from brainviewer.review import input_kind_note
+
+    lgg, gray = Preprocessing(), Preprocessing(channel_names=[GRAY_CHANNEL_NAME] * 3)
+    scan_gray = gradient()
+    scan_rgb_equal = np.repeat(scan_gray[..., None], 3, axis=2)
+    scan_lgg = np.stack([scan_gray, scan_gray[::-1], scan_gray.T], axis=2)
+    note = input_kind_note(scan_gray, lgg, "lgg-model")
+    assert note is not None and note.startswith("A grayscale scan: lgg-model was trained on 3-channel slices")
+    assert "pre-contrast, FLAIR, post-contrast" in note
+    assert input_kind_note(scan_rgb_equal, lgg, "m") is not None  # three equal channels are a grayscale scan
+    assert input_kind_note(scan_lgg, lgg, "m") is None
+    assert input_kind_note(scan_gray, gray, "m") is None and input_kind_note(scan_rgb_equal, gray, "m") is None
+    assert input_kind_note(scan_lgg, gray, "fs").startswith("A 3-channel scan: fs was trained on grayscale scans")
+    assert (
+        input_kind_note(scan_gray, Preprocessing(in_channels=1, mean=[0.0], std=[1.0], channel_names=["g"]), "m")
+        is None
+    )
+
+
 def test_several_scans_come_back_in_natural_order_and_unpaired_scans_have_no_truth():
     files = [(f"s_{n}.png", png_bytes(gradient())) for n in (10, 2, 1)]
     files.append(("s_2_mask.png", png_bytes(np.zeros((32, 32), dtype=np.uint8))))
@@ -387,6 +408,27 @@ def test_first_run_with_nothing_configured_shows_the_synthetic_phantom(app_env):
     assert captions[3] == "No prediction: no trained weights present yet"
     assert not at.metric  # no model: no overlap metrics
     assert at.slider(key="threshold").disabled
+
+
+def test_a_grayscale_upload_to_a_model_trained_on_lgg_slices_says_so(app_env, monkeypatch, tiny_weights):
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(tiny_weights))
+    at = new_app().run()
+    at.radio(key="review_source").set_value("Upload").run()
+    at.file_uploader(key="review_upload").set_value(("t1ce.png", png_bytes(gradient(64, 64)), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("A grayscale scan:" in str(info.value) for info in at.info)
+
+
+def test_configuring_a_dataset_while_the_phantom_is_shown_switches_to_it(app_env, phantom_dataset):
+    at = new_app().run()
+    assert at.radio(key="review_source").value == "Synthetic phantom"
+    at.text_input(key="dataset_path_input").set_value(str(phantom_dataset)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="review_source").value == "Dataset sample"
+    # a source the user picks afterwards stays picked
+    at.radio(key="review_source").set_value("Synthetic phantom").run()
+    at.run()
+    assert at.radio(key="review_source").value == "Synthetic phantom"
 
 
 def test_upload_of_a_real_lgg_slice_shows_panels_and_metrics_and_rethresholds_without_the_model(

@@ -569,3 +569,35 @@ def test_dataloader_workers_give_the_same_run(reference_run: Path, phantom_datas
     with_workers = train(tiny_config(phantom_dataset, runs_dir, "workers", workers=2))
     assert_same_checkpoint(load_checkpoint(reference_run), load_checkpoint(with_workers))
     assert train_losses(reference_run) == train_losses(with_workers)
+
+
+def test_the_weights_record_whether_they_were_trained_on_grayscale_scans(phantom_dataset: Path, tmp_path: Path) -> None:
+    """channel_names in preprocessing.json say what the model reads: the app warns on the other kind of scan."""
+    from PIL import Image
+
+    from brainviewer.preprocessing import GRAY_CHANNEL_NAME, LGG_CHANNEL_NAMES
+    from brainviewer.train import scan_kind
+
+    assert scan_kind(open_dataset(phantom_dataset)) == "multichannel"  # kaggle_3m-like: three sequences
+    gray = tmp_path / "gray"
+    for sub in ("images", "masks"):
+        (gray / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        image = rng.integers(0, 255, (64, 64), dtype=np.uint8)
+        mask = np.zeros((64, 64), dtype=np.uint8)
+        mask[20:30, 20 + i : 30 + i] = 255
+        Image.fromarray(image).save(gray / "images" / f"{i}.png")
+        Image.fromarray(mask).save(gray / "masks" / f"{i}.png")
+    # an RGB file whose three channels are equal is a grayscale scan too
+    Image.fromarray(np.repeat(rng.integers(0, 255, (64, 64, 1), dtype=np.uint8), 3, axis=2)).save(
+        gray / "images" / "2.png"
+    )
+    assert scan_kind(open_dataset(gray)) == GRAY_CHANNEL_NAME
+    assert scan_kind(open_dataset(gray).subset([])) is None
+
+    base = train(tiny_config(phantom_dataset, tmp_path, "lgg-like", max_steps=1))
+    assert Segmenter.from_folder(base / "best", device="cpu").prep.channel_names == LGG_CHANNEL_NAMES
+    tuned = train(tiny_config(gray, tmp_path, "on-gray", max_steps=1, init_weights=str(base / "best")))
+    assert Segmenter.from_folder(tuned / "best", device="cpu").prep.channel_names == [GRAY_CHANNEL_NAME] * 3
+    assert "trained on grayscale scans" in (tuned / "best" / "README.md").read_text()
