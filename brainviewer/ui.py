@@ -364,8 +364,7 @@ def source_picker(has_dataset: bool) -> str:
     return st.radio(
         "Scans from",
         SOURCES,
-        # once the radio has a value in session state, that value rules (index 0 is no default to Streamlit)
-        index=0 if "review_source" in st.session_state else SOURCES.index(default),
+        index=_state_index("review_source", SOURCES, SOURCES.index(default)),
         key="review_source",
         horizontal=True,
         help="Synthetic phantom slices are generated pictures, not real scans.",
@@ -540,18 +539,18 @@ def review_controls(model: ModelState) -> tuple[float, float]:
     if st.session_state.get("_threshold_model") != model.model_id or threshold_value is None:
         st.session_state["_threshold_model"] = model.model_id
         if threshold_value is not None and threshold_value != default:
+            # written here and passed as the slider's value below, the two always agree; Streamlit's warning
+            # about a value set both ways is switched off in .streamlit/config.toml for this reason
             st.session_state["threshold"] = default
         threshold_value = default
     left, right = st.columns(2)
-    # the value lives in session state once set (here or by the slider): passing it too makes Streamlit warn
-    initial = {} if "threshold" in st.session_state else {"value": float(threshold_value)}
     threshold = left.slider(
         "Probability threshold",
         min_value=0.01,
         max_value=0.99,
+        value=float(threshold_value),
         step=0.01,
         key="threshold",
-        **initial,
         disabled=not model.available,
         help="Pixels with tumour probability at or above this are predicted tumour. Moving it never reruns the model.",
     )
@@ -837,8 +836,7 @@ def dataset_patient(dataset: Dataset, label: str = "Patient", model: ModelState 
     patient_id = st.selectbox(
         label,
         patients,
-        # opens on a held-out patient; once picked (or set by an 'Open' link) the session state rules
-        index=None if "patient_pick" in st.session_state else first_held_out(model, patients),
+        index=_state_index("patient_pick", patients, first_held_out(model, patients)),  # opens on a held-out one
         key="patient_pick",
         help=f"{len(patients)} patients in {Path(dataset.root).name}.",
         format_func=functools.partial(patient_label, model),
