@@ -115,6 +115,15 @@ def evaluate_folds(
         missing = len(split.val) - len(subset.patient_ids)
         if missing:
             logger.warning("%s: %d of its %d validation patients are not in the dataset", name, missing, len(split.val))
+        seen = [patient for patient in split.val if patient in set(split.base_train)]
+        if seen:
+            logger.warning(
+                "%s: %d of its %d validation patients were trained on by its base model (%s): its score flatters it",
+                name,
+                len(seen),
+                len(split.val),
+                ", ".join(seen[:5]) + (", ..." if len(seen) > 5 else ""),
+            )
         segmenter = load_segmenter(weights)
         prep = segmenter.prep
         setting = (prep.threshold, prep.min_component_px, prep.keep_largest, prep.volume_keep_largest)
@@ -142,7 +151,8 @@ def pooled_summary(results: Sequence[FoldResult], dataset_patients: int | None =
         ``patients``, ``mean_volume_dice``, ``median_volume_dice``, ``std_volume_dice``, ``micro_dice``
         (all voxels of all patients), ``fp_rate_empty_slices``, ``fold_mean_dice_mean`` /
         ``fold_mean_dice_std`` (the spread of the folds' means) and, given ``dataset_patients``,
-        ``coverage`` (the share of the dataset's patients scored).
+        ``coverage`` (the share of the dataset's patients scored). ``seen_by_base`` counts the scored
+        patients their fold's base model was trained on (fine-tuned folds; their scores flatter them).
     """
     patients = [p for r in results for p in r.report.patients]
     dice = np.array([p.volume_dice for p in patients], dtype=np.float64)
@@ -164,6 +174,7 @@ def pooled_summary(results: Sequence[FoldResult], dataset_patients: int | None =
         "empty_slices": empty,
         "fold_mean_dice_mean": float(fold_means.mean()) if len(fold_means) else None,
         "fold_mean_dice_std": float(fold_means.std()) if len(fold_means) else None,
+        "seen_by_base": sum(1 for r in results for p in r.report.patients if p.patient_id in set(r.split.base_train)),
     }
     if dataset_patients:
         pooled["coverage"] = len(patients) / dataset_patients

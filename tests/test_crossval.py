@@ -72,6 +72,21 @@ def test_pooled_scores_by_hand(dataset_root: Path, folds: list[Path]) -> None:  
     assert (pooled["fp_slices"], pooled["empty_slices"]) == (2, 3)
     assert pooled["fp_rate_empty_slices"] == pytest.approx(2 / 3)
     assert pooled["fold_mean_dice_mean"] == pytest.approx(0.8) and pooled["fold_mean_dice_std"] == pytest.approx(0.1)
+    assert pooled["seen_by_base"] == 0
+
+
+def test_patients_a_fold_s_base_model_trained_on_are_counted(
+    dataset_root: Path,  # noqa: F811
+    folds: list[Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Folds fine-tuned from a model that trained on their validation patients flatter themselves: say so."""
+    split = Split.load(folds[1] / "split.json")
+    Split(split.train, split.val, split.mode, split.seed, 2, 1, base_train=["P3"]).save(folds[1] / "split.json")
+    with caplog.at_level("WARNING", logger="brainviewer.crossval"):
+        results = evaluate_folds(open_dataset(dataset_root), folds, load_fake)
+    assert pooled_summary(results)["pooled"]["seen_by_base"] == 1
+    assert "1 of its 2 validation patients were trained on by its base model (P3)" in caplog.text
 
 
 def test_report_files_and_no_silent_overwrite(dataset_root: Path, folds: list[Path], tmp_path: Path) -> None:  # noqa: F811
