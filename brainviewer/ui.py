@@ -1372,7 +1372,7 @@ def _finetune_watch_body(run_path: str, signature: tuple, demo: bool) -> None:
     with right:
         st.markdown("**Log**")
         lines = runs_lib.tail_log(info.path, 14)
-        st.code("\n".join(lines) if lines else "(no log yet)", language=None, height=320)
+        st.code("\n".join(lines) if lines else "(no log yet)", language=None, height=320, wrap_lines=True)
 
 
 def finetune_status(info: runs_lib.RunInfo, run_list: list[runs_lib.RunInfo]) -> None:
@@ -1718,7 +1718,8 @@ def _finetune_average_jobs(runs_dir: str, demo: bool) -> None:
         if job.status == average_jobs.RUNNING:
             st.info(f"{label}: running…", icon=":material/hourglass_top:")
             with st.expander("Log"):
-                st.code("\n".join(runs_lib.tail_log(job.log.parent, 8, job.log.name)) or "(empty)")
+                lines = runs_lib.tail_log(job.log.parent, 8, job.log.name)
+                st.code("\n".join(lines) or "(empty)", language=None, wrap_lines=True)
         elif job.status == average_jobs.FAILED:
             st.error(f"{label} failed: {job.error}", icon=":material/error:")
         else:
