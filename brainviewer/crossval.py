@@ -115,7 +115,8 @@ def evaluate_folds(
         missing = len(split.val) - len(subset.patient_ids)
         if missing:
             logger.warning("%s: %d of its %d validation patients are not in the dataset", name, missing, len(split.val))
-        seen = [patient for patient in split.val if patient in set(split.base_train)]
+        inherited = set(split.base_train)
+        seen = [patient for patient in split.val if patient in inherited]
         if seen:
             logger.warning(
                 "%s: %d of its %d validation patients were trained on by its base model (%s): its score flatters it",
@@ -174,7 +175,7 @@ def pooled_summary(results: Sequence[FoldResult], dataset_patients: int | None =
         "empty_slices": empty,
         "fold_mean_dice_mean": float(fold_means.mean()) if len(fold_means) else None,
         "fold_mean_dice_std": float(fold_means.std()) if len(fold_means) else None,
-        "seen_by_base": sum(1 for r in results for p in r.report.patients if p.patient_id in set(r.split.base_train)),
+        "seen_by_base": sum(len({p.patient_id for p in r.report.patients} & set(r.split.base_train)) for r in results),
     }
     if dataset_patients:
         pooled["coverage"] = len(patients) / dataset_patients

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from brainviewer.config import TrainConfig
-from brainviewer.preprocessing import GRAY_CHANNEL_NAME
+from brainviewer.preprocessing import trained_on_grayscale
 from brainviewer.split import Split, base_trained_val, weights_split
 
 
@@ -63,7 +63,7 @@ def front_matter(
             "(grayscale)"
             if in_channels != 3
             else "(trained on grayscale scans, each repeated into all three)"
-            if channel_names and all(name == GRAY_CHANNEL_NAME for name in channel_names)
+            if channel_names and trained_on_grayscale(channel_names)
             else "(pre-contrast, FLAIR, post-contrast, as in the LGG dataset; "
             "a grayscale scan is repeated into all three)"
         )

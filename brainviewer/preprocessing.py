@@ -8,6 +8,7 @@ the probabilities are mapped back to the scan's own ``(H, W)``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -200,6 +201,15 @@ def to_input(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
     return normalise(prepare_unit(image, prep), prep)
 
 
-def trained_on_grayscale(prep: Preprocessing) -> bool:
-    """Whether the model was trained on grayscale scans (every channel named :data:`GRAY_CHANNEL_NAME`)."""
-    return bool(prep.channel_names) and all(name == GRAY_CHANNEL_NAME for name in prep.channel_names)
+def trained_on_grayscale(channel_names: Sequence[str]) -> bool:
+    """Whether weights with these ``Preprocessing.channel_names`` were trained on grayscale scans
+    (every channel named :data:`GRAY_CHANNEL_NAME`)."""
+    return bool(channel_names) and all(name == GRAY_CHANNEL_NAME for name in channel_names)
+
+
+def is_grayscale(image: np.ndarray) -> bool:
+    """Whether a scan ``(H, W)`` or ``(H, W, 3)`` is grayscale: 2-D, or three equal channels."""
+    image = np.asarray(image)
+    return image.ndim == 2 or bool(
+        np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
+    )

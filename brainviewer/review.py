@@ -42,7 +42,7 @@ from brainviewer.overlay import (
 )
 from brainviewer.phantom import PHANTOM_NOTE, phantom_slice
 from brainviewer.postprocess import postprocess
-from brainviewer.preprocessing import Preprocessing, trained_on_grayscale
+from brainviewer.preprocessing import Preprocessing, is_grayscale, trained_on_grayscale
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +109,7 @@ def input_kind_note(image: np.ndarray, prep: Preprocessing, model_label: str) ->
     """
     if prep.in_channels != 3:
         return None  # a 1-channel model picks its channel from a 3-channel scan by design
-    image = np.asarray(image)
-    gray_scan = image.ndim == 2 or bool(
-        np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
-    )
-    gray_model = trained_on_grayscale(prep)
+    gray_scan, gray_model = is_grayscale(image), trained_on_grayscale(prep.channel_names)
     if gray_scan and not gray_model:
         return (
             f"A grayscale scan: {model_label} was trained on 3-channel slices ({', '.join(prep.channel_names)}) "

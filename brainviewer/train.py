@@ -53,6 +53,7 @@ from brainviewer.preprocessing import (
     GRAY_CHANNEL_NAME,
     LGG_CHANNEL_NAMES,
     Preprocessing,
+    is_grayscale,
     letterbox,
     normalise,
     prepare_unit,
@@ -763,11 +764,7 @@ def scan_kind(dataset: Dataset, sample: int = 16) -> str | None:
     picks = [records[i] for i in np.linspace(0, len(records) - 1, min(sample, len(records))).astype(int)]
     kinds = set()
     for record in picks:
-        image = dataset.load_image(record)
-        gray = image.ndim == 2 or bool(
-            np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
-        )
-        kinds.add(GRAY_CHANNEL_NAME if gray else "multichannel")
+        kinds.add(GRAY_CHANNEL_NAME if is_grayscale(dataset.load_image(record)) else "multichannel")
     return kinds.pop() if len(kinds) == 1 else None
 
 
