@@ -22,6 +22,10 @@ LGG_CHANNEL_NAMES = ["pre-contrast", "FLAIR", "post-contrast"]
 """The three sequences of an LGG (kaggle_3m) slice, in its channel order."""
 GRAY_CHANNEL_NAME = "grayscale"
 """``channel_names`` entry of a model trained on grayscale scans (repeated into each input channel)."""
+INTENSITY_NORMS = ("none", "percentile")
+"""Values of ``Preprocessing.intensity_norm``."""
+HEAD_LEVEL = 0.02
+"""Unit-range intensity above which a pixel counts as head (not background) for the percentile."""
 
 
 @dataclass
@@ -54,6 +58,15 @@ class Preprocessing:
     tta_flip: bool = False
     """Test-time augmentation: average the probabilities of the scan and of its left-right mirror
     image (two forward passes; chosen on validation data)."""
+    intensity_norm: str = "none"
+    """Per-image intensity normalisation before the network: ``none`` (unit range only, as weights
+    saved before this field) or ``percentile`` (each channel scaled so that the ``norm_percentile``-th
+    percentile of its head pixels lands on ``norm_target``, then clipped to [0, 1]), which makes scans of
+    other scanners and windowings look alike."""
+    norm_percentile: float = 99.0
+    """With ``intensity_norm: percentile``: the percentile of head pixels that is matched, in (50, 100]."""
+    norm_target: float = 0.7
+    """With ``intensity_norm: percentile``: the unit-range value that percentile is moved to, in (0, 1]."""
 
     def __post_init__(self) -> None:
         for name in ("input_size", "in_channels", "gray_channel", "min_component_px"):
@@ -88,6 +101,13 @@ class Preprocessing:
             setattr(self, name, bool(getattr(self, name)))
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.intensity_norm not in INTENSITY_NORMS:
+            raise ValueError(f"intensity_norm must be one of {', '.join(INTENSITY_NORMS)}; got {self.intensity_norm!r}")
+        for name, low, high in (("norm_percentile", 50.0, 100.0), ("norm_target", 0.0, 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+                raise ValueError(f"{name} must be a number in ({low:g}, {high:g}], got {value!r}")
+            setattr(self, name, float(value))
 
     def save(self, folder: str | Path) -> Path:
         """Write ``<folder>/preprocessing.json`` (the folder must exist); returns its path."""
@@ -183,9 +203,28 @@ def unletterbox(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(probs[:height, :width])
 
 
+def normalise_intensity(unit: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Apply ``prep.intensity_norm`` to a unit-range ``(H, W, C)`` float32 image; same shape, in ``[0, 1]``.
+
+    ``percentile`` scales each channel so the ``prep.norm_percentile``-th percentile of its head pixels
+    (above :data:`HEAD_LEVEL`) becomes ``prep.norm_target``; a channel with no head pixels is left as is.
+    """
+    if prep.intensity_norm == "none":
+        return unit
+    out = np.empty_like(unit, dtype=np.float32)
+    for channel in range(unit.shape[2]):
+        values = unit[..., channel]
+        head = values[values > HEAD_LEVEL]
+        level = float(np.percentile(head, prep.norm_percentile)) if head.size else 0.0
+        scale = prep.norm_target / level if level > HEAD_LEVEL else 1.0
+        out[..., channel] = np.clip(values * scale, 0.0, 1.0)
+    return out
+
+
 def prepare_unit(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """Scan -> unit-range, model-sized, model-channel image ``(S, S, C)`` float32 (no mean/std yet)."""
-    unit = match_channels(to_unit_range(image), prep)
+    """Scan -> unit-range, intensity-normalised, model-sized, model-channel image ``(S, S, C)`` float32
+    (no mean/std yet). Training, the app, ``predict`` and ONNX all go through this one function."""
+    unit = normalise_intensity(match_channels(to_unit_range(image), prep), prep)
     return letterbox(unit, prep.input_size)
 
 

@@ -472,12 +472,15 @@ def _train(
             mean=[0.0] * config.in_channels,
             std=[1.0] * config.in_channels,
         )
+    norm_changed = bool(config.intensity_norm) and config.intensity_norm != prep.intensity_norm
+    if norm_changed:  # the base's mean and std describe other input, so they are measured again below
+        prep.intensity_norm = config.intensity_norm
     kind = scan_kind(train_set)
     if prep.in_channels == 3 and kind is not None:  # what the model learns to read, for the app and the card
         prep.channel_names = [GRAY_CHANNEL_NAME] * 3 if kind == GRAY_CHANNEL_NAME else list(LGG_CHANNEL_NAMES)
     t0 = time.time()
     cache = SliceCache.build(train_set, prep)
-    if not config.init_weights:
+    if not config.init_weights or norm_changed:
         prep.mean, prep.std = channel_stats(cache)
     logger.info(
         "cached %d training slices in %.1fs (%d with tumour); mean %s std %s",

@@ -236,3 +236,41 @@ def test_single_mean_and_std_expand() -> None:
     assert Preprocessing(in_channels=1, mean=[0.2] * 3, std=[0.3] * 3).mean == [0.2]
     with pytest.raises(ValueError, match="mean needs 1 values, got 3"):
         Preprocessing(in_channels=1, mean=[0.1, 0.2, 0.3])
+
+
+def test_percentile_norm_moves_the_head_percentile_to_the_target() -> None:
+    """Two scans of one head, one twice as bright (another scanner's gain), become the same input."""
+    rng = np.random.default_rng(0)
+    head = np.zeros((64, 64), dtype=np.float32)
+    head[8:56, 8:56] = rng.uniform(0.1, 0.4, size=(48, 48))
+    prep = Preprocessing(
+        input_size=64, in_channels=1, intensity_norm="percentile", norm_target=0.6, mean=[0.0], std=[1.0]
+    )
+    dim = prepare_unit((head * 255).astype(np.uint8), prep)
+    bright = prepare_unit((head * 2 * 255).astype(np.uint8), prep)
+    inside = dim[..., 0][dim[..., 0] > 0.02]
+    assert np.percentile(inside, 99) == pytest.approx(0.6, abs=0.01)
+    np.testing.assert_allclose(dim, bright, atol=0.02)
+    assert dim[0, 0, 0] == 0.0  # background stays background
+
+
+def test_percentile_norm_leaves_an_empty_image_alone() -> None:
+    prep = Preprocessing(in_channels=1, intensity_norm="percentile", mean=[0.0], std=[1.0])
+    assert not prepare_unit(np.zeros((32, 32), np.uint8), prep).any()
+
+
+def test_weights_without_the_norm_fields_load_as_before(tmp_path: Path) -> None:
+    """preprocessing.json written before intensity_norm existed: no normalisation, same input."""
+    (tmp_path / PREPROCESSING_FILE).write_text(json.dumps({"input_size": 64, "threshold": 0.4}))
+    prep = Preprocessing.load(tmp_path)
+    assert prep.intensity_norm == "none"
+    image = np.random.default_rng(1).integers(0, 120, size=(40, 50, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(prepare_unit(image, prep), letterbox(to_unit_range(image), 64))
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"intensity_norm": "zscore"}, {"norm_percentile": 20.0}, {"norm_target": 0.0}, {"norm_target": True}]
+)
+def test_invalid_norm_settings_raise(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        Preprocessing(**kwargs)
