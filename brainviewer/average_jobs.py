@@ -5,7 +5,7 @@ validation data, so the page never runs it in its script thread: :func:`start_av
 launches it detached (like a training run) and records the job in
 ``runs/.averages/<name>.json`` with its log beside it; :func:`list_averages` reads the jobs
 back, so every tab and a restarted app see the same ones. The result is an ordinary weights
-folder ``weights/<name>``, written atomically by :func:`brainviewer.average.write_average`,
+folder ``weights/<name>``, written atomically by :func:`brainviewer.training.average.write_average`,
 which the page can then make the app's model.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from brainviewer import runs
 from brainviewer.files import read_json_object, write_atomic
-from brainviewer.weights import PROJECT_ROOT, weights_root
+from brainviewer.model.weights import PROJECT_ROOT, weights_root
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def start_average(
         data: a dataset holding the sources' common validation patients, to choose the
             threshold and post-processing on; None keeps the first source's.
         runs_dir: where the job record goes (default :func:`brainviewer.runs.runs_root`).
-        weights_dir: where the result goes (default :func:`brainviewer.weights.weights_root`).
+        weights_dir: where the result goes (default :func:`brainviewer.model.weights.weights_root`).
         threads: torch CPU threads of the job (0: torch's default).
 
     Raises:

@@ -13,8 +13,8 @@ logger = logging.getLogger("brainviewer")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from brainviewer.config import config_from_args
-    from brainviewer.train import train
+    from brainviewer.training.config import config_from_args
+    from brainviewer.training.loop import train
 
     run_dir = train(resume=args.resume) if args.resume else train(config_from_args(args))
     print(run_dir)
@@ -22,10 +22,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from brainviewer.datasets import open_dataset
-    from brainviewer.evaluate import evaluate_probs, read_groups, write_report
-    from brainviewer.split import Split
-    from brainviewer.weights import resolve_segmenter
+    from brainviewer.data.datasets import open_dataset
+    from brainviewer.data.split import Split
+    from brainviewer.evaluation.evaluate import evaluate_probs, read_groups, write_report
+    from brainviewer.model.weights import resolve_segmenter
 
     group_of = read_groups(args.groups) if args.groups else {}  # a bad CSV fails before the long part
     segmenter = resolve_segmenter(args.weights, device=args.device, revision=args.revision)
@@ -67,9 +67,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
-    from brainviewer.crossval import evaluate_folds, pooled_summary, write_cv_report
-    from brainviewer.datasets import open_dataset
-    from brainviewer.model import Segmenter
+    from brainviewer.data.datasets import open_dataset
+    from brainviewer.evaluation.crossval import evaluate_folds, pooled_summary, write_cv_report
+    from brainviewer.model.segmenter import Segmenter
 
     dataset = open_dataset(args.dataset)
 
@@ -96,7 +96,7 @@ def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_average(args: argparse.Namespace) -> int:
-    from brainviewer.average import write_average
+    from brainviewer.training.average import write_average
 
     folder, summary = write_average(args.weights, args.out, args.data, overwrite=args.overwrite, device=args.device)
     if summary is not None:
@@ -106,8 +106,8 @@ def _cmd_average(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from brainviewer.predict import predict_paths
-    from brainviewer.weights import resolve_segmenter
+    from brainviewer.evaluation.predict import predict_paths
+    from brainviewer.model.weights import resolve_segmenter
 
     segmenter = resolve_segmenter(args.weights, device=args.device, revision=args.revision)
 
@@ -132,16 +132,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from brainviewer.benchmark import main as bench_main
+    from brainviewer.evaluation.benchmark import main as bench_main
 
     return bench_main(args)
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from brainviewer.weights import resolve_weights_folder
+    from brainviewer.model.weights import resolve_weights_folder
 
     try:
-        from brainviewer.onnx_backend import check_against_torch, export_onnx
+        from brainviewer.model.onnx_backend import check_against_torch, export_onnx
 
         folder = resolve_weights_folder(args.weights, args.revision)
         dynamo = None if args.exporter == "auto" else args.exporter == "dynamo"
@@ -158,7 +158,7 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from brainviewer.hub import push_weights
+    from brainviewer.model.hub import push_weights
 
     url = push_weights(args.weights, args.repo_id, private=not args.public, commit_message=args.message)
     print(url)
@@ -166,7 +166,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from brainviewer.config import add_config_arguments
+    from brainviewer.training.config import add_config_arguments
 
     parser = argparse.ArgumentParser(prog="python -m brainviewer", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

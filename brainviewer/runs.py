@@ -1,7 +1,7 @@
 """Training runs on disk: read, start, queue, stop, resume, delete, compare and promote them.
 
 No Streamlit here: the fine-tuning page (``pages/finetune.py``) is a thin view of these
-functions. Every fact comes from the run folders (layout in :mod:`brainviewer.train`), never
+functions. Every fact comes from the run folders (layout in :mod:`brainviewer.training.loop`), never
 from a browser session, so several tabs, a restarted Streamlit server and the command line
 all see the same runs.
 
@@ -39,7 +39,7 @@ machine (``host`` differs) cannot be checked from here and is reported ``unknown
 
 **Promotion.** :func:`promote_run` copies a run's ``best/`` weights to ``weights/<name>``
 (never overwriting: a suffix is added) and records that folder in ``weights/ACTIVE``, which
-:func:`brainviewer.weights.default_weights_spec` reads (``$BRAINVIEWER_WEIGHTS`` still
+:func:`brainviewer.model.weights.default_weights_spec` reads (``$BRAINVIEWER_WEIGHTS`` still
 overrides it). Both steps are atomic renames: a failure leaves ``ACTIVE`` and every existing
 folder as they were, and the previous model stays available under its own name.
 """
@@ -67,23 +67,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from brainviewer.config import TrainConfig
 from brainviewer.files import read_json_object, write_atomic
-from brainviewer.weights import PROJECT_ROOT, list_local_weights, weights_root
+from brainviewer.model.weights import PROJECT_ROOT, list_local_weights, weights_root
+from brainviewer.training.config import TrainConfig
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from brainviewer.split import Split
+    from brainviewer.data.split import Split
 
 logger = logging.getLogger(__name__)
 
 #: Environment variable naming the folder that holds runs (default: ``runs/`` of the project).
 RUNS_ENV = "BRAINVIEWER_RUNS_DIR"
-#: The file in the weights folder naming the active model (read by brainviewer.weights).
+#: The file in the weights folder naming the active model (read by brainviewer.model.weights).
 ACTIVE_FILE = "ACTIVE"
 
-# Run-folder file names; they must match brainviewer.train (a test checks it).
+# Run-folder file names; they must match brainviewer.training.loop (a test checks it).
 CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.json"
 STATUS_FILE = "status.json"
@@ -603,7 +603,7 @@ def _claim_run_dir(runs_dir: Path, config: TrainConfig) -> Path:
 
 
 def _check_weights_folder(spec: str) -> str:
-    from brainviewer.weights import resolve_weights_folder
+    from brainviewer.model.weights import resolve_weights_folder
 
     folder = resolve_weights_folder(spec).resolve()
     missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
@@ -616,13 +616,14 @@ def prepare_config(config: TrainConfig) -> tuple[TrainConfig, Split]:
     """Check ``config`` before a run is made: the data opens, the split is possible, the base weights exist.
 
     Returns:
-        A copy with absolute ``data`` and ``init_weights`` paths, and the patient :class:`~brainviewer.split.Split`.
+        A copy with absolute ``data`` and ``init_weights`` paths, and the patient
+        :class:`~brainviewer.data.split.Split`.
 
     Raises:
         ValueError: with a message saying what to fix (dataset, split or weights).
     """
-    from brainviewer.datasets import open_dataset
-    from brainviewer.split import split_for_config
+    from brainviewer.data.datasets import open_dataset
+    from brainviewer.data.split import split_for_config
 
     config = replace(config)
     data = Path(config.data).expanduser()
@@ -634,7 +635,7 @@ def prepare_config(config: TrainConfig) -> tuple[TrainConfig, Split]:
     dataset = open_dataset(config.data)
     if not any(r.has_ground_truth for r in dataset):
         raise ValueError(f"{config.data} has no masks; training needs ground truth.")
-    # the same call brainviewer.train makes for a fresh run
+    # the same call brainviewer.training.loop makes for a fresh run
     split = split_for_config(dataset.patient_ids, config)
     if config.init_weights:
         config.init_weights = _check_weights_folder(config.init_weights)
@@ -655,7 +656,7 @@ def weights_summary(folder: str | Path) -> dict:
     Raises:
         ValueError: the files are missing or unreadable.
     """
-    from brainviewer.preprocessing import Preprocessing
+    from brainviewer.model.preprocessing import Preprocessing
 
     folder = Path(folder)
     try:
@@ -1009,7 +1010,7 @@ def _complete_weights(folder: Path) -> bool:
 def active_weights(weights_dir: str | Path | None = None) -> str | None:
     """The folder name recorded in ``weights/ACTIVE`` when it names an existing folder, else None.
 
-    This is what :func:`brainviewer.weights.default_weights_spec` uses unless ``$BRAINVIEWER_WEIGHTS`` is set.
+    This is what :func:`brainviewer.model.weights.default_weights_spec` uses unless ``$BRAINVIEWER_WEIGHTS`` is set.
     """
     weights_dir = Path(weights_dir) if weights_dir is not None else weights_root()
     try:
@@ -1055,7 +1056,7 @@ def promote_run(
     Args:
         run_dir: the run.
         name: folder name under ``weights_dir`` (default: the run's name).
-        weights_dir: the weights folder (default :func:`brainviewer.weights.weights_root`).
+        weights_dir: the weights folder (default :func:`brainviewer.model.weights.weights_root`).
         activate: also record the new folder in ``ACTIVE``.
 
     Returns:
@@ -1112,7 +1113,7 @@ def base_weight_choices(runs_dir: str | Path | None = None, weights_dir: str | P
     The app's current default model first, then every complete folder under ``weights/``,
     then the ``best/`` of every run that has one.
     """
-    from brainviewer.weights import default_weights_spec
+    from brainviewer.model.weights import default_weights_spec
 
     choices: dict[str, str] = {}
     default = Path(default_weights_spec())
@@ -1201,10 +1202,10 @@ def validation_records(run_dir: str | Path, n: int = 3):
     spaced other validation slices.
 
     Returns:
-        ``(dataset, records)``: the run's dataset and the chosen :class:`~brainviewer.datasets.SliceRecord` s.
+        ``(dataset, records)``: the run's dataset and the chosen :class:`~brainviewer.data.datasets.SliceRecord` s.
     """
-    from brainviewer.datasets import open_dataset
-    from brainviewer.split import Split
+    from brainviewer.data.datasets import open_dataset
+    from brainviewer.data.split import Split
 
     run_dir = Path(run_dir)
     config = TrainConfig.load(run_dir / CONFIG_FILE)

@@ -30,17 +30,25 @@ import numpy as np
 import streamlit as st
 import torch
 
-from brainviewer.datasets import DATA_ENV, Dataset, open_dataset
-from brainviewer.io import IMAGE_SUFFIXES
-from brainviewer.model import CONFIG_FILE, WEIGHTS_FILE, Segmenter, default_device
-from brainviewer.overlay import (
+from brainviewer.data.datasets import DATA_ENV, Dataset, open_dataset
+from brainviewer.data.io import IMAGE_SUFFIXES
+from brainviewer.data.split import SPLIT_FILE, Split, patient_of_file, weights_split
+from brainviewer.model.segmenter import CONFIG_FILE, WEIGHTS_FILE, Segmenter, default_device
+from brainviewer.model.weights import (
+    WEIGHTS_ENV,
+    default_weights_spec,
+    list_local_weights,
+    resolve_weights_folder,
+    weights_root,
+)
+from brainviewer.views.overlay import (
     DEFAULT_ALPHA,
     DEFAULT_DISPLAY_CHANNEL,
     DISPLAY_CHANNELS,
     placeholder_image,
     probs_to_rgb,
 )
-from brainviewer.review import (
+from brainviewer.views.review import (
     SYNTHETIC_LABEL,
     ReviewItem,
     ReviewView,
@@ -50,14 +58,6 @@ from brainviewer.review import (
     item_from_record,
     items_from_uploads,
     phantom_items,
-)
-from brainviewer.split import SPLIT_FILE, Split, patient_of_file, weights_split
-from brainviewer.weights import (
-    WEIGHTS_ENV,
-    default_weights_spec,
-    list_local_weights,
-    resolve_weights_folder,
-    weights_root,
 )
 
 logger = logging.getLogger(__name__)
@@ -724,8 +724,8 @@ def show_probability_map(view: ReviewView) -> None:
 from typing import TYPE_CHECKING  # noqa: E402 - this section's own imports
 
 if TYPE_CHECKING:
-    from brainviewer.patient import DatasetEvaluation
-    from brainviewer.volumes import Volume
+    from brainviewer.data.volumes import Volume
+    from brainviewer.views.patient import DatasetEvaluation
 
 PATIENT_SOURCE_DATASET = "Dataset patient"
 PATIENT_SOURCE_UPLOAD = "NIfTI / DICOM upload"
@@ -744,7 +744,7 @@ def phantom_dataset_path(patients: int = 4, slices: int = 12, size: int = 128) -
     """A temporary ``kaggle_3m``-layout folder of SYNTHETIC phantom patients (written once per server)."""
     import tempfile
 
-    from brainviewer.phantom import write_phantom_dataset
+    from brainviewer.data.phantom import write_phantom_dataset
 
     root = Path(tempfile.mkdtemp(prefix="brainviewer-phantom-"))
     return str(write_phantom_dataset(root, patients=patients, slices=slices, size=size))
@@ -817,13 +817,13 @@ def patient_source_picker(has_dataset: bool) -> str:
 
 @st.cache_data(max_entries=6, show_spinner="Reading the patient's slices…")
 def _dataset_volume(root: str, patient_id: str, n_records: int, _dataset: Dataset) -> Volume:
-    from brainviewer.volumes import volume_from_dataset
+    from brainviewer.data.volumes import volume_from_dataset
 
     return volume_from_dataset(_dataset, patient_id)
 
 
 def dataset_patient(dataset: Dataset, label: str = "Patient", model: ModelState | None = None) -> tuple[Volume, str]:
-    """Patient selectbox (key ``patient_pick``) and the chosen patient's :class:`~brainviewer.volumes.Volume`.
+    """Patient selectbox (key ``patient_pick``) and the chosen patient's :class:`~brainviewer.data.volumes.Volume`.
 
     With ``model``, its held-out patients are tagged and a note says whether it was trained on the patient.
 
@@ -856,7 +856,7 @@ def volume_upload() -> tuple[Volume | None, str | None, str | None]:
     """
     import hashlib
 
-    from brainviewer.volumes import VolumeError, is_nifti_name, read_dicom_files, read_dicom_zip, read_nifti
+    from brainviewer.data.volumes import VolumeError, is_nifti_name, read_dicom_files, read_dicom_zip, read_nifti
 
     files = st.file_uploader(
         "A NIfTI volume (.nii, .nii.gz), a DICOM series as .zip, or the .dcm files of one series",
@@ -921,7 +921,7 @@ def volume_probs(model: ModelState, volume: Volume, volume_key: str) -> list[np.
 
     Returns ``None`` without a model, or when the model fails (the error is shown).
     """
-    from brainviewer.patient import model_inputs
+    from brainviewer.views.patient import model_inputs
 
     if model.segmenter is None or model.model_id is None:
         return None
@@ -988,7 +988,7 @@ def _patient_evaluation(
     _dataset: Dataset,
 ) -> DatasetEvaluation:
     """One patient's evaluation (report + slice scores), keyed by model, dataset, patient and setting."""
-    from brainviewer.patient import evaluate_dataset
+    from brainviewer.views.patient import evaluate_dataset
 
     return evaluate_dataset(
         _dataset.subset([patient_id]),
@@ -1011,8 +1011,8 @@ def evaluate_with_progress(
 ) -> DatasetEvaluation | None:
     """Evaluate every patient of ``dataset`` (each one cached on its own, so an interrupted or
     repeated evaluation resumes where it stopped) with a progress bar; the merged
-    :class:`~brainviewer.patient.DatasetEvaluation`, or ``None`` on error (shown)."""
-    from brainviewer.patient import merge_evaluations
+    :class:`~brainviewer.views.patient.DatasetEvaluation`, or ``None`` on error (shown)."""
+    from brainviewer.views.patient import merge_evaluations
 
     if model.segmenter is None or model.model_id is None:
         return None
@@ -1069,8 +1069,8 @@ from datetime import datetime  # noqa: E402 - this section's own imports
 
 from brainviewer import average_jobs  # noqa: E402
 from brainviewer import runs as runs_lib  # noqa: E402
-from brainviewer.config import AUGMENTATIONS, LOSSES, SPLIT_MODES, TrainConfig  # noqa: E402
-from brainviewer.model import ARCHITECTURES  # noqa: E402
+from brainviewer.model.segmenter import ARCHITECTURES  # noqa: E402
+from brainviewer.training.config import AUGMENTATIONS, LOSSES, SPLIT_MODES, TrainConfig  # noqa: E402
 
 #: Set to 1 on a public demo: starting, resuming, promoting and deleting runs are disabled.
 DEMO_ENV = "BRAINVIEWER_DEMO"
@@ -1505,8 +1505,8 @@ def _validation_samples(run_dir: str, split_mtime_ns: int, n: int) -> tuple:
 @st.cache_data(max_entries=64, show_spinner=False)
 def _sample_picture(model_id: str, image_path: str, _segmenter: Segmenter, _dataset: Dataset, _record) -> tuple:
     """(outlined picture, Dice or None) of one validation slice under one model version."""
-    from brainviewer.metrics import dice
-    from brainviewer.patient import outlined
+    from brainviewer.evaluation.metrics import dice
+    from brainviewer.views.patient import outlined
 
     image = _dataset.load_image(_record)
     truth = _dataset.load_mask(_record, shape=image.shape[:2])
@@ -1582,7 +1582,7 @@ def finetune_choose(run_list: list[runs_lib.RunInfo]) -> runs_lib.RunInfo | None
 
 def finetune_evaluate(info: runs_lib.RunInfo) -> None:
     """Evaluate the run's best weights on a dataset (per patient, cached, with a progress bar)."""
-    from brainviewer.split import Split
+    from brainviewer.data.split import Split
 
     c1, c2 = st.columns([3, 2])
     data = c1.text_input("Dataset", value=dataset_path() or info.dataset, key="finetune_eval_data")

@@ -9,11 +9,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from brainviewer import ui
-from brainviewer.evaluate import NO_GROUP, group_summaries, read_groups
-from brainviewer.exports import evaluation_json, evaluation_patients_csv, evaluation_slices_csv
-from brainviewer.review import SYNTHETIC_LABEL
+from brainviewer.data.split import Split
+from brainviewer.evaluation.evaluate import NO_GROUP, group_summaries, read_groups
 from brainviewer.runs import patient_dice_figure
-from brainviewer.split import Split
+from brainviewer.views.exports import evaluation_json, evaluation_patients_csv, evaluation_slices_csv
+from brainviewer.views.review import SYNTHETIC_LABEL
 
 st.title("Evaluation", anchor=False)
 st.caption(

@@ -7,11 +7,11 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from brainviewer import ui
-from brainviewer.exports import masks_zip_bytes, patient_report_html, patients_csv, safe_file_stem, slices_csv
-from brainviewer.overlay import GT_COLOR, PRED_COLOR
-from brainviewer.patient import montage, predicted_masks, summarise_patient, tumour_gif
-from brainviewer.review import SYNTHETIC_LABEL, ReviewItem, render_review
-from brainviewer.volumes import nifti_mask_bytes
+from brainviewer.data.volumes import nifti_mask_bytes
+from brainviewer.views.exports import masks_zip_bytes, patient_report_html, patients_csv, safe_file_stem, slices_csv
+from brainviewer.views.overlay import GT_COLOR, PRED_COLOR
+from brainviewer.views.patient import montage, predicted_masks, summarise_patient, tumour_gif
+from brainviewer.views.review import SYNTHETIC_LABEL, ReviewItem, render_review
 
 MAX_MONTAGE = 36
 

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from brainviewer import ui
-from brainviewer.review import render_review
+from brainviewer.views.review import render_review
 
 st.title("Review", anchor=False)
 st.caption(

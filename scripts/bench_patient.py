@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from brainviewer.model import Segmenter, build_model
-    from brainviewer.patient import montage, predict_volume, predicted_masks, summarise_patient
-    from brainviewer.phantom import phantom_slice
-    from brainviewer.preprocessing import Preprocessing
-    from brainviewer.volumes import Volume
+    from brainviewer.data.phantom import phantom_slice
+    from brainviewer.data.volumes import Volume
+    from brainviewer.model.preprocessing import Preprocessing
+    from brainviewer.model.segmenter import Segmenter, build_model
+    from brainviewer.views.patient import montage, predict_volume, predicted_masks, summarise_patient
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -29,8 +29,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from brainviewer.datasets import load_arrays, open_dataset  # noqa: E402
-from brainviewer.split import Split  # noqa: E402
+from brainviewer.data.datasets import load_arrays, open_dataset  # noqa: E402
+from brainviewer.data.split import Split  # noqa: E402
 
 BASE = ROOT / "weights" / "figshare-unet-resnet18"
 COMMON = f"--init-weights {BASE} --crop-size 192 --augment strong --loss bce_dice --batch-size 8 --seed 42 --threads 1"

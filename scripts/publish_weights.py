@@ -18,10 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from brainviewer.config import TrainConfig
-from brainviewer.modelcard import render_card
+from brainviewer.model.modelcard import render_card
 from brainviewer.runs import promote_run
-from brainviewer.train import CHECKPOINT, RunState
+from brainviewer.training.config import TrainConfig
+from brainviewer.training.loop import CHECKPOINT, RunState
 
 
 def main() -> None:

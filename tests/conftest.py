@@ -46,7 +46,7 @@ def coco_root() -> Path:
 @pytest.fixture(scope="session")
 def phantom_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small kaggle_3m-layout phantom dataset: 6 patients x 8 slices, 64x64."""
-    from brainviewer.phantom import write_phantom_dataset
+    from brainviewer.data.phantom import write_phantom_dataset
 
     return write_phantom_dataset(tmp_path_factory.mktemp("phantom"), patients=6, slices=8, size=64)
 
@@ -54,8 +54,8 @@ def phantom_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained, small Unet weights folder (64x64 input) for fast inference tests."""
-    from brainviewer.model import build_model, save_weights
-    from brainviewer.preprocessing import Preprocessing
+    from brainviewer.model.preprocessing import Preprocessing
+    from brainviewer.model.segmenter import build_model, save_weights
 
     torch.manual_seed(0)
     model = build_model("Unet", "resnet18", in_channels=3, encoder_depth=3, decoder_channels=(32, 16, 8))

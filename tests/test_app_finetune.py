@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from brainviewer import runs
-from brainviewer.config import TrainConfig
+from brainviewer.training.config import TrainConfig
 
 PAGE = "../pages/finetune.py"  # AppTest resolves paths against this test file
 POLL_TIMEOUT_S = 150.0
@@ -23,8 +23,8 @@ POLL_TIMEOUT_S = 150.0
 @pytest.fixture(scope="module")
 def small_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small untrained weights folder (mobilenet_v2 encoder, depth 3, input 64)."""
-    from brainviewer.model import build_model, save_weights
-    from brainviewer.preprocessing import Preprocessing
+    from brainviewer.model.preprocessing import Preprocessing
+    from brainviewer.model.segmenter import build_model, save_weights
 
     torch.manual_seed(0)
     model = build_model("Unet", "mobilenet_v2", in_channels=3, encoder_depth=3, decoder_channels=(32, 16, 8))
@@ -201,7 +201,7 @@ def test_start_watch_finish_and_promote_from_the_page(page_env, phantom_dataset:
     assert (weights_dir / "from-page" / "model.safetensors").is_file()
     assert (weights_dir / "current" / "model.safetensors").is_file()
     assert "weights/from-page is now the app's model" in page_text(at)
-    from brainviewer.weights import default_weights_spec
+    from brainviewer.model.weights import default_weights_spec
 
     assert default_weights_spec() == str(weights_dir / "from-page")
 
@@ -226,8 +226,8 @@ def test_sampling_and_cross_validation_options_reach_the_run(page_env, phantom_d
 
 
 def test_a_base_with_a_split_keeps_it_unless_unticked(page_env, phantom_dataset: Path) -> None:
-    from brainviewer.datasets import open_dataset
-    from brainviewer.split import split_patients
+    from brainviewer.data.datasets import open_dataset
+    from brainviewer.data.split import split_patients
 
     runs_dir, weights_dir = page_env
     base_split = split_patients(open_dataset(phantom_dataset).patient_ids, val_count=2, seed=11)
@@ -248,8 +248,8 @@ def test_a_base_with_a_split_keeps_it_unless_unticked(page_env, phantom_dataset:
 
 
 def test_average_two_runs_from_the_page_and_use_the_result(page_env, small_base: Path, phantom_dataset: Path) -> None:
-    from brainviewer.datasets import open_dataset
-    from brainviewer.split import split_patients
+    from brainviewer.data.datasets import open_dataset
+    from brainviewer.data.split import split_patients
 
     runs_dir, weights_dir = page_env
     split = split_patients(open_dataset(phantom_dataset).patient_ids, val_count=2, seed=1)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainviewer.datasets import open_dataset
-from brainviewer.model import Segmenter
-from brainviewer.patient import evaluate_dataset
+from brainviewer.data.datasets import open_dataset
+from brainviewer.model.segmenter import Segmenter
+from brainviewer.views.patient import evaluate_dataset
 
 APP = "../app.py"  # AppTest resolves paths against this test file
 
@@ -155,7 +155,7 @@ def test_evaluation_page_shows_the_mean_dice_and_opens_a_patient(
 def test_evaluation_page_shows_dice_by_group_from_a_groups_csv(
     app_env: None, monkeypatch: pytest.MonkeyPatch, phantom_dataset: Path, tiny_weights: Path, tmp_path: Path
 ) -> None:
-    from brainviewer.evaluate import group_summaries
+    from brainviewer.evaluation.evaluate import group_summaries
 
     monkeypatch.setenv("BRAINVIEWER_DATA", str(phantom_dataset))
     at = open_page("pages/evaluation.py")
@@ -193,7 +193,7 @@ def test_pages_apply_the_weights_volume_post_processing_and_tta(
     import json
     import shutil
 
-    from brainviewer.patient import predicted_masks
+    from brainviewer.views.patient import predicted_masks
 
     folder = tmp_path / "tiny-volume"
     shutil.copytree(tiny_weights, folder)
@@ -245,7 +245,7 @@ def test_pages_tell_held_out_patients_from_those_the_model_was_trained_on(
     model was trained on the patient shown; the Evaluation page scores only the held-out ones by default."""
     import shutil
 
-    from brainviewer.split import Split
+    from brainviewer.data.split import Split
 
     folder = tmp_path / "tiny-split"
     shutil.copytree(tiny_weights, folder)

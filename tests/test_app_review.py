@@ -1,4 +1,4 @@
-"""The Review flow: brainviewer.review (pure functions) and the Review page through AppTest."""
+"""The Review flow: brainviewer.views.review (pure functions) and the Review page through AppTest."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 import tifffile
 from PIL import Image
 
-from brainviewer.datasets import open_dataset
-from brainviewer.io import read_image, to_uint8
-from brainviewer.model import Segmenter
-from brainviewer.overlay import GT_COLOR, PRED_COLOR
-from brainviewer.review import (
+from brainviewer.data.datasets import open_dataset
+from brainviewer.data.io import read_image, to_uint8
+from brainviewer.model.segmenter import Segmenter
+from brainviewer.views.overlay import GT_COLOR, PRED_COLOR
+from brainviewer.views.review import (
     SYNTHETIC_LABEL,
     ReviewItem,
     download_names,
@@ -48,7 +48,7 @@ def square(shape: tuple[int, int], top: int, left: int, size: int) -> np.ndarray
     return mask
 
 
-# === brainviewer.review: uploads =================================================================
+# === brainviewer.views.review: uploads =================================================================
 
 
 def test_scan_and_its_mask_upload_are_paired():
@@ -89,8 +89,8 @@ def test_two_scans_with_one_name_keep_the_first_and_say_how_to_name_a_mask():
 
 
 def test_input_kind_note_when_the_scan_is_not_what_the_model_read_in_training():
-    from brainviewer.preprocessing import GRAY_CHANNEL_NAME, Preprocessing
-    from brainviewer.review import input_kind_note
+    from brainviewer.model.preprocessing import GRAY_CHANNEL_NAME, Preprocessing
+    from brainviewer.views.review import input_kind_note
 
     lgg, gray = Preprocessing(), Preprocessing(channel_names=[GRAY_CHANNEL_NAME] * 3)
     scan_gray = gradient()
@@ -205,7 +205,7 @@ def test_item_key_follows_content_and_download_names_are_safe():
     }
 
 
-# === brainviewer.review: datasets and phantoms ===================================================
+# === brainviewer.views.review: datasets and phantoms ===================================================
 
 
 def test_phantom_items_are_labelled_synthetic():
@@ -228,7 +228,7 @@ def test_item_from_dataset_record(phantom_dataset):
     assert not item.synthetic  # the item is a dataset file; the phantom dataset's names say PHANTOM
 
 
-# === brainviewer.review: thresholding ============================================================
+# === brainviewer.views.review: thresholding ============================================================
 
 
 def test_threshold_view_changes_the_mask_when_the_threshold_moves():
@@ -555,7 +555,7 @@ def test_a_cpu_training_run_makes_the_app_keep_to_the_cores_it_leaves(app_env, m
     import torch
 
     from brainviewer import runs, ui
-    from brainviewer.config import TrainConfig
+    from brainviewer.training.config import TrainConfig
 
     calls: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)  # record, do not change the test process

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainviewer.augment import apply_augmentation, build_augmentation, copy_missing_sequences, random_crop
-from brainviewer.config import TrainConfig
-from brainviewer.preprocessing import Preprocessing
-from brainviewer.train import SliceCache, make_sample
+from brainviewer.model.preprocessing import Preprocessing
+from brainviewer.training.augment import apply_augmentation, build_augmentation, copy_missing_sequences, random_crop
+from brainviewer.training.config import TrainConfig
+from brainviewer.training.loop import SliceCache, make_sample
 
 
 def scan(seed: int = 0, size: int = 32) -> np.ndarray:

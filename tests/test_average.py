@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from brainviewer.average import SOURCES_FILE, average_models, average_state_dicts, common_split, write_average
 from brainviewer.cli import main
-from brainviewer.datasets import open_dataset
-from brainviewer.model import Segmenter, build_model, load_model, save_weights
-from brainviewer.preprocessing import Preprocessing
-from brainviewer.split import split_patients
+from brainviewer.data.datasets import open_dataset
+from brainviewer.data.split import split_patients
+from brainviewer.model.preprocessing import Preprocessing
+from brainviewer.model.segmenter import Segmenter, build_model, load_model, save_weights
+from brainviewer.training.average import SOURCES_FILE, average_models, average_state_dicts, common_split, write_average
 
 
 def test_average_state_dicts_by_hand() -> None:
@@ -121,7 +121,7 @@ def test_cli_average(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_common_split_carries_every_source_s_inherited_patients(tmp_path: Path) -> None:
-    from brainviewer.split import Split
+    from brainviewer.data.split import Split
 
     a, b = tiny_folder(tmp_path, "a", 0), tiny_folder(tmp_path, "b", 1)
     Split(["P1", "P2"], ["P3"], "random", 0, base_train=["X1"]).save(a / "split.json")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from brainviewer import average_jobs
-from brainviewer.datasets import open_dataset
-from brainviewer.model import load_model
-from brainviewer.split import split_patients
+from brainviewer.data.datasets import open_dataset
+from brainviewer.data.split import split_patients
+from brainviewer.model.segmenter import load_model
 from tests.test_average import tiny_folder
 
 

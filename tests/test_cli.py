@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from brainviewer.cli import main
-from brainviewer.config import TrainConfig
+from brainviewer.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ def test_evaluate_with_flip_tta(phantom_dataset: Path, tiny_weights: Path, capsy
 def test_evaluate_with_groups(
     phantom_dataset: Path, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from brainviewer.datasets import open_dataset
+    from brainviewer.data.datasets import open_dataset
 
     ids = open_dataset(phantom_dataset).patient_ids
     groups = tmp_path / "groups.csv"
@@ -104,7 +104,7 @@ def test_evaluate_with_groups(
 def test_evaluate_one_side_of_a_split(
     phantom_dataset: Path, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from brainviewer.split import split_patients
+    from brainviewer.data.split import split_patients
 
     split = split_patients([f"PHANTOM_{i:02d}_20000101" for i in range(6)], val_count=2, mode="contiguous")
     path = split.save(tmp_path / "split.json")

@@ -14,9 +14,9 @@ import pytest
 from test_evaluate import dataset_root, probs_from_channel_0  # noqa: F401  (dataset_root is a fixture)
 
 from brainviewer import cli
-from brainviewer.crossval import check_folds, evaluate_folds, fold_weights, pooled_summary, write_cv_report
-from brainviewer.datasets import open_dataset
-from brainviewer.split import Split
+from brainviewer.data.datasets import open_dataset
+from brainviewer.data.split import Split
+from brainviewer.evaluation.crossval import check_folds, evaluate_folds, fold_weights, pooled_summary, write_cv_report
 
 
 class ChannelZeroModel:
@@ -83,7 +83,7 @@ def test_patients_a_fold_s_base_model_trained_on_are_counted(
     """Folds fine-tuned from a model that trained on their validation patients flatter themselves: say so."""
     split = Split.load(folds[1] / "split.json")
     Split(split.train, split.val, split.mode, split.seed, 2, 1, base_train=["P3"]).save(folds[1] / "split.json")
-    with caplog.at_level("WARNING", logger="brainviewer.crossval"):
+    with caplog.at_level("WARNING", logger="brainviewer.evaluation.crossval"):
         results = evaluate_folds(open_dataset(dataset_root), folds, load_fake)
     assert pooled_summary(results)["pooled"]["seen_by_base"] == 1
     assert "1 of its 2 validation patients were trained on by its base model (P3)" in caplog.text
@@ -134,7 +134,7 @@ def test_fold_folder_errors(dataset_root: Path, tmp_path: Path) -> None:  # noqa
 def test_cli_cv_evaluate_with_real_weights(
     phantom_dataset: Path, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from brainviewer.split import split_patients
+    from brainviewer.data.split import split_patients
 
     ids = open_dataset(phantom_dataset).patient_ids
     folders = []

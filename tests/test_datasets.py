@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brainviewer.datasets import (
+from brainviewer.data.datasets import (
     DATA_MASK_COLUMNS,
     Dataset,
     DatasetError,
@@ -22,7 +22,7 @@ from brainviewer.datasets import (
     read_kaggle_3m,
     write_data_mask_csv,
 )
-from brainviewer.io import ScanReadError, read_mask
+from brainviewer.data.io import ScanReadError, read_mask
 
 TUMOUR_SLICES = {4, 5, 6, 10}  # 1-based slice numbers that get a tumour in the tmp kaggle_3m set
 

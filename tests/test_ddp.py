@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from brainviewer.model import Segmenter
+from brainviewer.model.segmenter import Segmenter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,7 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_torchrun_two_processes(tmp_path: Path) -> None:
     """Two ranks finish a run whose encoder is frozen for the first epoch (DDP must be rebuilt)."""
-    from brainviewer.phantom import write_phantom_dataset
+    from brainviewer.data.phantom import write_phantom_dataset
 
     data = write_phantom_dataset(tmp_path / "data", patients=4, slices=6, size=64)
     command = [

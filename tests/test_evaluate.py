@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brainviewer.datasets import open_dataset
-from brainviewer.evaluate import (
+from brainviewer.data.datasets import open_dataset
+from brainviewer.evaluation.evaluate import (
     EvaluationReport,
     choose_setting,
     default_sweep,

@@ -16,9 +16,10 @@ import pytest
 from PIL import Image
 from test_volumes import IDENTIFYING, series_files
 
-from brainviewer.datasets import open_dataset
-from brainviewer.evaluate import evaluate_probs
-from brainviewer.exports import (
+from brainviewer.data.datasets import open_dataset
+from brainviewer.data.volumes import Volume, read_dicom_files, read_nifti, volume_from_dataset
+from brainviewer.evaluation.evaluate import evaluate_probs
+from brainviewer.views.exports import (
     INDEX_CSV,
     PATIENT_COLUMNS,
     README_NAME,
@@ -32,8 +33,7 @@ from brainviewer.exports import (
     save_new,
     slices_csv,
 )
-from brainviewer.patient import predicted_masks, summarise_patient
-from brainviewer.volumes import Volume, read_dicom_files, read_nifti, volume_from_dataset
+from brainviewer.views.patient import predicted_masks, summarise_patient
 
 WHEN = datetime(2024, 5, 6, 7, 8, tzinfo=timezone.utc)
 
@@ -274,7 +274,7 @@ def test_zip_checks_mask_count_and_shape(phantom_dataset: Path) -> None:
 
 
 def test_dicom_zip_holds_the_windowed_slices_the_model_saw(tmp_path: Path) -> None:
-    from brainviewer.patient import model_inputs
+    from brainviewer.views.patient import model_inputs
 
     volume = read_dicom_files(series_files(3))
     assert volume.slices[0].dtype == np.uint16

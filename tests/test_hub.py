@@ -17,10 +17,10 @@ import torch
 from hub_standin import HubStandIn  # tests/ is on sys.path (pytest rootdir import)
 from safetensors.torch import load_file
 
-from brainviewer.hub import HubError, download_weights, push_weights
-from brainviewer.model import Segmenter, WeightsError, build_model, save_weights
-from brainviewer.preprocessing import Preprocessing
-from brainviewer.weights import resolve_segmenter, resolve_weights_folder
+from brainviewer.model.hub import HubError, download_weights, push_weights
+from brainviewer.model.preprocessing import Preprocessing
+from brainviewer.model.segmenter import Segmenter, WeightsError, build_model, save_weights
+from brainviewer.model.weights import resolve_segmenter, resolve_weights_folder
 
 ALICE = "hf_alice_token"
 BOB = "hf_bob_token"

@@ -14,8 +14,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from brainviewer import io as bio
-from brainviewer.io import (
+from brainviewer.data import io as bio
+from brainviewer.data.io import (
     IMAGE_SUFFIXES,
     MIN_SIDE,
     ScanReadError,

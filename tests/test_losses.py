@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from brainviewer.config import LOSSES
-from brainviewer.losses import (
+from brainviewer.training.config import LOSSES
+from brainviewer.training.losses import (
     LOSS_FUNCTIONS,
     bce_loss,
     focal_loss,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainviewer.metrics import Counts, counts, dice, dice_from_counts, slice_metrics, volume_dice
+from brainviewer.evaluation.metrics import Counts, counts, dice, dice_from_counts, slice_metrics, volume_dice
 
 # 3 x 4 masks. Pixel by pixel:
 #   pred  1 1 0 0     truth 1 0 0 0

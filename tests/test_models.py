@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from brainviewer import model as model_module
-from brainviewer.model import (
+from brainviewer.model import segmenter as model_module
+from brainviewer.model.preprocessing import PREPROCESSING_FILE, Preprocessing
+from brainviewer.model.segmenter import (
     ARCHITECTURES,
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -27,7 +28,6 @@ from brainviewer.model import (
     load_model,
     save_weights,
 )
-from brainviewer.preprocessing import PREPROCESSING_FILE, Preprocessing
 
 SIZE = 64
 PREP = Preprocessing(input_size=SIZE, mean=[0.1, 0.2, 0.3], std=[0.5, 0.6, 0.7], threshold=0.4, min_component_px=9)
@@ -258,7 +258,7 @@ def test_batch_matches_single(segmenter: Segmenter) -> None:
 
 def test_square_scan_at_input_size_is_the_network_output(segmenter: Segmenter) -> None:
     """No resizing for a scan already at the input size: probs are exactly sigmoid(logits)."""
-    from brainviewer.preprocessing import to_input
+    from brainviewer.model.preprocessing import to_input
 
     image = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     with torch.no_grad():

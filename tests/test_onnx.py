@@ -12,13 +12,13 @@ pytest.importorskip("onnxruntime", reason="the ONNX backend is optional: pip ins
 pytest.importorskip("onnx", reason="ONNX export needs the onnx package")
 
 from brainviewer.cli import main as cli_main
-from brainviewer.model import Segmenter
-from brainviewer.onnx_backend import (
+from brainviewer.model.onnx_backend import (
     PREP_METADATA_KEY,
     OnnxSegmenter,
     check_against_torch,
     export_onnx,
 )
+from brainviewer.model.segmenter import Segmenter
 
 TOLERANCE = 1e-4
 

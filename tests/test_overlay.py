@@ -1,4 +1,4 @@
-"""Overlays, PNG export and the five-panel figure (brainviewer.overlay)."""
+"""Overlays, PNG export and the five-panel figure (brainviewer.views.overlay)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brainviewer.io import read_image, read_mask, to_uint8
-from brainviewer.overlay import (
+from brainviewer.data.io import read_image, read_mask, to_uint8
+from brainviewer.views.overlay import (
     GT_COLOR,
     PRED_COLOR,
     display_rgb,
@@ -205,7 +205,7 @@ def test_probs_to_rgb_maps_ends_of_the_colormap():
 
 
 def test_display_channel_shows_one_channel_in_grayscale() -> None:
-    from brainviewer.overlay import display_rgb
+    from brainviewer.views.overlay import display_rgb
 
     image = np.zeros((4, 5, 3), dtype=np.uint8)
     image[..., 0], image[..., 1], image[..., 2] = 10, 200, 90
@@ -219,7 +219,7 @@ def test_display_channel_shows_one_channel_in_grayscale() -> None:
 
 
 def test_review_defaults_to_flair_base_and_can_show_rgb() -> None:
-    from brainviewer.review import ReviewItem, render_review
+    from brainviewer.views.review import ReviewItem, render_review
 
     image = np.zeros((16, 16, 3), dtype=np.uint8)
     image[..., 1] = 120

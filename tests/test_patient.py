@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brainviewer.datasets import open_dataset
-from brainviewer.evaluate import evaluate_probs
-from brainviewer.model import Segmenter
-from brainviewer.overlay import GT_COLOR, PRED_COLOR
-from brainviewer.patient import (
+from brainviewer.data.datasets import open_dataset
+from brainviewer.data.volumes import Volume, volume_from_dataset
+from brainviewer.evaluation.evaluate import evaluate_probs
+from brainviewer.model.segmenter import Segmenter
+from brainviewer.views.overlay import GT_COLOR, PRED_COLOR
+from brainviewer.views.patient import (
     detection_curve,
     evaluate_dataset,
     model_inputs,
@@ -23,7 +24,6 @@ from brainviewer.patient import (
     summarise_patient,
     tumour_gif,
 )
-from brainviewer.volumes import Volume, volume_from_dataset
 
 
 class CountingSegmenter:
@@ -233,7 +233,7 @@ def test_volume_from_dataset_then_predict_and_summarise(phantom_dataset: Path) -
 
 
 def test_merge_patient_by_patient_equals_one_pass(phantom_dataset: Path) -> None:
-    from brainviewer.patient import merge_evaluations
+    from brainviewer.views.patient import merge_evaluations
 
     dataset = open_dataset(phantom_dataset)
 
@@ -263,7 +263,7 @@ def test_merge_patient_by_patient_equals_one_pass(phantom_dataset: Path) -> None
 
 
 def test_predicted_masks_largest_3d_component() -> None:
-    from brainviewer.patient import predicted_masks
+    from brainviewer.views.patient import predicted_masks
 
     probs = np.zeros((3, 16, 16), dtype=np.float32)
     probs[0:2, 2:6, 2:6] = 0.9  # a lesion on slices 1-2: 32 voxels
@@ -273,7 +273,7 @@ def test_predicted_masks_largest_3d_component() -> None:
 
 
 def test_outlined_shows_a_three_channel_scan_as_flair_in_grayscale() -> None:
-    from brainviewer.patient import outlined
+    from brainviewer.views.patient import outlined
 
     image = np.zeros((16, 16, 3), dtype=np.uint8)
     image[..., 0], image[..., 1], image[..., 2] = 10, 200, 90  # pre-contrast, FLAIR, post-contrast

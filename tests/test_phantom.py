@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainviewer.datasets import open_dataset
-from brainviewer.io import read_image, read_mask
-from brainviewer.phantom import phantom_slice, write_phantom_dataset
+from brainviewer.data.datasets import open_dataset
+from brainviewer.data.io import read_image, read_mask
+from brainviewer.data.phantom import phantom_slice, write_phantom_dataset
 
 
 def test_same_seed_same_slice_other_seed_other_slice() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainviewer.postprocess import (
+from brainviewer.model.postprocess import (
     keep_largest_component,
     keep_largest_volume_component,
     postprocess,

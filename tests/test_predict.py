@@ -9,8 +9,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from brainviewer.model import Segmenter
-from brainviewer.predict import plan_jobs, predict_paths
+from brainviewer.evaluation.predict import plan_jobs, predict_paths
+from brainviewer.model.segmenter import Segmenter
 
 
 @pytest.fixture

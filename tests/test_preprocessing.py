@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainviewer.preprocessing import (
+from brainviewer.model.preprocessing import (
     PREPROCESSING_FILE,
     Preprocessing,
     letterbox,

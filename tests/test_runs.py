@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from brainviewer import runs
-from brainviewer.config import TrainConfig
+from brainviewer.training.config import TrainConfig
 
 RUN_TIMEOUT_S = 150.0
 
@@ -26,8 +26,8 @@ RUN_TIMEOUT_S = 150.0
 @pytest.fixture(scope="module")
 def small_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small untrained weights folder (mobilenet_v2 encoder, depth 3, input 64) to fine-tune from."""
-    from brainviewer.model import build_model, save_weights
-    from brainviewer.preprocessing import Preprocessing
+    from brainviewer.model.preprocessing import Preprocessing
+    from brainviewer.model.segmenter import build_model, save_weights
 
     torch.manual_seed(0)
     model = build_model("Unet", "mobilenet_v2", in_channels=3, encoder_depth=3, decoder_channels=(32, 16, 8))
@@ -113,7 +113,7 @@ def sleeper() -> subprocess.Popen:
 
 # ----------------------------------------------------------------------------- reading runs
 def test_file_names_match_the_trainer() -> None:
-    from brainviewer import train
+    from brainviewer.training import loop as train
 
     assert (runs.STATUS_FILE, runs.METRICS_FILE, runs.CHECKPOINT, runs.BEST, runs.STOP_FILE) == (
         train.STATUS_FILE,
@@ -253,7 +253,7 @@ def test_figures_hold_the_metrics() -> None:
 
 # ----------------------------------------------------------------------------- promotion and active weights
 def test_promote_copies_best_and_switches_active_atomically(tmp_path: Path, dirs, small_base: Path) -> None:
-    from brainviewer.weights import default_weights_spec
+    from brainviewer.model.weights import default_weights_spec
 
     runs_dir, weights_dir = dirs
     shutil.copytree(small_base, weights_dir / "old-model")

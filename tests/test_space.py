@@ -318,7 +318,7 @@ def test_space_container_starts_and_is_healthy(instructions: list[tuple[str, str
         shutil.copy2(ROOT / relative, target)
     imports = (
         "import torch, streamlit, huggingface_hub; from brainviewer.compat import import_smp; import_smp(); "
-        "import brainviewer.hub, brainviewer.model; print(torch.__version__)"
+        "import brainviewer.model.hub, brainviewer.model.segmenter; print(torch.__version__)"
     )
     check = subprocess.run(
         [str(python), "-c", imports], capture_output=True, text=True, timeout=300, env=base_env, cwd=app_dir

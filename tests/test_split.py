@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from brainviewer.split import Split, patient_of_file, split_patients, weights_split
+from brainviewer.data.split import Split, patient_of_file, split_patients, weights_split
 
 IDS = [f"P{i}" for i in range(1, 21)]  # P1 .. P20 (natural order differs from string order)
 
@@ -86,8 +86,8 @@ def test_blocks_out_of_range(blocks: int) -> None:
 
 
 def test_split_for_config_uses_the_config_fields() -> None:
-    from brainviewer.config import TrainConfig
-    from brainviewer.split import split_for_config
+    from brainviewer.data.split import split_for_config
+    from brainviewer.training.config import TrainConfig
 
     ids = [str(i) for i in range(1, 31)]
     config = TrainConfig(split_mode="contiguous", val_patients=6, split_blocks=3)
@@ -154,8 +154,8 @@ def test_fold_errors(kwargs: dict, message: str) -> None:
 
 
 def test_config_folds_reach_the_split_and_a_split_file_without_them_still_loads(tmp_path: Path) -> None:
-    from brainviewer.config import TrainConfig
-    from brainviewer.split import split_for_config
+    from brainviewer.data.split import split_for_config
+    from brainviewer.training.config import TrainConfig
 
     split = split_for_config(IDS, TrainConfig(cv_folds=4, cv_fold=3, seed=9))
     assert split == split_patients(IDS, seed=9, folds=4, fold=3)
@@ -170,7 +170,7 @@ def test_config_folds_reach_the_split_and_a_split_file_without_them_still_loads(
 
 
 def test_reuse_split_keeps_listed_patients_on_their_side_and_splits_the_new_ones() -> None:
-    from brainviewer.split import reuse_split
+    from brainviewer.data.split import reuse_split
 
     saved = Split(train=["p1", "p2", "p3"], val=["p4"], mode="random", seed=42)
     new = [f"n{i}" for i in range(1, 11)]
@@ -189,7 +189,7 @@ def test_reuse_split_keeps_listed_patients_on_their_side_and_splits_the_new_ones
 
 
 def test_load_split_file_from_a_file_or_a_folder_and_clear_errors(tmp_path: Path) -> None:
-    from brainviewer.split import load_split_file
+    from brainviewer.data.split import load_split_file
 
     split = Split(train=["a", "b"], val=["c"], mode="random", seed=1)
     split.save(tmp_path / "split.json")
@@ -205,8 +205,8 @@ def test_load_split_file_from_a_file_or_a_folder_and_clear_errors(tmp_path: Path
 
 
 def test_config_split_file_reaches_the_split_and_excludes_folds(tmp_path: Path) -> None:
-    from brainviewer.config import TrainConfig
-    from brainviewer.split import base_trained_val, split_for_config
+    from brainviewer.data.split import base_trained_val, split_for_config
+    from brainviewer.training.config import TrainConfig
 
     base = split_patients(IDS, seed=42)
     base.save(tmp_path / "split.json")
@@ -222,8 +222,8 @@ def test_config_split_file_reaches_the_split_and_excludes_folds(tmp_path: Path) 
 def test_a_fine_tune_split_records_what_its_base_was_trained_on(tmp_path: Path) -> None:
     """Weights fine-tuned from a base have seen the base's training patients (and its base's):
     they count as trained on, wherever they turn up."""
-    from brainviewer.config import TrainConfig
-    from brainviewer.split import base_trained_val, split_for_config
+    from brainviewer.data.split import base_trained_val, split_for_config
+    from brainviewer.training.config import TrainConfig
 
     base = tmp_path / "base"
     base.mkdir()
@@ -249,7 +249,7 @@ def test_a_fine_tune_split_records_what_its_base_was_trained_on(tmp_path: Path) 
     assert Split.load(split.save(tmp_path / "split.json")) == split
     assert Split(train=["A"], val=["B"], mode="random", seed=0).base_train == []
     # reusing the fine-tune's split keeps the inherited patients on the training side
-    from brainviewer.split import reuse_split
+    from brainviewer.data.split import reuse_split
 
     again = reuse_split(["M1", "M2", "M3", "L1", "X9"], split, val_count=1, seed=3)
     assert "L1" in again.train and "X9" in again.train and again.val == ["M3"]

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from brainviewer import train as train_module
-from brainviewer.config import TrainConfig
-from brainviewer.datasets import open_dataset
-from brainviewer.evaluate import default_sweep
-from brainviewer.model import Segmenter
-from brainviewer.split import Split
-from brainviewer.train import CHECKPOINT, METRICS_FILE, STATUS_FILE, STOP_FILE, epoch_order, sample_seed, train
+from brainviewer.data.datasets import open_dataset
+from brainviewer.data.split import Split
+from brainviewer.evaluation.evaluate import default_sweep
+from brainviewer.model.segmenter import Segmenter
+from brainviewer.training import loop as train_module
+from brainviewer.training.config import TrainConfig
+from brainviewer.training.loop import CHECKPOINT, METRICS_FILE, STATUS_FILE, STOP_FILE, epoch_order, sample_seed, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -212,10 +212,10 @@ def test_resuming_a_finished_run_only_chooses_the_post_processing_again(referenc
 
 def test_training_lowers_the_loss(reference_run: Path, phantom_dataset: Path) -> None:
     """The final weights have a lower loss than the initial ones on fixed validation slices."""
-    from brainviewer.datasets import open_dataset
-    from brainviewer.losses import bce_dice_loss
-    from brainviewer.model import build_model
-    from brainviewer.preprocessing import letterbox, to_input
+    from brainviewer.data.datasets import open_dataset
+    from brainviewer.model.preprocessing import letterbox, to_input
+    from brainviewer.model.segmenter import build_model
+    from brainviewer.training.losses import bce_dice_loss
 
     prep = Segmenter.from_folder(reference_run / "best", device="cpu").prep
     dataset = open_dataset(phantom_dataset)
@@ -238,7 +238,7 @@ def test_training_lowers_the_loss(reference_run: Path, phantom_dataset: Path) ->
 
 # ----------------------------------------------------------------------------- determinism
 def test_epoch_order_and_sample_seeds_depend_only_on_seed_epoch_index(phantom_dataset: Path) -> None:
-    from brainviewer.train import SliceCache
+    from brainviewer.training.loop import SliceCache
 
     has_tumour = np.array([True, False] * 10)
     cache = SliceCache(np.zeros((20, 4, 4, 3), np.float16), np.zeros((20, 4, 4), np.uint8), has_tumour)
@@ -427,7 +427,7 @@ def test_existing_run_name_is_refused(reference_run: Path, phantom_dataset: Path
 
 
 def test_bad_dataset_creates_no_run_folder(tmp_path: Path) -> None:
-    from brainviewer.datasets import DatasetError
+    from brainviewer.data.datasets import DatasetError
 
     with pytest.raises(DatasetError):
         train(tiny_config(tmp_path / "missing", tmp_path / "runs", "X"))
@@ -442,7 +442,7 @@ def test_max_steps_finishes_early(phantom_dataset: Path, tmp_path: Path) -> None
 
 
 def test_a_cross_validation_fold_trains_on_its_split_and_says_so(phantom_dataset: Path, tmp_path: Path) -> None:
-    from brainviewer.split import split_patients
+    from brainviewer.data.split import split_patients
 
     run_dir = train(tiny_config(phantom_dataset, tmp_path, "F", max_steps=2, cv_folds=3, cv_fold=2, val_patients=0))
     split = Split.load(run_dir / "split.json")
@@ -455,7 +455,7 @@ def test_a_cross_validation_fold_trains_on_its_split_and_says_so(phantom_dataset
 def test_fine_tuning_warns_about_validation_patients_the_base_trained_on_unless_it_keeps_the_base_split(
     reference_run: Path, phantom_dataset: Path, tmp_path: Path
 ) -> None:
-    from brainviewer.split import base_trained_val
+    from brainviewer.data.split import base_trained_val
 
     base = reference_run / "best"
     base_split = Split.load(base / "split.json")
@@ -575,8 +575,8 @@ def test_the_weights_record_whether_they_were_trained_on_grayscale_scans(phantom
     """channel_names in preprocessing.json say what the model reads: the app warns on the other kind of scan."""
     from PIL import Image
 
-    from brainviewer.preprocessing import GRAY_CHANNEL_NAME, LGG_CHANNEL_NAMES
-    from brainviewer.train import scan_kind
+    from brainviewer.model.preprocessing import GRAY_CHANNEL_NAME, LGG_CHANNEL_NAMES
+    from brainviewer.training.loop import scan_kind
 
     assert scan_kind(open_dataset(phantom_dataset)) == "multichannel"  # kaggle_3m-like: three sequences
     gray = tmp_path / "gray"

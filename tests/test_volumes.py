@@ -13,8 +13,8 @@ import pytest
 from nibabel.orientations import axcodes2ornt, ornt_transform
 from PIL import Image
 
-from brainviewer.datasets import open_dataset
-from brainviewer.volumes import (
+from brainviewer.data.datasets import open_dataset
+from brainviewer.data.volumes import (
     SAFE_DICOM_FIELDS,
     Volume,
     VolumeError,
@@ -324,7 +324,7 @@ def test_dicom_sorts_along_the_slice_normal_not_z() -> None:
     # the affine's slice axis follows that order.
     import pydicom
 
-    from brainviewer.volumes import _DicomSlice, _series_affine, _sort_slices
+    from brainviewer.data.volumes import _DicomSlice, _series_affine, _sort_slices
 
     items = [_DicomSlice(pydicom.dcmread(io.BytesIO(d)), i) for i, (_, d) in enumerate(sagittal_series())]
     ordered, positions, plane = _sort_slices(items, [])

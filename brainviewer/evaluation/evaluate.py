@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from brainviewer.datasets import Dataset, load_arrays
-from brainviewer.metrics import Counts, counts, dice_from_counts
-from brainviewer.postprocess import postprocess_volume
+from brainviewer.data.datasets import Dataset, load_arrays
+from brainviewer.evaluation.metrics import Counts, counts, dice_from_counts
+from brainviewer.model.postprocess import postprocess_volume
 
 if TYPE_CHECKING:
-    from brainviewer.model import Segmenter
-    from brainviewer.preprocessing import Preprocessing
+    from brainviewer.model.preprocessing import Preprocessing
+    from brainviewer.model.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def evaluate_probs(
         dataset: slices grouped by patient; every slice needs ground truth.
         probs_fn: maps a list of scans to their ``(H, W)`` float32 probabilities.
         settings: ``(threshold, min_component_px, keep_largest[, volume_keep_largest])`` tuples to score
-            (see :mod:`brainviewer.postprocess`).
+            (see :mod:`brainviewer.model.postprocess`).
         progress: called with ``(patients done, patients total)``.
 
     Returns:
@@ -215,7 +215,7 @@ def evaluate_probs_variants(
 
     For example a model's plain probabilities and its flip-averaged ones, which one batched
     forward pass of the scans and their mirrors gives together
-    (:meth:`brainviewer.model.Segmenter.predict_probs_plain_and_flip`).
+    (:meth:`brainviewer.model.segmenter.Segmenter.predict_probs_plain_and_flip`).
 
     Args:
         dataset: slices grouped by patient; every slice needs ground truth.

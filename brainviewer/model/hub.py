@@ -1,6 +1,6 @@
 """Model weights on the Hugging Face Hub: download (cached, works offline once cached) and push.
 
-A Hub model repo holds a weights folder (see :mod:`brainviewer.model`): ``config.json``,
+A Hub model repo holds a weights folder (see :mod:`brainviewer.model.segmenter`): ``config.json``,
 ``model.safetensors``, ``preprocessing.json`` and the model card ``README.md``. Nothing here contacts
 the Hub unless one of its functions is called.
 
@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from brainviewer.model import CONFIG_FILE, WEIGHTS_FILE, WeightsError
+from brainviewer.model.segmenter import CONFIG_FILE, WEIGHTS_FILE, WeightsError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

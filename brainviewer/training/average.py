@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from brainviewer.data.io import natural_key
+from brainviewer.data.split import SPLIT_FILE, Split, weights_split
 from brainviewer.files import read_json_object
-from brainviewer.io import natural_key
-from brainviewer.model import Segmenter, default_device, load_model, save_weights
-from brainviewer.modelcard import front_matter, validation_table
-from brainviewer.preprocessing import Preprocessing
-from brainviewer.split import SPLIT_FILE, Split, weights_split
+from brainviewer.model.modelcard import front_matter, validation_table
+from brainviewer.model.preprocessing import Preprocessing
+from brainviewer.model.segmenter import Segmenter, default_device, load_model, save_weights
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def average_models(folders: Sequence[str | Path]) -> tuple[nn.Module, Preprocess
     Raises:
         ValueError: fewer than two folders, other architectures, or another input size, channel
             count or normalisation (the models would not see the same numbers).
-        brainviewer.model.WeightsError: a folder is not a complete weights folder.
+        brainviewer.model.segmenter.WeightsError: a folder is not a complete weights folder.
     """
     if len(folders) < 2:
         raise ValueError(f"averaging needs at least two weights folders, got {len(folders)}")
@@ -201,8 +201,8 @@ def write_average(
             its validation patients.
         FileExistsError: ``out`` exists and ``overwrite`` is false.
     """
-    from brainviewer.datasets import open_dataset
-    from brainviewer.evaluate import choose_postprocessing, with_setting
+    from brainviewer.data.datasets import open_dataset
+    from brainviewer.evaluation.evaluate import choose_postprocessing, with_setting
 
     out = Path(out)
     if out.exists() and not overwrite:

@@ -72,7 +72,7 @@ def write_phantom_dataset(root: str | Path, patients: int = 4, slices: int = 8, 
     Roughly the middle half of each patient's slices carry a tumour.
 
     Returns:
-        ``root`` (which then opens with :func:`brainviewer.datasets.open_dataset`).
+        ``root`` (which then opens with :func:`brainviewer.data.datasets.open_dataset`).
     """
     root = Path(root)
     for p in range(patients):

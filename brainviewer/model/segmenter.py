@@ -4,7 +4,7 @@ A weights folder is smp's ``save_pretrained`` layout plus what inference needs::
 
     weights/<name>/config.json          smp architecture (``_model_class``, encoder, ...)
     weights/<name>/model.safetensors    the parameters (safetensors: no pickle is ever loaded)
-    weights/<name>/preprocessing.json   :class:`~brainviewer.preprocessing.Preprocessing`
+    weights/<name>/preprocessing.json   :class:`~brainviewer.model.preprocessing.Preprocessing`
     weights/<name>/README.md            the model card
 """
 
@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from brainviewer.compat import import_smp
-from brainviewer.postprocess import postprocess
-from brainviewer.preprocessing import PREPROCESSING_FILE, Preprocessing, to_input, unletterbox
+from brainviewer.model.postprocess import postprocess
+from brainviewer.model.preprocessing import PREPROCESSING_FILE, Preprocessing, to_input, unletterbox
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ Conventions
 * A **display image** is ``(H, W, 3)`` ``uint8`` RGB. Grayscale scans are repeated into
   the three channels; 3-channel LGG scans (pre-contrast, FLAIR, post-contrast) are shown
   as RGB as they are, the way LGG viewers and notebooks show them. Non-8-bit scans are
-  windowed with :func:`brainviewer.io.to_uint8` first.
+  windowed with :func:`brainviewer.data.io.to_uint8` first.
 * Ground truth is drawn in :data:`GT_COLOR` (red), predictions in :data:`PRED_COLOR` (green).
 """
 
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from brainviewer.io import to_uint8
+from brainviewer.data.io import to_uint8
 
 #: Colour of ground-truth masks in overlays (RGB).
 GT_COLOR: tuple[int, int, int] = (255, 0, 0)
@@ -75,7 +75,7 @@ def display_rgb(image: np.ndarray, channel: int | None = None) -> np.ndarray:
             raise ValueError(f"channel must be 0, 1, 2 or None; got {channel!r}")
         gray = to_uint8(np.ascontiguousarray(image[..., channel]))
         return np.repeat(gray[..., None], 3, axis=2)
-    raise ValueError(f"image has shape {image.shape}; expected (H, W) or (H, W, 3). Read it with brainviewer.io.")
+    raise ValueError(f"image has shape {image.shape}; expected (H, W) or (H, W, 3). Read it with brainviewer.data.io.")
 
 
 def mask_display(mask: np.ndarray) -> np.ndarray:
@@ -199,7 +199,7 @@ def mask_to_png_bytes(mask: np.ndarray) -> bytes:
     """Encode a ``(H, W)`` bool mask as an 8-bit grayscale PNG of the same size, values {0, 255}.
 
     This is the format of the LGG ``_mask`` files, so a saved prediction can be read back
-    with :func:`brainviewer.io.read_mask` or uploaded as ground truth.
+    with :func:`brainviewer.data.io.read_mask` or uploaded as ground truth.
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from brainviewer.config import TrainConfig
-from brainviewer.preprocessing import trained_on_grayscale
-from brainviewer.split import Split, base_trained_val, weights_split
+from brainviewer.data.split import Split, base_trained_val, weights_split
+from brainviewer.model.preprocessing import trained_on_grayscale
+from brainviewer.training.config import TrainConfig
 
 
 def _hardware(config: TrainConfig) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from brainviewer.model import Segmenter, WeightsError
+from brainviewer.model.segmenter import Segmenter, WeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def resolve_weights_folder(spec: str | None, revision: str | None = None) -> Pat
     if local.is_dir():
         return local
     if _looks_like_repo_id(spec) and not path.exists():
-        from brainviewer.hub import download_weights
+        from brainviewer.model.hub import download_weights
 
         return download_weights(spec, revision=revision or os.environ.get(REVISION_ENV) or None)
     raise WeightsError(

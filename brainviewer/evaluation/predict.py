@@ -9,7 +9,7 @@ size, after the model's threshold and post-processing (:meth:`Segmenter.mask_fro
   unsupported types and anything inside ``out_dir`` are skipped.
 * With ``volume=True`` the scans of each folder are one patient's slices (the ``kaggle_3m``
   layout), stacked in natural name order, and only the largest 3-D connected component of
-  the stack is kept, as :func:`brainviewer.evaluate.evaluate_probs` does for weights that ask for
+  the stack is kept, as :func:`brainviewer.evaluation.evaluate.evaluate_probs` does for weights that ask for
   it. Do not use it on a folder of unrelated slices.
 
 Existing outputs are never replaced unless ``overwrite=True``, and two inputs that would
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from brainviewer.data.io import ScanReadError, is_mask_name, is_supported, natural_key, read_image
 from brainviewer.files import write_atomic, write_new
-from brainviewer.io import ScanReadError, is_mask_name, is_supported, natural_key, read_image
-from brainviewer.model import Segmenter
-from brainviewer.overlay import mask_to_png_bytes
-from brainviewer.postprocess import keep_largest_volume_component
+from brainviewer.model.postprocess import keep_largest_volume_component
+from brainviewer.model.segmenter import Segmenter
+from brainviewer.views.overlay import mask_to_png_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -111,7 +111,7 @@ def _phantom_upload(seed: int = 0) -> tuple[bytes, bytes, np.ndarray, np.ndarray
     """A 256x256 phantom slice and its mask, as PNG bytes and arrays."""
     from PIL import Image
 
-    from brainviewer.phantom import phantom_slice
+    from brainviewer.data.phantom import phantom_slice
 
     image, mask = phantom_slice(seed=seed, size=SLICE_SIDE)
     scan_png, mask_png = io.BytesIO(), io.BytesIO()
@@ -122,9 +122,9 @@ def _phantom_upload(seed: int = 0) -> tuple[bytes, bytes, np.ndarray, np.ndarray
 
 def load_benchmark_segmenter(spec: str | None, notes: list[str]):
     """The app's model on CPU, or an untrained resnet18 U-Net (256 input) when there are no weights."""
-    from brainviewer.model import Segmenter, WeightsError, build_model
-    from brainviewer.preprocessing import Preprocessing
-    from brainviewer.weights import resolve_segmenter
+    from brainviewer.model.preprocessing import Preprocessing
+    from brainviewer.model.segmenter import Segmenter, WeightsError, build_model
+    from brainviewer.model.weights import resolve_segmenter
 
     try:
         segmenter = resolve_segmenter(spec, device="cpu")
@@ -143,12 +143,13 @@ def load_benchmark_segmenter(spec: str | None, notes: list[str]):
 
 
 def _review_flow(notes: list[str]):
-    """``(upload_to_panels, rethreshold)`` callables built on brainviewer.review, or stand-ins."""
+    """``(upload_to_panels, rethreshold)`` callables built on brainviewer.views.review, or stand-ins."""
     try:
-        from brainviewer.review import items_from_uploads, render_review
+        from brainviewer.views.review import items_from_uploads, render_review
     except ImportError as err:
         notes.append(
-            f"brainviewer.review is not available ({err}); the review flow was timed with a NumPy/matplotlib stand-in"
+            f"brainviewer.views.review is not available ({err}); "
+            "the review flow was timed with a NumPy/matplotlib stand-in"
         )
         return _standin_upload_to_panels, _standin_rethreshold
 
@@ -169,7 +170,7 @@ def _review_flow(notes: list[str]):
 def _figure_only(cached: tuple) -> bytes | None:
     """The five-panel figure PNG alone (the review page renders it for the download), if review exists."""
     try:
-        from brainviewer.review import render_review
+        from brainviewer.views.review import render_review
     except ImportError:
         return None
     item, probs = cached
@@ -186,7 +187,7 @@ def _standin_upload_to_panels(segmenter, scan_png: bytes, mask_png: bytes) -> by
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from brainviewer.io import read_image, read_mask, to_uint8
+    from brainviewer.data.io import read_image, read_mask, to_uint8
 
     image = read_image(scan_png, "bench.png")
     truth = read_mask(mask_png, "bench_mask.png", shape=image.shape[:2])
@@ -205,9 +206,9 @@ def _standin_upload_to_panels(segmenter, scan_png: bytes, mask_png: bytes) -> by
 
 
 def _standin_rethreshold(item_and_probs: tuple, threshold: float) -> object:
-    from brainviewer.io import to_uint8
-    from brainviewer.metrics import slice_metrics
-    from brainviewer.postprocess import postprocess
+    from brainviewer.data.io import to_uint8
+    from brainviewer.evaluation.metrics import slice_metrics
+    from brainviewer.model.postprocess import postprocess
 
     (image, truth), probs = item_and_probs
     pred = postprocess(probs >= threshold)
@@ -221,8 +222,8 @@ def _standin_rethreshold(item_and_probs: tuple, threshold: float) -> object:
 
 def _training_step_fn(device: torch.device):
     """One AdamW step of a fresh resnet18 U-Net on a 16 x 128 x 128 batch (bf16 autocast on CUDA)."""
-    from brainviewer.losses import bce_dice_loss
-    from brainviewer.model import build_model
+    from brainviewer.model.segmenter import build_model
+    from brainviewer.training.losses import bce_dice_loss
 
     torch.manual_seed(0)
     model = build_model("Unet", "resnet18", in_channels=3).to(device).train()
@@ -271,7 +272,7 @@ def run_benchmark(
     """Measure everything listed in the module docstring.
 
     Args:
-        weights: weights spec (see :func:`brainviewer.weights.resolve_segmenter`); ``None``: the app's model.
+        weights: weights spec (see :func:`brainviewer.model.weights.resolve_segmenter`); ``None``: the app's model.
         devices: devices to time on (default: ``cpu``, plus ``cuda`` when available).
         repeats: timed runs per measurement (after one warm-up).
         skip_training: leave out the training throughput.
@@ -280,7 +281,7 @@ def run_benchmark(
     """
     from dataclasses import replace
 
-    from brainviewer.model import Segmenter
+    from brainviewer.model.segmenter import Segmenter
 
     notes: list[str] = []
     base, label, untrained = load_benchmark_segmenter(weights, notes)
@@ -386,7 +387,7 @@ def _onnx_segmenter(base, notes: list[str]):
     try:
         import onnxruntime  # noqa: F401
 
-        from brainviewer.onnx_backend import OnnxSegmenter, export_onnx
+        from brainviewer.model.onnx_backend import OnnxSegmenter, export_onnx
     except ImportError:
         notes.append("onnxruntime is not installed: no ONNX Runtime row (pip install onnx onnxruntime)")
         return None
@@ -401,7 +402,7 @@ def _onnx_segmenter(base, notes: list[str]):
 def _cached_item(scan_png: bytes, mask_png: bytes, probs: np.ndarray, image: np.ndarray, truth: np.ndarray) -> tuple:
     """What the review page keeps between slider moves: the item (or image and truth) and its probabilities."""
     try:
-        from brainviewer.review import items_from_uploads
+        from brainviewer.views.review import items_from_uploads
     except ImportError:
         return (image, truth), probs
     items, _ = items_from_uploads([("bench.png", scan_png), ("bench_mask.png", mask_png)])

@@ -1,7 +1,7 @@
 """Run a weights folder with ONNX Runtime: export, a Segmenter look-alike, and a check against PyTorch.
 
 The exported graph maps ``image`` ``(N, C, S, S)`` float32 (preprocessed, see
-:func:`brainviewer.preprocessing.to_input`) to ``logits`` ``(N, 1, S, S)`` float32, with a dynamic batch
+:func:`brainviewer.model.preprocessing.to_input`) to ``logits`` ``(N, 1, S, S)`` float32, with a dynamic batch
 dimension ``N`` and the fixed ``S = prep.input_size``. The weights folder's ``preprocessing.json`` is stored
 in the ONNX model's metadata (key :data:`PREP_METADATA_KEY`), so a ``.onnx`` file is self-contained.
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from brainviewer.postprocess import postprocess
-from brainviewer.preprocessing import PREPROCESSING_FILE, Preprocessing, to_input, unletterbox
+from brainviewer.model.postprocess import postprocess
+from brainviewer.model.preprocessing import PREPROCESSING_FILE, Preprocessing, to_input, unletterbox
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ OUTPUT_NAME = "logits"
 #: ONNX opset of the export (both exporters support it; onnxruntime >= 1.14 runs it).
 DEFAULT_OPSET = 18
 #: Metadata key holding the preprocessing JSON inside the .onnx file.
-PREP_METADATA_KEY = "brainviewer.preprocessing"
+PREP_METADATA_KEY = "brainviewer.model.preprocessing"
 SOURCE_METADATA_KEY = "brainviewer.source"
 
 
@@ -57,7 +57,7 @@ def export_onnx(
     """Export a weights folder to a single ``.onnx`` file with a dynamic batch dimension.
 
     Args:
-        weights_folder: a complete weights folder (see :mod:`brainviewer.model`).
+        weights_folder: a complete weights folder (see :mod:`brainviewer.model.segmenter`).
         out_path: the ``.onnx`` file to write (weights inside the file, no external data).
         opset: ONNX opset version.
         dynamo: ``True`` for the torch.export-based exporter (needs ``onnxscript``), ``False`` for the
@@ -74,7 +74,7 @@ def export_onnx(
     """
     import torch
 
-    from brainviewer.model import load_model
+    from brainviewer.model.segmenter import load_model
 
     _require("onnx", "ONNX export")
     if dynamo is None:
@@ -158,7 +158,7 @@ def default_providers() -> list[str]:
 
 @dataclass
 class OnnxSegmenter:
-    """An exported model run by ONNX Runtime, with :class:`brainviewer.model.Segmenter`'s inference API.
+    """An exported model run by ONNX Runtime, with :class:`brainviewer.model.segmenter.Segmenter`'s inference API.
 
     Attributes:
         session: the ``onnxruntime.InferenceSession``.
@@ -278,7 +278,7 @@ def check_against_torch(
     """
     import torch
 
-    from brainviewer.model import load_model
+    from brainviewer.model.segmenter import load_model
 
     model, prep = load_model(weights_folder, map_location="cpu")
     onnx_model = OnnxSegmenter.from_file(onnx_path, prep=prep, providers=["CPUExecutionProvider"])

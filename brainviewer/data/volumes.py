@@ -68,10 +68,10 @@ from typing import Any
 
 import numpy as np
 
-from brainviewer.datasets import Dataset
+from brainviewer.data.datasets import Dataset
+from brainviewer.data.io import natural_key
 from brainviewer.files import write_new
-from brainviewer.io import natural_key
-from brainviewer.overlay import mask_to_png_bytes
+from brainviewer.views.overlay import mask_to_png_bytes
 
 logger = logging.getLogger(__name__)
 

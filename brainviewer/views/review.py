@@ -24,10 +24,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from brainviewer.datasets import Dataset, SliceRecord
-from brainviewer.io import ScanReadError, pair_files, read_image, read_mask, scan_stem_for_mask
-from brainviewer.metrics import SliceMetrics, slice_metrics
-from brainviewer.overlay import (
+from brainviewer.data.datasets import Dataset, SliceRecord
+from brainviewer.data.io import ScanReadError, pair_files, read_image, read_mask, scan_stem_for_mask
+from brainviewer.data.phantom import PHANTOM_NOTE, phantom_slice
+from brainviewer.evaluation.metrics import SliceMetrics, slice_metrics
+from brainviewer.model.postprocess import postprocess
+from brainviewer.model.preprocessing import Preprocessing, is_grayscale, trained_on_grayscale
+from brainviewer.views.overlay import (
     DEFAULT_ALPHA,
     DEFAULT_DISPLAY_CHANNEL,
     GT_COLOR,
@@ -40,9 +43,6 @@ from brainviewer.overlay import (
     mask_to_png_bytes,
     overlay,
 )
-from brainviewer.phantom import PHANTOM_NOTE, phantom_slice
-from brainviewer.postprocess import postprocess
-from brainviewer.preprocessing import Preprocessing, is_grayscale, trained_on_grayscale
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def input_kind_note(image: np.ndarray, prep: Preprocessing, model_label: str) ->
 
     A 3-channel model trained on LGG's three sequences sees a grayscale scan (``(H, W)``, or three
     equal channels) repeated in all three; one trained on grayscale scans (see
-    :func:`~brainviewer.preprocessing.trained_on_grayscale`) reads a 3-channel scan's distinct
+    :func:`~brainviewer.model.preprocessing.trained_on_grayscale`) reads a 3-channel scan's distinct
     channels as they are. Either way its prediction may be poor, and the user should know why.
     """
     if prep.in_channels != 3:
@@ -340,7 +340,7 @@ class ReviewView:
 
     Attributes:
         item: the scan.
-        panels: the five panels (see :data:`brainviewer.overlay.PANEL_TITLES`).
+        panels: the five panels (see :data:`brainviewer.views.overlay.PANEL_TITLES`).
         threshold: the probability cut used (``None`` without a model).
         alpha: overlay opacity.
         pred_mask: ``(H, W)`` bool prediction, or ``None`` without a model.

@@ -8,7 +8,7 @@ Masks ZIP layout
 ----------------
 The ZIP follows the dataset's own layout and mask naming, with paths relative to the dataset
 folder, so unpacking it into a copy of the dataset's images (or, with ``include_images``,
-anywhere) gives a dataset that :func:`brainviewer.datasets.open_dataset` reads again, with the
+anywhere) gives a dataset that :func:`brainviewer.data.datasets.open_dataset` reads again, with the
 predictions as its masks:
 
 * ``kaggle_3m``: ``<patient folder>/<slice stem>_mask.png``;
@@ -21,7 +21,7 @@ predictions as its masks:
 Masks are 8-bit PNGs, 0 and 255, the LGG ``_mask`` convention. A text file
 :data:`README_NAME` in the ZIP says what it holds.
 
-Privacy: no export contains DICOM header fields other than :func:`~brainviewer.volumes.safe_dicom_summary`'s.
+Privacy: no export contains DICOM header fields other than :func:`~brainviewer.data.volumes.safe_dicom_summary`'s.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ import numpy as np
 from PIL import Image
 
 from brainviewer import __version__
-from brainviewer.evaluate import EvaluationReport, report_patients_csv
+from brainviewer.data.volumes import Volume, safe_relative_name
+from brainviewer.evaluation.evaluate import EvaluationReport, report_patients_csv
 from brainviewer.files import write_new
-from brainviewer.overlay import GT_COLOR, PRED_COLOR, display_rgb, image_to_png_bytes, mask_to_png_bytes, overlay
-from brainviewer.patient import SCANNER_KINDS, PatientSummary
-from brainviewer.volumes import Volume, safe_relative_name
+from brainviewer.views.overlay import GT_COLOR, PRED_COLOR, display_rgb, image_to_png_bytes, mask_to_png_bytes, overlay
+from brainviewer.views.patient import SCANNER_KINDS, PatientSummary
 
 #: Index written into mask ZIPs of ``data_mask.csv`` / COCO datasets (columns of ``data_mask.csv``).
 INDEX_CSV = "predicted_data_mask.csv"
@@ -311,11 +311,11 @@ def patient_report_html(
     when the spacing is known) by ground truth and by prediction, volume Dice and mean
     tumour-slice Dice, the key slices (largest ground-truth and largest predicted tumour) as scan /
     ground truth (red) / prediction (green) panels, a table of the tumour-bearing slices, and the
-    volume's technical fields. No identifying header fields (see :mod:`brainviewer.volumes`).
+    volume's technical fields. No identifying header fields (see :mod:`brainviewer.data.volumes`).
 
     Args:
         volume: the patient.
-        summary: its :class:`~brainviewer.patient.PatientSummary`.
+        summary: its :class:`~brainviewer.views.patient.PatientSummary`.
         pred_masks: the predicted masks the summary was made from.
         model_name: the weights' name.
         threshold: the probability cut used.

@@ -21,18 +21,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from brainviewer.datasets import Dataset
-from brainviewer.evaluate import (
+from brainviewer.data.datasets import Dataset
+from brainviewer.data.split import SPLIT_FILE, Split
+from brainviewer.evaluation.evaluate import (
     REPORT_PATIENT_COLUMNS,
     EvaluationReport,
     PatientResult,
     evaluate_probs,
     patient_csv_cells,
 )
-from brainviewer.split import SPLIT_FILE, Split
 
 if TYPE_CHECKING:
-    from brainviewer.model import Segmenter
+    from brainviewer.model.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,8 @@ def pooled_summary(results: Sequence[FoldResult], dataset_patients: int | None =
 
 
 def pooled_patients_csv(results: Sequence[FoldResult]) -> str:
-    """One CSV row per patient of every fold: ``fold`` then :data:`~brainviewer.evaluate.REPORT_PATIENT_COLUMNS`."""
+    """One CSV row per patient of every fold: ``fold``, then
+    :data:`~brainviewer.evaluation.evaluate.REPORT_PATIENT_COLUMNS`."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(("fold", *REPORT_PATIENT_COLUMNS))

@@ -36,10 +36,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from brainviewer.augment import apply_augmentation, build_augmentation, copy_missing_sequences, random_crop
-from brainviewer.config import TrainConfig
-from brainviewer.datasets import Dataset, load_arrays, open_dataset
-from brainviewer.evaluate import (
+from brainviewer.data.datasets import Dataset, load_arrays, open_dataset
+from brainviewer.data.split import Split, base_trained_val, split_for_config, weights_split
+from brainviewer.evaluation.evaluate import (
     EvaluationReport,
     choose_postprocessing,
     default_sweep,
@@ -47,9 +46,7 @@ from brainviewer.evaluate import (
     with_setting,
 )
 from brainviewer.files import write_atomic
-from brainviewer.losses import get_loss
-from brainviewer.model import Segmenter, build_model, load_model, save_weights
-from brainviewer.preprocessing import (
+from brainviewer.model.preprocessing import (
     GRAY_CHANNEL_NAME,
     LGG_CHANNEL_NAMES,
     Preprocessing,
@@ -58,7 +55,10 @@ from brainviewer.preprocessing import (
     normalise,
     prepare_unit,
 )
-from brainviewer.split import Split, base_trained_val, split_for_config, weights_split
+from brainviewer.model.segmenter import Segmenter, build_model, load_model, save_weights
+from brainviewer.training.augment import apply_augmentation, build_augmentation, copy_missing_sequences, random_crop
+from brainviewer.training.config import TrainConfig
+from brainviewer.training.losses import get_loss
 
 logger = logging.getLogger(__name__)
 
@@ -780,7 +780,7 @@ def save_best(
     extra: dict[str, str] | None = None,
 ) -> None:
     """Atomically replace ``run_dir/best`` with the current weights and a model card."""
-    from brainviewer.modelcard import render_card
+    from brainviewer.model.modelcard import render_card
 
     card = render_card(config, state, summary, run_dir, segmenter.prep.channel_names)
     files = {

@@ -28,8 +28,7 @@ from pathlib import Path, PureWindowsPath
 
 import numpy as np
 
-from brainviewer.files import write_new
-from brainviewer.io import (
+from brainviewer.data.io import (
     IMAGE_SUFFIXES,
     is_mask_name,
     natural_key,
@@ -37,6 +36,7 @@ from brainviewer.io import (
     read_mask,
     scan_stem_for_mask,
 )
+from brainviewer.files import write_new
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Dataset:
         return Dataset(self.root, self.kind, [r for r in self.records if r.patient_id in wanted])
 
     def load_image(self, record: SliceRecord) -> np.ndarray:
-        """The scan of ``record``: ``(H, W)`` or ``(H, W, 3)`` (see :func:`brainviewer.io.read_image`)."""
+        """The scan of ``record``: ``(H, W)`` or ``(H, W, 3)`` (see :func:`brainviewer.data.io.read_image`)."""
         return read_image(record.image_path)
 
     def load_mask(self, record: SliceRecord, shape: tuple[int, int] | None = None) -> np.ndarray | None:

@@ -21,12 +21,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from brainviewer.datasets import Dataset
-from brainviewer.evaluate import EvaluationReport, PatientResult, ProbsFn, evaluate_probs
-from brainviewer.metrics import counts, dice_from_counts
-from brainviewer.overlay import DEFAULT_DISPLAY_CHANNEL, GT_COLOR, PRED_COLOR, display_rgb, overlay
-from brainviewer.postprocess import postprocess_volume
-from brainviewer.volumes import Volume
+from brainviewer.data.datasets import Dataset
+from brainviewer.data.volumes import Volume
+from brainviewer.evaluation.evaluate import EvaluationReport, PatientResult, ProbsFn, evaluate_probs
+from brainviewer.evaluation.metrics import counts, dice_from_counts
+from brainviewer.model.postprocess import postprocess_volume
+from brainviewer.views.overlay import DEFAULT_DISPLAY_CHANNEL, GT_COLOR, PRED_COLOR, display_rgb, overlay
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def predict_volume(
     """Tumour probabilities for every slice of a patient, ``batch_size`` slices per forward pass.
 
     Args:
-        segmenter: a :class:`brainviewer.model.Segmenter` (anything with ``predict_probs_batch``).
+        segmenter: a :class:`brainviewer.model.segmenter.Segmenter` (anything with ``predict_probs_batch``).
         volume: the patient.
         batch_size: slices per model call (>= 1).
         progress: called with ``(slices done, slices total)`` after each batch.
@@ -452,7 +452,7 @@ def evaluate_dataset(
     volume_keep_largest: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> DatasetEvaluation:
-    """:func:`brainviewer.evaluate.evaluate_probs` for one setting, keeping per-slice scores too.
+    """:func:`brainviewer.evaluation.evaluate.evaluate_probs` for one setting, keeping per-slice scores too.
 
     Args:
         dataset: slices with ground truth, grouped by patient.

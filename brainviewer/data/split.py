@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from brainviewer.io import natural_key
+from brainviewer.data.io import natural_key
 
 if TYPE_CHECKING:
-    from brainviewer.config import TrainConfig
+    from brainviewer.training.config import TrainConfig
 
 
 SPLIT_FILE = "split.json"

@@ -1,0 +1,1 @@
+"""Scoring models: metrics, per-patient evaluation, cross-validation, batch prediction, benchmarks."""

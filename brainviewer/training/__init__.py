@@ -1,0 +1,1 @@
+"""Training: the run configuration, data sampling, the loop, losses, augmentation, weight averaging."""

@@ -1,0 +1,1 @@
+"""Streamlit-free presentation: the review and patient views, overlays, exports and figures."""
