@@ -24,15 +24,9 @@ from pathlib import Path
 from brainviewer import runs
 from brainviewer.files import read_json_object, write_atomic
 from brainviewer.model.weights import PROJECT_ROOT, weights_root
+from brainviewer.runs.layout import AVERAGES_DIR, DONE, FAILED, RUNNING
 
 logger = logging.getLogger(__name__)
-
-JOBS_DIR = ".averages"
-"""Folder under the runs folder holding one ``<name>.json`` record and ``<name>.log`` per job."""
-
-RUNNING = "running"
-DONE = "done"
-FAILED = "failed"
 
 
 @dataclass
@@ -64,7 +58,7 @@ class AverageJob:
 
 def jobs_dir(runs_dir: str | Path | None = None) -> Path:
     """``<runs folder>/.averages``."""
-    return (Path(runs_dir) if runs_dir is not None else runs.runs_root()) / JOBS_DIR
+    return (Path(runs_dir) if runs_dir is not None else runs.runs_root()) / AVERAGES_DIR
 
 
 def average_command(sources: Sequence[str | Path], out: Path, data: str | None) -> list[str]:

@@ -1071,6 +1071,7 @@ from brainviewer import average_jobs  # noqa: E402
 from brainviewer import runs as runs_lib  # noqa: E402
 from brainviewer.model.segmenter import ARCHITECTURES  # noqa: E402
 from brainviewer.training.config import AUGMENTATIONS, LOSSES, SPLIT_MODES, TrainConfig  # noqa: E402
+from brainviewer.views import figures  # noqa: E402
 
 #: Set to 1 on a public demo: starting, resuming, promoting and deleting runs are disabled.
 DEMO_ENV = "BRAINVIEWER_DEMO"
@@ -1493,8 +1494,8 @@ def finetune_curves(info: runs_lib.RunInfo) -> None:
         return
     per_patient = st.toggle("Per-patient validation lines", key="finetune_per_patient")
     left, right = st.columns(2)
-    left.plotly_chart(runs_lib.loss_figure(train_rows), key="finetune_loss_chart")
-    right.plotly_chart(runs_lib.dice_figure(val_rows, per_patient), key="finetune_dice_chart")
+    left.plotly_chart(figures.loss_figure(train_rows), key="finetune_loss_chart")
+    right.plotly_chart(figures.dice_figure(val_rows, per_patient), key="finetune_dice_chart")
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -1564,7 +1565,7 @@ def _finetune_compare_body(runs_dir: str) -> None:
     chosen = st.multiselect("Validation curves of", with_curves, default=with_curves[:5], key="finetune_compare_runs")
     by_name = {r.name: r for r in run_list}
     curves = {name: runs_lib.read_metrics(by_name[name].path)[1] for name in chosen}
-    st.plotly_chart(runs_lib.compare_figure(curves), key="finetune_compare_chart")
+    st.plotly_chart(figures.compare_figure(curves), key="finetune_compare_chart")
 
 
 def finetune_choose(run_list: list[runs_lib.RunInfo]) -> runs_lib.RunInfo | None:
@@ -1633,7 +1634,7 @@ def finetune_evaluate(info: runs_lib.RunInfo) -> None:
         f"threshold {report.threshold:.2f} "
         f"(the run's choice on its validation data)"
     )
-    st.plotly_chart(runs_lib.patient_dice_figure(report.patients, report.mean_dice), key="finetune_eval_chart")
+    st.plotly_chart(figures.patient_dice_figure(report.patients, report.mean_dice), key="finetune_eval_chart")
 
 
 def finetune_promote(info: runs_lib.RunInfo, demo: bool) -> None:

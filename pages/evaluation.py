@@ -11,8 +11,8 @@ import streamlit as st
 from brainviewer import ui
 from brainviewer.data.split import Split
 from brainviewer.evaluation.evaluate import NO_GROUP, group_summaries, read_groups
-from brainviewer.runs import patient_dice_figure
 from brainviewer.views.exports import evaluation_json, evaluation_patients_csv, evaluation_slices_csv
+from brainviewer.views.figures import patient_dice_figure
 from brainviewer.views.review import SYNTHETIC_LABEL
 
 st.title("Evaluation", anchor=False)

@@ -18,6 +18,7 @@ import torch
 
 from brainviewer import runs
 from brainviewer.training.config import TrainConfig
+from brainviewer.views import figures
 
 RUN_TIMEOUT_S = 150.0
 
@@ -112,18 +113,6 @@ def sleeper() -> subprocess.Popen:
 
 
 # ----------------------------------------------------------------------------- reading runs
-def test_file_names_match_the_trainer() -> None:
-    from brainviewer.training import loop as train
-
-    assert (runs.STATUS_FILE, runs.METRICS_FILE, runs.CHECKPOINT, runs.BEST, runs.STOP_FILE) == (
-        train.STATUS_FILE,
-        train.METRICS_FILE,
-        train.CHECKPOINT,
-        train.BEST,
-        train.STOP_FILE,
-    )
-
-
 def test_read_run_finished_with_metrics_and_a_cut_last_line(tmp_path: Path) -> None:
     lines = [
         json.dumps({"type": "event", "event": "started", "step": 0, "time": 100.0}) + "\n",
@@ -238,16 +227,16 @@ def test_figures_hold_the_metrics() -> None:
         {"epoch": 0, "val_dice_mean": 0.3, "val_dice_per_patient": {"P1": 0.2, "P2": 0.4}, "best": True},
         {"epoch": 1, "val_dice_mean": 0.25, "val_dice_per_patient": {"P1": 0.1, "P2": 0.4}, "best": False},
     ]
-    fig = runs.dice_figure(val_rows, per_patient=True)
+    fig = figures.dice_figure(val_rows, per_patient=True)
     by_name = {trace.name: trace for trace in fig.data}
     assert list(by_name) == ["P1", "P2", "mean per-patient Dice", "new best"]
     assert list(by_name["P1"].y) == [0.2, 0.1] and list(by_name["mean per-patient Dice"].x) == [1, 2]
     assert list(by_name["new best"].x) == [1] and list(by_name["new best"].y) == [0.3]
-    assert len(runs.dice_figure(val_rows).data) == 2  # without per-patient lines
-    loss = runs.loss_figure([{"step": 10, "loss": 0.9}, {"step": 20, "loss": 0.5}])
+    assert len(figures.dice_figure(val_rows).data) == 2  # without per-patient lines
+    loss = figures.loss_figure([{"step": 10, "loss": 0.9}, {"step": 20, "loss": 0.5}])
     assert list(loss.data[0].x) == [10, 20] and list(loss.data[0].y) == [0.9, 0.5]
-    assert runs.loss_figure([{"step": 10, "loss": 0.9}]).data[0].mode == "markers"  # one step shows as a point
-    compare = runs.compare_figure({"a": val_rows, "b": val_rows[:1]})
+    assert figures.loss_figure([{"step": 10, "loss": 0.9}]).data[0].mode == "markers"  # one step shows as a point
+    compare = figures.compare_figure({"a": val_rows, "b": val_rows[:1]})
     assert [t.name for t in compare.data] == ["a", "b"] and list(compare.data[1].y) == [0.3]
 
 

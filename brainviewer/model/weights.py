@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 WEIGHTS_ENV = "BRAINVIEWER_WEIGHTS"
 #: Hub revision (branch, tag or commit) to pin when ``$BRAINVIEWER_WEIGHTS`` is a Hub repo id.
 REVISION_ENV = "BRAINVIEWER_WEIGHTS_REVISION"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS_DIR = PROJECT_ROOT / "weights"
 DEFAULT_WEIGHTS = "lgg-unet-resnet18"
 

@@ -56,17 +56,12 @@ from brainviewer.model.preprocessing import (
     prepare_unit,
 )
 from brainviewer.model.segmenter import Segmenter, build_model, load_model, save_weights
+from brainviewer.runs.layout import BEST, CHECKPOINT, METRICS_FILE, STATUS_FILE, STOP_FILE
 from brainviewer.training.augment import apply_augmentation, build_augmentation, copy_missing_sequences, random_crop
 from brainviewer.training.config import TrainConfig
 from brainviewer.training.losses import get_loss
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT = "last.pt"
-BEST = "best"
-STOP_FILE = "STOP"
-STATUS_FILE = "status.json"
-METRICS_FILE = "metrics.jsonl"
 
 
 # ----------------------------------------------------------------------------- data

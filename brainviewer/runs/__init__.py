@@ -70,6 +70,36 @@ from typing import TYPE_CHECKING
 from brainviewer.files import read_json_object, write_atomic
 from brainviewer.model.weights import PROJECT_ROOT, list_local_weights, weights_root
 from brainviewer.training.config import TrainConfig
+from brainviewer.runs.layout import (  # noqa: F401  (re-exported: the package's public names)
+    RUNS_ENV,
+    ACTIVE_FILE,
+    CONFIG_FILE,
+    SPLIT_FILE,
+    STATUS_FILE,
+    METRICS_FILE,
+    LOG_FILE,
+    CHECKPOINT,
+    BEST,
+    STOP_FILE,
+    LAUNCH_FILE,
+    STDOUT_FILE,
+    TRASH,
+    RUNNER_LOCK,
+    RUNNER_LOG,
+    RUNNING,
+    QUEUED,
+    STOPPED,
+    FINISHED,
+    EARLY_STOPPED,
+    FAILED,
+    DEAD,
+    UNKNOWN,
+    STATUSES,
+    RESUMABLE,
+    STARTING,
+    LAUNCH_GRACE_S,
+    QUEUE_POLL_S,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,45 +107,6 @@ if TYPE_CHECKING:
     from brainviewer.data.split import Split
 
 logger = logging.getLogger(__name__)
-
-#: Environment variable naming the folder that holds runs (default: ``runs/`` of the project).
-RUNS_ENV = "BRAINVIEWER_RUNS_DIR"
-#: The file in the weights folder naming the active model (read by brainviewer.model.weights).
-ACTIVE_FILE = "ACTIVE"
-
-# Run-folder file names; they must match brainviewer.training.loop (a test checks it).
-CONFIG_FILE = "config.json"
-SPLIT_FILE = "split.json"
-STATUS_FILE = "status.json"
-METRICS_FILE = "metrics.jsonl"
-LOG_FILE = "train.log"
-CHECKPOINT = "last.pt"
-BEST = "best"
-STOP_FILE = "STOP"
-LAUNCH_FILE = "launch.json"
-STDOUT_FILE = "stdout.log"
-TRASH = ".trash"
-RUNNER_LOCK = ".queue-runner.lock"
-RUNNER_LOG = ".queue-runner.log"
-
-# Statuses a RunInfo reports.
-RUNNING = "running"
-QUEUED = "queued"
-STOPPED = "stopped"
-FINISHED = "finished"
-EARLY_STOPPED = "early_stopped"
-FAILED = "failed"
-DEAD = "dead"
-UNKNOWN = "unknown"
-STATUSES = (RUNNING, QUEUED, STOPPED, FINISHED, EARLY_STOPPED, FAILED, DEAD, UNKNOWN)
-#: Runs that can be continued from their last checkpoint.
-RESUMABLE = (STOPPED, FAILED, DEAD)
-#: status.json state written by this module between launch and the trainer's first status.
-STARTING = "starting"
-#: A "starting" status with no process recorded is considered dead after this many seconds.
-LAUNCH_GRACE_S = 60.0
-#: Seconds between two looks at the queue by the queue runner.
-QUEUE_POLL_S = 3.0
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 #: Processes launched by this process, kept so they are reaped (no zombies) and their exit seen.
@@ -1223,147 +1214,6 @@ def validation_records(run_dir: str | Path, n: int = 3):
     return dataset, chosen
 
 
-# ----------------------------------------------------------------------------- figures (plotly, no Streamlit)
-def loss_figure(train_rows: Sequence[dict]):
-    """Training loss against the global step (a plotly Figure; empty axes without rows)."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=[r.get("step") for r in train_rows],
-            y=[r.get("loss") for r in train_rows],
-            mode="lines" if len(train_rows) > 1 else "markers",  # one logged step is a point, not a line
-            name="training loss",
-            line={"width": 1.5, "color": "#1f6feb"},
-        )
-    )
-    fig.update_layout(
-        title="Training loss",
-        xaxis_title="step",
-        yaxis_title="loss",
-        height=320,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        showlegend=False,
-    )
-    return fig
-
-
-def dice_figure(val_rows: Sequence[dict], per_patient: bool = False):
-    """Validation mean per-patient Dice against the epoch (1-based), best epochs marked; optionally
-    a thin line per validation patient."""
-    import plotly.graph_objects as go
-
-    epochs = [int(r.get("epoch", 0)) + 1 for r in val_rows]
-    fig = go.Figure()
-    if per_patient:
-        patients = sorted({p for r in val_rows for p in (r.get("val_dice_per_patient") or {})})
-        for patient in patients:
-            fig.add_trace(
-                go.Scatter(
-                    x=epochs,
-                    y=[(r.get("val_dice_per_patient") or {}).get(patient) for r in val_rows],
-                    mode="lines",
-                    name=patient,
-                    line={"width": 0.8},
-                    opacity=0.45,
-                    showlegend=False,
-                    hovertemplate=f"{patient}<br>epoch %{{x}}: Dice %{{y:.3f}}<extra></extra>",
-                )
-            )
-    fig.add_trace(
-        go.Scatter(
-            x=epochs,
-            y=[r.get("val_dice_mean") for r in val_rows],
-            mode="lines+markers",
-            name="mean per-patient Dice",
-            line={"width": 2.5, "color": "#d62728"},
-        )
-    )
-    best = [(e, r.get("val_dice_mean")) for e, r in zip(epochs, val_rows, strict=True) if r.get("best")]
-    if best:
-        fig.add_trace(
-            go.Scatter(
-                x=[b[0] for b in best],
-                y=[b[1] for b in best],
-                mode="markers",
-                name="new best",
-                marker={"symbol": "star", "size": 11, "color": "#2ca02c"},
-            )
-        )
-    fig.update_layout(
-        title="Validation Dice (mean per patient)",
-        xaxis_title="epoch",
-        yaxis_title="Dice",
-        yaxis_range=[0, 1],
-        height=320,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "y": -0.25},
-    )
-    return fig
-
-
-def compare_figure(curves: dict[str, Sequence[dict]]):
-    """Validation mean per-patient Dice against the epoch, one line per run (``name -> val rows``)."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for name, rows in curves.items():
-        fig.add_trace(
-            go.Scatter(
-                x=[int(r.get("epoch", 0)) + 1 for r in rows],
-                y=[r.get("val_dice_mean") for r in rows],
-                mode="lines+markers",
-                name=name,
-            )
-        )
-    fig.update_layout(
-        title="Validation Dice by run",
-        xaxis_title="epoch",
-        yaxis_title="mean per-patient Dice",
-        yaxis_range=[0, 1],
-        height=360,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "y": -0.25},
-    )
-    return fig
-
-
-def patient_dice_figure(patients: Sequence[object], mean: float | None = None, median: float | None = None):
-    """Per-patient volume Dice as bars, lowest first, with optional mean and median lines
-    (``patients``: objects with ``patient_id`` and ``volume_dice``)."""
-    import plotly.graph_objects as go
-
-    ordered = sorted(patients, key=lambda p: (p.volume_dice, p.patient_id))
-    fig = go.Figure(
-        go.Bar(
-            x=[p.patient_id for p in ordered],
-            y=[p.volume_dice for p in ordered],
-            marker_color="#3b7dd8",
-            hovertemplate="%{x}<br>Dice %{y:.3f}<extra></extra>",
-        )
-    )
-    if mean is not None and math.isfinite(mean):
-        # mean at the left, median at the right: apart even when the two are equal
-        fig.add_hline(y=mean, line_color="#d62728", annotation_text=f"mean {mean:.3f}", annotation_position="top left")
-    if median is not None and math.isfinite(median):
-        fig.add_hline(
-            y=median,
-            line_color="#2ca02c",
-            line_dash="dash",
-            annotation_text=f"median {median:.3f}",
-            annotation_position="bottom right",
-        )
-    fig.update_layout(
-        title="Per-patient volume Dice",
-        yaxis={"range": [0, 1.02], "title": "Dice"},
-        xaxis={"title": None, "tickangle": -60},
-        height=380,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-    )
-    return fig
-
-
 # ----------------------------------------------------------------------------- queue runner entry point
 def main(argv: list[str] | None = None) -> int:
     """``python -m brainviewer.runs queue-runner RUNS_DIR``: start queued runs until none is left."""
@@ -1377,9 +1227,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     return run_queue(args.runs_dir, args.poll)
-
-
-if __name__ == "__main__":
-    from brainviewer.runs import main as _main  # the importable module, not this __main__ copy
-
-    sys.exit(_main())
