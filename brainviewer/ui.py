@@ -1067,9 +1067,9 @@ def evaluate_with_progress(
 
 from datetime import datetime  # noqa: E402 - this section's own imports
 
-from brainviewer import average_jobs  # noqa: E402
 from brainviewer import runs as runs_lib  # noqa: E402
 from brainviewer.model.segmenter import ARCHITECTURES  # noqa: E402
+from brainviewer.runs import averages as average_jobs  # noqa: E402
 from brainviewer.training.config import AUGMENTATIONS, LOSSES, SPLIT_MODES, TrainConfig  # noqa: E402
 from brainviewer.views import figures  # noqa: E402
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from brainviewer import average_jobs
 from brainviewer.data.datasets import open_dataset
 from brainviewer.data.split import split_patients
 from brainviewer.model.segmenter import load_model
+from brainviewer.runs import averages as average_jobs
 from tests.test_average import tiny_folder
 
 

@@ -292,7 +292,8 @@ def test_empty_images_folder(tmp_path: Path) -> None:
 def test_real_figshare(figshare_root: Path) -> None:
     dataset = open_dataset(figshare_root)
     assert dataset.kind == "image_mask_folders"
-    assert len(dataset) == 300 and len(dataset.patients) == 300
+    labelled = len((figshare_root / "labels.csv").read_text().splitlines()) - 1  # one row an image, after the header
+    assert len(dataset) == labelled == 564 and len(dataset.patients) == 564  # ../shared/data/README.md
     assert all(r.mask_path is not None and r.mask_path.name == r.image_path.name for r in dataset)
     assert [r.name for r in dataset.records[:3]] == ["1.png", "2.png", "3.png"]
     image, mask = load_arrays(dataset, dataset.records[0])

@@ -235,7 +235,13 @@ def test_copy_sources_exist_and_context_is_complete(instructions: list[tuple[str
     context = build_context()
     assert not any(f.startswith(("runs/", ".git/", "tests/")) for f in context)
     assert not any("__pycache__" in f for f in context)
-    needed = ["app.py", "requirements.txt", "brainviewer/__init__.py", "brainviewer/model.py", "brainviewer/hub.py"]
+    needed = [
+        "app.py",
+        "requirements.txt",
+        "brainviewer/__init__.py",
+        "brainviewer/model/segmenter.py",
+        "brainviewer/model/hub.py",
+    ]
     needed += [p.relative_to(ROOT).as_posix() for p in (ROOT / "pages").glob("*.py")]
     assert set(needed) <= set(context), sorted(set(needed) - set(context))
     for name in (".streamlit/config.toml",):
