@@ -519,3 +519,62 @@ def test_real_figshare_png_and_coco_jpeg(figshare_root: Path, coco_root: Path) -
     jpeg = next(iter(sorted(coco_root.glob("*.jpg"))))
     photo = read_image(jpeg)
     assert photo.shape == (640, 640, 3) and photo.dtype == np.uint8
+
+
+# --------------------------------------------------------------------------- decoded-size budget
+
+
+def _peak_bytes(call) -> int:
+    """Peak Python-tracked allocation while ``call()`` runs (NumPy and PIL buffers included)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        call()
+    except ScanReadError:
+        pass
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+def test_many_channel_tiff_is_refused_from_its_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small file whose pages decode to more than the budget (here 256x256x64 uint16 = 8 MiB against
+    1 MiB) is refused before its pixels are decoded, and the message names the limit and its variable."""
+    monkeypatch.setattr(bio, "MAX_DECODED_BYTES", 1 * 1024**2)
+    data = encode(np.zeros((256, 256, 64), np.uint16), ".tif", compression="zlib", planarconfig="contig")
+    assert len(data) < 200_000
+    with pytest.raises(ScanReadError, match=r"would take 8 MiB once decoded .* BRAINVIEWER_MAX_DECODED_MB"):
+        read_image(data, "stack.tif")
+    assert _peak_bytes(lambda: read_image(data, "stack.tif")) < 2 * 1024**2
+
+
+def test_png_over_the_decoded_budget_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bio, "MAX_DECODED_BYTES", 100_000)
+    data = encode(np.zeros((400, 400, 3), np.uint8), ".png")  # 400x400x3 samples, 2 bytes budgeted for RGB
+    with pytest.raises(ScanReadError, match="once decoded"):
+        read_image(data, "big.png")
+    assert _peak_bytes(lambda: read_image(data, "big.png")) < 300_000
+    assert read_image(encode(np.zeros((100, 100), np.uint8), ".png"), "small.png").shape == (100, 100)
+
+
+def test_npy_over_the_decoded_budget_is_refused_from_its_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bio, "MAX_DECODED_BYTES", 1000)
+    with pytest.raises(ScanReadError, match="MiB accepted per scan"):
+        read_image(encode(np.zeros((20, 20), np.float32), ".npy"), "f.npy")  # 1,600 bytes
+
+
+def test_the_default_pixel_budget_refuses_an_8192_square_png() -> None:
+    """The 65 KB 8192x8192 PNG that once cost 3 GB is refused from its header."""
+    with pytest.raises(ScanReadError, match=r"8192x8192 pixels, more than the 16,777,216 pixels .* BRAINVIEWER_"):
+        read_image(png_header_only(8192, 8192), "wide.png")
+
+
+def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from brainviewer.limits import env_limit
+
+    monkeypatch.setenv("BRAINVIEWER_TEST_LIMIT", "2_000")
+    assert env_limit("BRAINVIEWER_TEST_LIMIT", 5) == 2000
+    for bad in ("", "lots", "0", "-3"):
+        monkeypatch.setenv("BRAINVIEWER_TEST_LIMIT", bad)
+        assert env_limit("BRAINVIEWER_TEST_LIMIT", 5) == 5

@@ -23,18 +23,28 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from brainviewer.limits import MIB, env_limit, raise_hint
+
 logger = logging.getLogger(__name__)
 
 #: File suffixes :func:`read_image` understands (lower case, with the dot).
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".npy")
 #: Suffixes of lossy formats: masks stored in them are cut at half their maximum, never at ``> 0``.
 LOSSY_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg")
-#: Largest scan accepted, in pixels (a 8192 x 8192 slice). Larger inputs are refused.
-MAX_PIXELS = 8192 * 8192
+#: Environment variable of :data:`MAX_PIXELS`.
+MAX_PIXELS_ENV = "BRAINVIEWER_MAX_SCAN_PIXELS"
+#: Largest scan accepted, in pixels (default a 4096 x 4096 slice), checked from the file's header
+#: before any pixel is decoded. Larger inputs are refused.
+MAX_PIXELS = env_limit(MAX_PIXELS_ENV, 4096 * 4096)
+#: Environment variable of :data:`MAX_DECODED_BYTES` (in MiB).
+MAX_DECODED_ENV = "BRAINVIEWER_MAX_DECODED_MB"
+#: Largest decoded scan accepted, in bytes (pixels x channels x bytes per sample; default 192 MiB, which
+#: holds a 4096 x 4096 16-bit RGB slice), checked from the header before decoding.
+MAX_DECODED_BYTES = env_limit(MAX_DECODED_ENV, 192) * MIB
 #: Smallest side accepted; anything smaller cannot be a useful MRI slice.
 MIN_SIDE = 8
 
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL raises DecompressionBombError above this
+Image.MAX_IMAGE_PIXELS = max(MAX_PIXELS, 8192 * 8192)  # PIL's own guard, above ours: it raises at twice this
 
 _MASK_RE = re.compile(r"^(?P<stem>.+?)[_-]mask$", re.IGNORECASE)
 
@@ -144,10 +154,29 @@ def _load_with_pil(data: bytes, label: str) -> np.ndarray:
         # The header is read lazily: refuse oversized images before decoding any pixels.
         if img.width * img.height > MAX_PIXELS:
             raise ScanReadError(_too_large(label, (img.height, img.width)))
+        _check_decoded(label, (img.height, img.width), len(img.getbands()), _PIL_SAMPLE_BYTES.get(img.mode, 1))
         if img.format == "PNG" and img.mode in ("RGB", "RGBA") and _png_bit_depth(data) == 16:
             return _load_png16_colour(data, label)  # PIL would keep only the top 8 bits
         img.load()
         return _pil_to_array(img)
+
+
+#: Bytes per sample of PIL modes that use more than one (the rest use one).
+_PIL_SAMPLE_BYTES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4, "RGB": 2, "RGBA": 2}
+"""RGB(A) counts 2 bytes a sample: a 16-bit colour PNG opens in PIL as RGB but is decoded at 16 bits."""
+
+
+def _check_decoded(label: str, shape: Sequence[int], channels: int, sample_bytes: int) -> None:
+    """Refuse a scan whose decoded pixels (``H x W x channels x sample_bytes``) exceed :data:`MAX_DECODED_BYTES`."""
+    height, width = int(shape[0]), int(shape[1])
+    size = height * width * max(1, int(channels)) * max(1, int(sample_bytes))
+    if size > MAX_DECODED_BYTES:
+        raise ScanReadError(
+            f"{label} would take {size / MIB:,.0f} MiB once decoded ({width}x{height} pixels, {channels} "
+            f"channel(s), {sample_bytes} byte(s) each), more than the {MAX_DECODED_BYTES / MIB:,.0f} MiB accepted "
+            f"per scan. Save one slice with at most 3 channels, downsampled or cropped to the brain. "
+            + raise_hint(MAX_DECODED_ENV)
+        )
 
 
 def _png_bit_depth(data: bytes) -> int:
@@ -183,6 +212,12 @@ def _load_npy(data: bytes, label: str) -> np.ndarray:
             f"{label} holds dtype {dtype}, not numbers; brainviewer only loads numeric arrays (never pickled "
             "objects). Save a numeric slice, e.g. numpy.save(path, image.astype(numpy.float32))."
         )
+    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > MAX_DECODED_BYTES:
+        raise ScanReadError(
+            f"{label} holds an array of shape {tuple(shape)}, more than the "
+            f"{MAX_DECODED_BYTES / MIB:,.0f} MiB accepted per scan ({dtype}). Save one 2-D slice (H, W) or (H, W, 3). "
+            + raise_hint(MAX_DECODED_ENV)
+        )
     if int(np.prod(shape, dtype=np.int64)) > 4 * MAX_PIXELS:
         raise ScanReadError(
             f"{label} holds an array of shape {tuple(shape)}, more than the {MAX_PIXELS:,} pixels accepted "
@@ -207,6 +242,7 @@ def _load_tiff(data: bytes, label: str) -> np.ndarray | None:
             width, height = int(page.imagewidth), int(page.imagelength)
             if width * height > MAX_PIXELS:
                 raise ScanReadError(_too_large(label, (height, width)))
+            _check_decoded(label, (height, width), int(page.samplesperpixel), np.dtype(page.dtype).itemsize)
             if page.photometric == tifffile.PHOTOMETRIC.PALETTE:
                 return None  # tifffile returns palette indices; PIL applies the colour map
             array = page.asarray()
@@ -237,7 +273,7 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
 def _too_large(label: str, shape: Sequence[int]) -> str:
     return (
         f"{label} is {shape[1]}x{shape[0]} pixels, more than the {MAX_PIXELS:,} pixels accepted. "
-        "Downsample it or crop to the brain first."
+        "Downsample it or crop to the brain first. " + raise_hint(MAX_PIXELS_ENV)
     )
 
 
