@@ -436,3 +436,44 @@ def test_dataset_is_a_plain_index(kaggle_parent: Path) -> None:
     assert isinstance(dataset, Dataset)
     assert list(dataset) == dataset.records
     assert read_mask(dataset.records[0].mask_path).shape == (16, 16)
+
+
+# --------------------------------------------------------------------------- indexes stay inside their folder
+
+
+def _tiny_pair(folder: Path, stem: str) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    image, mask = folder / f"{stem}.png", folder / f"{stem}_mask.png"
+    Image.fromarray(np.full((16, 16), 90, np.uint8)).save(image)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(mask)
+    return image, mask
+
+
+def test_a_confined_data_mask_csv_refuses_paths_outside_its_folder(tmp_path: Path) -> None:
+    index = tmp_path / "ds" / "data_mask.csv"
+    _tiny_pair(tmp_path / "ds" / "p1", "a")
+    _, secret_mask = _tiny_pair(tmp_path / "elsewhere", "b")
+    index.write_text(
+        "patient_id,image_path,mask_path,mask\n"
+        "p1,p1/a.png,p1/a_mask.png,0\n"
+        f"p2,../elsewhere/b.png,{secret_mask},0\n"
+    )
+    assert len(open_dataset(index)) == 2  # the command line and a local app read it as before
+    with pytest.raises(DatasetError, match=r"2 file\(s\) outside its own folder .*'b.png'") as err:
+        open_dataset(index, confine=True)
+    assert str(tmp_path) not in str(err.value)  # no server path in the message
+    index.write_text("patient_id,image_path,mask_path,mask\np1,p1/a.png,p1/a_mask.png,0\n")
+    assert len(open_dataset(index, confine=True)) == 1
+
+
+def test_a_coco_file_name_cannot_leave_the_export(tmp_path: Path) -> None:
+    _tiny_pair(tmp_path / "export", "in")
+    _tiny_pair(tmp_path, "out")
+    coco = tmp_path / "export" / "_annotations.coco.json"
+    images = [{"id": 1, "file_name": "in.png", "width": 16, "height": 16}]
+    coco.write_text(json.dumps({"images": images, "annotations": []}))
+    assert len(open_dataset(coco)) == 1
+    images.append({"id": 2, "file_name": "../out.png", "width": 16, "height": 16})
+    coco.write_text(json.dumps({"images": images, "annotations": []}))
+    with pytest.raises(DatasetError, match=r"outside its own folder \(e.g. the entry '../out.png'\)"):
+        open_dataset(coco)

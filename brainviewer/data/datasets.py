@@ -230,15 +230,34 @@ def _csv_path(text: str, csv_dir: Path) -> Path:
     return path
 
 
-def read_data_mask_csv(csv_path: str | Path) -> Dataset:
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (links and ``..`` resolved) lies inside ``folder``."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _outside_error(index: Path, count: int, example: str) -> DatasetError:
+    """The message for an index that points outside its own folder; it names the entry, never a server path."""
+    return DatasetError(
+        f"{index.name} lists {count} file(s) outside its own folder (e.g. the entry {example!r}); "
+        "a dataset index may only point at files in its folder or below. Move the files beside it."
+    )
+
+
+def read_data_mask_csv(csv_path: str | Path, confine: bool = False) -> Dataset:
     """Read a ``data_mask.csv`` index (``patient_id,image_path,mask_path,mask``).
 
     Paths may be absolute or relative to the CSV's folder; an empty ``mask_path`` means the
     slice has no ground truth. The ``mask`` column (1 = tumour) is informative only: the
     mask files are the truth.
 
+    Args:
+        csv_path: the CSV file.
+        confine: refuse entries that resolve outside the CSV's folder (``../``, absolute paths, links);
+            the public demo opens datasets this way.
+
     Raises:
-        DatasetError: missing columns, unreadable text, no rows, or files that do not exist.
+        DatasetError: missing columns, unreadable text, no rows, files that do not exist, or (with
+            ``confine``) files outside the CSV's folder.
     """
     csv_path = Path(csv_path)
     try:
@@ -263,6 +282,10 @@ def read_data_mask_csv(csv_path: str | Path) -> Dataset:
         by_patient.setdefault((row.get("patient_id") or "").strip() or image.parent.name, []).append((image, mask))
     if not by_patient:
         raise DatasetError(f"{csv_path} lists no slices (it has a header but no rows).")
+    if confine:
+        outside = [p for items in by_patient.values() for pair in items for p in pair if p and not _inside(p, csv_dir)]
+        if outside:
+            raise _outside_error(csv_path, len(outside), outside[0].name)
     absent = [str(p) for items in by_patient.values() for img, msk in items for p in (img, msk) if p and not p.exists()]
     if absent:
         raise DatasetError(
@@ -390,8 +413,13 @@ def read_coco(json_path: str | Path) -> Dataset:
         polys = _coco_polygons(data["annotations"])
         images = sorted(data["images"], key=lambda im: natural_key(str(im["file_name"])))
         records = []
+        # a COCO file_name is relative to its export: '../' or an absolute path never belongs there
+        names = [str(im["file_name"]) for im in images]
+        outside = [name for name in names if not _inside(json_path.parent / name, json_path.parent)]
         for image in images:
             path = json_path.parent / str(image["file_name"])
+            if outside:
+                break
             if not path.is_file():
                 logger.warning("COCO image %s is listed but missing", path)
                 continue
@@ -402,13 +430,19 @@ def read_coco(json_path: str | Path) -> Dataset:
             f"{json_path} is not a valid COCO file ({type(err).__name__}: {err}). Each image needs 'id' and "
             "'file_name'; each annotation 'image_id' and 'segmentation' polygons or a 'bbox'."
         ) from err
+    if outside:
+        raise _outside_error(json_path, len(outside), outside[0])
     if not records:
         raise DatasetError(f"{json_path} lists no images that exist beside it.")
     return Dataset(json_path, "coco", records)
 
 
-def open_dataset(path: str | Path) -> Dataset:
+def open_dataset(path: str | Path, confine: bool = False) -> Dataset:
     """Open any supported dataset layout at ``path`` (folder, CSV or COCO JSON).
+
+    Args:
+        path: the dataset folder or index file.
+        confine: a ``data_mask.csv`` may not point outside its folder (COCO indexes never may).
 
     Raises:
         DatasetError: when ``path`` matches none of the layouts (the message lists them).
@@ -418,7 +452,7 @@ def open_dataset(path: str | Path) -> Dataset:
         raise DatasetError(f"{path} does not exist. Give one of: {SUPPORTED_LAYOUTS}.")
     if path.is_file():
         if path.suffix.lower() == ".csv":
-            return read_data_mask_csv(path)
+            return read_data_mask_csv(path, confine)
         if path.suffix.lower() == ".json":
             return read_coco(path)
         raise DatasetError(f"{path} is not a dataset file brainviewer can read. Give one of: {SUPPORTED_LAYOUTS}.")
@@ -427,7 +461,7 @@ def open_dataset(path: str | Path) -> Dataset:
     if _find_kaggle_root(path) is not None:
         return read_kaggle_3m(path)
     if (path / DATA_MASK_CSV).is_file():
-        return read_data_mask_csv(path / DATA_MASK_CSV)
+        return read_data_mask_csv(path / DATA_MASK_CSV, confine)
     coco = _find_coco_json(path)
     if coco is not None:
         return read_coco(coco)
