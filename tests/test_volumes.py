@@ -324,7 +324,7 @@ def test_dicom_sorts_along_the_slice_normal_not_z() -> None:
     # the affine's slice axis follows that order.
     import pydicom
 
-    from brainviewer.data.volumes import _DicomSlice, _series_affine, _sort_slices
+    from brainviewer.data.volumes.dicom_series import _DicomSlice, _series_affine, _sort_slices
 
     items = [_DicomSlice(pydicom.dcmread(io.BytesIO(d)), i) for i, (_, d) in enumerate(sagittal_series())]
     ordered, positions, plane = _sort_slices(items, [])
