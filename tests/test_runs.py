@@ -44,9 +44,9 @@ def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     monkeypatch.setenv("BRAINVIEWER_RUNS_DIR", str(runs_dir))
     monkeypatch.setenv("BRAINVIEWER_WEIGHTS_DIR", str(weights_dir))
     monkeypatch.delenv("BRAINVIEWER_WEIGHTS", raising=False)
-    before = set(runs._CHILDREN)
+    before = set(runs.process._CHILDREN)
     yield runs_dir, weights_dir
-    for pid, proc in list(runs._CHILDREN.items()):
+    for pid, proc in list(runs.process._CHILDREN.items()):
         if pid not in before and proc.poll() is None:
             proc.kill()
             proc.wait(10)
@@ -295,9 +295,9 @@ def test_promote_failure_leaves_everything_as_before(
         return fake
 
     if failing == "copytree":
-        monkeypatch.setattr(runs.shutil, "copytree", broken)
+        monkeypatch.setattr(runs.promote.shutil, "copytree", broken)
     else:
-        monkeypatch.setattr(runs.os, "replace", replace_failing_for(failing.split("-")[1]))
+        monkeypatch.setattr(runs.promote.os, "replace", replace_failing_for(failing.split("-")[1]))
     with pytest.raises(OSError, match="injected"):
         runs.promote_run(run_dir)
     monkeypatch.undo()

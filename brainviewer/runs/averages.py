@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -21,10 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from brainviewer import runs
 from brainviewer.files import read_json_object, write_atomic
 from brainviewer.model.weights import PROJECT_ROOT, weights_root
+from brainviewer.runs.folders import MODEL_CONFIG_FILE, complete_weights, runs_root, validate_name
 from brainviewer.runs.layout import AVERAGES_DIR, DONE, FAILED, RUNNING
+from brainviewer.runs.logs import tail_log
+from brainviewer.runs.process import child_env, process_alive, track_child
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class AverageJob:
 
 def jobs_dir(runs_dir: str | Path | None = None) -> Path:
     """``<runs folder>/.averages``."""
-    return (Path(runs_dir) if runs_dir is not None else runs.runs_root()) / AVERAGES_DIR
+    return (Path(runs_dir) if runs_dir is not None else runs_root()) / AVERAGES_DIR
 
 
 def average_command(sources: Sequence[str | Path], out: Path, data: str | None) -> list[str]:
@@ -77,9 +78,9 @@ def _check_sources(sources: Sequence[str | Path]) -> list[Path]:
         raise ValueError("the same weights are chosen twice: choose different runs")
     configs = []
     for folder in folders:
-        if not ((folder / "config.json").is_file() and (folder / "model.safetensors").is_file()):
+        if not complete_weights(folder):
             raise ValueError(f"{folder} is not a complete weights folder (config.json and model.safetensors)")
-        configs.append(read_json_object(folder / "config.json"))
+        configs.append(read_json_object(folder / MODEL_CONFIG_FILE))
     for folder, config in zip(folders[1:], configs[1:], strict=True):
         if config != configs[0]:
             raise ValueError(
@@ -113,7 +114,7 @@ def start_average(
             that name still running.
     """
     folders = _check_sources(sources)
-    name = runs.validate_name(name, "weights")
+    name = validate_name(name, "weights")
     out = (Path(weights_dir) if weights_dir is not None else weights_root()) / name
     if out.exists():
         raise ValueError(f"{out} already exists: choose another name (nothing is overwritten)")
@@ -124,11 +125,6 @@ def start_average(
     if previous is not None and previous.status == RUNNING:
         raise ValueError(f"an average named {name} is already running")
     command = average_command(folders, out, data)
-    env = dict(os.environ)
-    if threads > 0:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env["PYTHONUNBUFFERED"] = "1"
     log = folder / f"{name}.log"
     with log.open("wb") as handle:
         handle.write(f"$ {' '.join(command)}\n".encode())
@@ -136,14 +132,14 @@ def start_average(
         proc = subprocess.Popen(
             command,
             cwd=str(PROJECT_ROOT),
-            env=env,
+            env=child_env(threads),
             stdin=subprocess.DEVNULL,
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
         )
-    runs.track_child(proc)
+    track_child(proc)
     record = {
         "name": name,
         "out": str(out),
@@ -170,14 +166,14 @@ def read_job(record_path: str | Path) -> AverageJob | None:
     log = record_path.with_suffix(".log")
     summary = None
     error = ""
-    if runs.process_alive(record.get("pid")):
+    if process_alive(record.get("pid")):
         status = RUNNING
-    elif (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+    elif complete_weights(out):
         status = DONE
         summary = read_json_object(out / "validation.json") or None
     else:
         status = FAILED
-        lines = [line for line in runs.tail_log(record_path.parent, 5, log.name) if line.strip()]
+        lines = [line for line in tail_log(record_path.parent, 5, log.name) if line.strip()]
         error = lines[-1] if lines else "the process ended without writing the weights"
     return AverageJob(
         name=record["name"],

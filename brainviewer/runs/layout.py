@@ -24,6 +24,8 @@ from __future__ import annotations
 RUNS_ENV = "BRAINVIEWER_RUNS_DIR"
 #: The file in the weights folder naming the active model (read by brainviewer.model.weights).
 ACTIVE_FILE = "ACTIVE"
+#: The file a promoted weights folder gets: which run it came from, when, and from what base.
+PROMOTION_FILE = "promotion.json"
 
 # Run-folder file names (the trainer, the app and the queue all use these).
 CONFIG_FILE = "config.json"

@@ -1,0 +1,167 @@
+"""The app's model: the active weights, promoting a run's best weights, and weights to start a run from.
+
+:func:`promote_run` copies a run's ``best/`` weights to ``weights/<name>`` (never
+overwriting: a suffix is added) and records that folder in ``weights/ACTIVE``, which
+:func:`brainviewer.model.weights.default_weights_spec` reads (``$BRAINVIEWER_WEIGHTS`` still
+overrides it). Both steps are atomic renames: a failure leaves ``ACTIVE`` and every existing
+folder as they were, and the previous model stays available under its own name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from brainviewer.files import read_json_object, write_atomic
+from brainviewer.model.weights import list_local_weights, weights_root
+from brainviewer.runs.folders import MODEL_CONFIG_FILE, complete_weights, flock, validate_name
+from brainviewer.runs.layout import ACTIVE_FILE, BEST, CONFIG_FILE, PROMOTION_FILE, STATUS_FILE
+from brainviewer.runs.read import list_runs
+
+logger = logging.getLogger(__name__)
+
+
+def active_weights(weights_dir: str | Path | None = None) -> str | None:
+    """The folder name recorded in ``weights/ACTIVE`` when it names an existing folder, else None.
+
+    This is what :func:`brainviewer.model.weights.default_weights_spec` uses unless ``$BRAINVIEWER_WEIGHTS`` is set.
+    """
+    weights_dir = Path(weights_dir) if weights_dir is not None else weights_root()
+    try:
+        name = (weights_dir / ACTIVE_FILE).read_text().strip()
+    except OSError:
+        return None
+    return name if name and (weights_dir / name).is_dir() else None
+
+
+def set_active(name: str, weights_dir: str | Path | None = None) -> Path:
+    """Record ``weights/<name>`` as the app's model (``ACTIVE`` rewritten atomically); returns that folder.
+
+    Raises:
+        ValueError: no complete weights folder of that name.
+    """
+    weights_dir = Path(weights_dir) if weights_dir is not None else weights_root()
+    folder = weights_dir / validate_name(name, "weights")
+    if not complete_weights(folder):
+        raise ValueError(f"{folder} is not a complete weights folder (config.json and model.safetensors).")
+    write_atomic(weights_dir / ACTIVE_FILE, name + "\n")
+    logger.info("active weights: %s", folder)
+    return folder
+
+
+def _free_folder(parent: Path, name: str) -> Path:
+    for n in range(1, 1000):
+        candidate = parent / (name if n == 1 else f"{name}-{n}")
+        if not candidate.exists():
+            return candidate
+    raise FileExistsError(f"no free folder name like {name} in {parent}")
+
+
+def promote_run(
+    run_dir: str | Path, name: str | None = None, weights_dir: str | Path | None = None, activate: bool = True
+) -> Path:
+    """Copy a run's ``best/`` weights to ``weights/<name>`` and make them the active model.
+
+    The copy is written under a hidden temporary name and renamed into place; then ``ACTIVE``
+    is rewritten through a temporary file and a rename. A failure at any point removes what
+    this call made and leaves ``ACTIVE`` and all existing folders as they were. An existing
+    folder is never overwritten: ``-2``, ``-3``, ... is added to the name.
+
+    Args:
+        run_dir: the run.
+        name: folder name under ``weights_dir`` (default: the run's name).
+        weights_dir: the weights folder (default :func:`brainviewer.model.weights.weights_root`).
+        activate: also record the new folder in ``ACTIVE``.
+
+    Returns:
+        The new weights folder.
+
+    Raises:
+        ValueError: the run has no complete ``best/`` yet, or the name is not allowed.
+    """
+    run_dir = Path(run_dir)
+    best = run_dir / BEST
+    if not complete_weights(best):
+        raise ValueError(f"run {run_dir.name} has no best weights yet; they are saved after its first validation.")
+    weights_dir = Path(weights_dir) if weights_dir is not None else weights_root()
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    name = validate_name(name or run_dir.name, "weights")
+    with flock(weights_dir):
+        target = _free_folder(weights_dir, name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.promote-", dir=weights_dir))
+        try:
+            for _attempt in range(3):  # the run may replace best/ while we copy: copy again
+                inode = best.stat().st_ino
+                shutil.copytree(best, tmp, dirs_exist_ok=True)
+                if best.stat().st_ino == inode:
+                    break
+                shutil.rmtree(tmp)
+                tmp.mkdir()
+            info = read_json_object(run_dir / STATUS_FILE)
+            provenance = {
+                "run": run_dir.name,
+                "run_dir": str(run_dir.resolve()),
+                "promoted": time.time(),
+                "run_state": info.get("state"),
+                "base_weights": read_json_object(run_dir / CONFIG_FILE).get("init_weights") or "from scratch",
+            }
+            (tmp / PROMOTION_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if activate:
+            try:
+                set_active(target.name, weights_dir)
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)  # made by this call a moment ago
+                raise
+    logger.info("promoted %s to %s", run_dir.name, target)
+    return target
+
+
+def weights_summary(folder: str | Path) -> dict:
+    """``input_size``, ``in_channels``, ``arch`` and ``encoder`` of a weights folder (from its JSON files).
+
+    Raises:
+        ValueError: the files are missing or unreadable.
+    """
+    from brainviewer.model.preprocessing import PREPROCESSING_FILE, Preprocessing
+
+    folder = Path(folder)
+    try:
+        model_config = json.loads((folder / MODEL_CONFIG_FILE).read_text())
+        prep = Preprocessing.load(folder) if (folder / PREPROCESSING_FILE).is_file() else Preprocessing()
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"cannot read the model description in {folder}: {err}") from err
+    return {
+        "input_size": prep.input_size,
+        "in_channels": prep.in_channels,
+        "arch": str(model_config.get("_model_class", "Unet")),
+        "encoder": str(model_config.get("encoder_name", "")),
+    }
+
+
+def base_weight_choices(runs_dir: str | Path | None = None, weights_dir: str | Path | None = None) -> dict[str, str]:
+    """Weights a run can start from: label -> folder path.
+
+    The app's current default model first, then every complete folder under ``weights/``,
+    then the ``best/`` of every run that has one.
+    """
+    from brainviewer.model.weights import default_weights_spec
+
+    choices: dict[str, str] = {}
+    default = Path(default_weights_spec())
+    if complete_weights(default):
+        choices[f"current model ({default.name})"] = str(default.resolve())
+    for folder in list_local_weights(Path(weights_dir) if weights_dir is not None else None):
+        choices.setdefault(f"weights/{folder.name}", str(folder.resolve()))
+    for run in list_runs(runs_dir):
+        if run.has_best:
+            choices.setdefault(f"run {run.name} (best)", str(run.best_dir.resolve()))
+    return choices
