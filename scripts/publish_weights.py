@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from brainviewer.model.modelcard import render_card
 from brainviewer.runs import promote_run
+from brainviewer.runs.layout import CHECKPOINT
 from brainviewer.training.config import TrainConfig
-from brainviewer.training.loop import CHECKPOINT, RunState
+from brainviewer.training.records import RunState
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import pytest
 from brainviewer.model.preprocessing import Preprocessing
 from brainviewer.training.augment import apply_augmentation, build_augmentation, copy_missing_sequences, random_crop
 from brainviewer.training.config import TrainConfig
-from brainviewer.training.loop import SliceCache, make_sample
+from brainviewer.training.data import SliceCache, make_sample
 
 
 def scan(seed: int = 0, size: int = 32) -> np.ndarray:

@@ -19,9 +19,13 @@ from brainviewer.data.datasets import open_dataset
 from brainviewer.data.split import Split
 from brainviewer.evaluation.evaluate import default_sweep
 from brainviewer.model.segmenter import Segmenter
-from brainviewer.training import loop as train_module
+from brainviewer.runs.layout import CHECKPOINT, METRICS_FILE, STATUS_FILE, STOP_FILE
+from brainviewer.training import records as train_records
+from brainviewer.training import steps as train_steps
+from brainviewer.training import validation as train_validation
 from brainviewer.training.config import TrainConfig
-from brainviewer.training.loop import CHECKPOINT, METRICS_FILE, STATUS_FILE, STOP_FILE, epoch_order, sample_seed, train
+from brainviewer.training.data import epoch_order, sample_seed
+from brainviewer.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -238,7 +242,7 @@ def test_training_lowers_the_loss(reference_run: Path, phantom_dataset: Path) ->
 
 # ----------------------------------------------------------------------------- determinism
 def test_epoch_order_and_sample_seeds_depend_only_on_seed_epoch_index(phantom_dataset: Path) -> None:
-    from brainviewer.training.loop import SliceCache
+    from brainviewer.training.data import SliceCache
 
     has_tumour = np.array([True, False] * 10)
     cache = SliceCache(np.zeros((20, 4, 4, 3), np.float16), np.zeros((20, 4, 4), np.uint8), has_tumour)
@@ -253,11 +257,11 @@ def test_epoch_order_and_sample_seeds_depend_only_on_seed_epoch_index(phantom_da
 
 def test_learning_rate_schedule() -> None:
     config = TrainConfig(lr=1e-3, epochs=10, warmup_epochs=1, min_lr_ratio=0.01, input_size=64, crop_size=32)
-    lrs = [train_module.learning_rate(config, step, 10) for step in range(100)]
+    lrs = [train_steps.learning_rate(config, step, 10) for step in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # linear warm-up over 10 steps
     assert lrs[10] == pytest.approx(1e-3)  # cosine starts at the peak
     assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
-    assert train_module.learning_rate(config, 100, 10) == pytest.approx(1e-5)  # ends at lr * min_lr_ratio
+    assert train_steps.learning_rate(config, 100, 10) == pytest.approx(1e-5)  # ends at lr * min_lr_ratio
 
 
 # ----------------------------------------------------------------------------- stop and resume
@@ -266,14 +270,14 @@ def test_stop_file_then_resume_is_exact(
 ) -> None:
     """Run B: same config, STOP file created during step 10 (epoch 2, mid-epoch), then resumed."""
     run_dir = runs_dir / "B"
-    real_lr = train_module.learning_rate
+    real_lr = train_steps.learning_rate
 
     def lr_and_stop(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
         if step == 9:  # the 10th step: the run must stop before the 11th
             (run_dir / STOP_FILE).touch()
         return real_lr(config, step, steps_per_epoch)
 
-    monkeypatch.setattr(train_module, "learning_rate", lr_and_stop)
+    monkeypatch.setattr(train_steps, "learning_rate", lr_and_stop)
     assert train(tiny_config(phantom_dataset, runs_dir, "B")) == run_dir
     status = json.loads((run_dir / STATUS_FILE).read_text())
     assert status["state"] == "stopped" and status["global_step"] == 10
@@ -282,7 +286,7 @@ def test_stop_file_then_resume_is_exact(
     assert not (run_dir / STOP_FILE).exists(), "the STOP request must be consumed, or resuming stops again"
     assert not (run_dir / "best" / "threshold_sweep.json").exists()  # not finalised
 
-    monkeypatch.setattr(train_module, "learning_rate", real_lr)
+    monkeypatch.setattr(train_steps, "learning_rate", real_lr)
     assert train(resume=run_dir) == run_dir
     assert json.loads((run_dir / STATUS_FILE).read_text())["state"] == "finished"
     assert_same_checkpoint(load_checkpoint(reference_run), load_checkpoint(run_dir))
@@ -305,14 +309,14 @@ def test_crash_after_mid_epoch_checkpoint_resumes_exactly(
     reference_run: Path, phantom_dataset: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Run C checkpoints every 3 steps and dies during step 12; resuming replays steps 10-14 exactly."""
-    real_lr = train_module.learning_rate
+    real_lr = train_steps.learning_rate
 
     def lr_or_crash(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
         if step == 11:
             raise RuntimeError("simulated crash")
         return real_lr(config, step, steps_per_epoch)
 
-    monkeypatch.setattr(train_module, "learning_rate", lr_or_crash)
+    monkeypatch.setattr(train_steps, "learning_rate", lr_or_crash)
     config = tiny_config(phantom_dataset, runs_dir, "C", checkpoint_every_steps=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config)
@@ -324,7 +328,7 @@ def test_crash_after_mid_epoch_checkpoint_resumes_exactly(
     assert (crashed["state"]["epoch"], crashed["state"]["step_in_epoch"]) == (1, 2)
     assert max(step for step, _ in train_losses(run_dir)) == 11  # steps 10 and 11 were logged, then lost
 
-    monkeypatch.setattr(train_module, "learning_rate", real_lr)
+    monkeypatch.setattr(train_steps, "learning_rate", real_lr)
     train(resume=run_dir)
     assert json.loads((run_dir / STATUS_FILE).read_text())["state"] == "finished"
     assert_same_checkpoint(load_checkpoint(reference_run), load_checkpoint(run_dir))
@@ -339,14 +343,14 @@ def test_crash_during_validation_resumes_exactly(
 ) -> None:
     """Run D checkpoints at the last step of epoch 1 (before its validation) and dies just after
     writing that validation: resuming validates again, and metrics.jsonl holds it once."""
-    real_append = train_module.append_metrics
+    real_append = train_validation.append_metrics
 
     def append_then_crash(run_dir: Path, record: dict) -> None:
         real_append(run_dir, record)
         if record["type"] == "val":
             raise RuntimeError("simulated crash after validation")
 
-    monkeypatch.setattr(train_module, "append_metrics", append_then_crash)
+    monkeypatch.setattr(train_validation, "append_metrics", append_then_crash)
     with pytest.raises(RuntimeError, match="after validation"):
         train(tiny_config(phantom_dataset, runs_dir, "D", checkpoint_every_steps=7))
     run_dir = runs_dir / "D"
@@ -354,7 +358,7 @@ def test_crash_during_validation_resumes_exactly(
     assert (crashed["epoch"], crashed["step_in_epoch"], crashed["global_step"]) == (0, 7, 7)
     assert [r["epoch"] for r in read_metrics(run_dir) if r["type"] == "val"] == [0]
 
-    monkeypatch.setattr(train_module, "append_metrics", real_append)
+    monkeypatch.setattr(train_validation, "append_metrics", real_append)
     train(resume=run_dir)
     assert [r["epoch"] for r in read_metrics(run_dir) if r["type"] == "val"] == [0, 1]
     assert len([r for r in read_metrics(run_dir) if r["type"] == "final"]) == 1
@@ -374,11 +378,11 @@ def test_truncate_metrics(tmp_path: Path) -> None:
     ]
     text = "".join(json.dumps(r) + "\n" for r in lines) + '{"type": "train", "st'  # a line cut by a kill
     (tmp_path / METRICS_FILE).write_text(text)
-    train_module.truncate_metrics(tmp_path, global_step=8, epoch=1)
+    train_records.truncate_metrics(tmp_path, global_step=8, epoch=1)
     kept = read_metrics(tmp_path)
     assert kept == [lines[0], lines[1], lines[2], lines[3], lines[6]]
     # a checkpoint at the last step of epoch 0 comes before that epoch's validation: drop it
-    train_module.truncate_metrics(tmp_path, global_step=7, epoch=0)
+    train_records.truncate_metrics(tmp_path, global_step=7, epoch=0)
     assert read_metrics(tmp_path) == [lines[0], lines[1], lines[6]]
 
 
@@ -387,7 +391,7 @@ def test_stale_files_of_a_killed_run_are_cleaned(tmp_path: Path) -> None:
     (tmp_path / ".best.abc").mkdir()  # a weights folder being written
     (tmp_path / ".best.old-17").mkdir()  # killed between the two renames: best/ is missing
     (tmp_path / ".best.old-17" / "model.safetensors").write_bytes(b"old")
-    train_module.remove_stale_files(tmp_path)
+    train_records.remove_stale_files(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
     assert (tmp_path / "best" / "model.safetensors").read_bytes() == b"old"
 
@@ -398,17 +402,17 @@ def test_resume_with_dropout_architecture_is_exact(
     """FPN has dropout: its random masks must also be replayed exactly after a resume."""
     config = dict(arch="FPN", epochs=1, checkpoint_every_steps=4, augment="light")
     reference = train(tiny_config(phantom_dataset, runs_dir, "FPN-A", **config))
-    real_lr = train_module.learning_rate
+    real_lr = train_steps.learning_rate
 
     def lr_or_crash(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
         if step == 5:
             raise RuntimeError("simulated crash")
         return real_lr(cfg, step, steps_per_epoch)
 
-    monkeypatch.setattr(train_module, "learning_rate", lr_or_crash)
+    monkeypatch.setattr(train_steps, "learning_rate", lr_or_crash)
     with pytest.raises(RuntimeError):
         train(tiny_config(phantom_dataset, runs_dir, "FPN-B", **config))
-    monkeypatch.setattr(train_module, "learning_rate", real_lr)
+    monkeypatch.setattr(train_steps, "learning_rate", real_lr)
     resumed = train(resume=runs_dir / "FPN-B")
     assert load_checkpoint(resumed)["state"]["global_step"] == 7
     assert_same_checkpoint(load_checkpoint(reference), load_checkpoint(resumed))
@@ -576,7 +580,7 @@ def test_the_weights_record_whether_they_were_trained_on_grayscale_scans(phantom
     from PIL import Image
 
     from brainviewer.model.preprocessing import GRAY_CHANNEL_NAME, LGG_CHANNEL_NAMES
-    from brainviewer.training.loop import scan_kind
+    from brainviewer.training.data import scan_kind
 
     assert scan_kind(open_dataset(phantom_dataset)) == "multichannel"  # kaggle_3m-like: three sequences
     gray = tmp_path / "gray"
