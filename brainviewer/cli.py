@@ -25,6 +25,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from brainviewer.data.datasets import open_dataset
     from brainviewer.data.split import Split
     from brainviewer.evaluation.evaluate import evaluate_probs, read_groups, write_report
+    from brainviewer.model.inference import predict_volume_probs
     from brainviewer.model.weights import resolve_segmenter
 
     group_of = read_groups(args.groups) if args.groups else {}  # a bad CSV fails before the long part
@@ -46,9 +47,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} patients", end="", file=sys.stderr, flush=True)
 
-    report = evaluate_probs(dataset, lambda s: segmenter.predict_probs_batch(s, args.batch_size), [setting], progress)[
-        0
-    ]
+    report = evaluate_probs(
+        dataset, lambda s: predict_volume_probs(segmenter, s, args.batch_size), [setting], progress
+    )[0]
     report.tta_flip = segmenter.prep.tta_flip
     report.group_of = group_of
     print(file=sys.stderr)

@@ -30,6 +30,7 @@ from brainviewer.evaluation.evaluate import (
     evaluate_probs,
     patient_csv_cells,
 )
+from brainviewer.model.inference import predict_volume_probs
 
 if TYPE_CHECKING:
     from brainviewer.model.segmenter import Segmenter
@@ -130,7 +131,7 @@ def evaluate_folds(
         setting = (prep.threshold, prep.min_component_px, prep.keep_largest, prep.volume_keep_largest)
         report = evaluate_probs(
             subset,
-            lambda scans, s=segmenter: s.predict_probs_batch(scans, batch_size),
+            lambda scans, s=segmenter: predict_volume_probs(s, scans, batch_size),
             [setting],
             (lambda d, t, n=name: progress(n, d, t)) if progress else None,
         )[0]

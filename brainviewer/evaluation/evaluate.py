@@ -27,6 +27,7 @@ import numpy as np
 from brainviewer.data.datasets import Dataset, load_arrays
 from brainviewer.evaluation.metrics import Counts, counts, dice_from_counts
 from brainviewer.model.postprocess import postprocess_volume
+from brainviewer.model.preprocessing import volume_levels
 
 if TYPE_CHECKING:
     from brainviewer.model.preprocessing import Preprocessing
@@ -332,9 +333,11 @@ def choose_postprocessing(
         ``(chosen report, every report scored)``; apply the choice with :func:`with_setting`.
     """
     sweep = default_sweep(segmenter.prep.threshold)
-    plain, flipped = evaluate_probs_variants(
-        dataset, lambda scans: segmenter.predict_probs_plain_and_flip(scans, batch_size), [sweep, sweep]
-    )
+
+    def both(scans: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return segmenter.predict_probs_plain_and_flip(scans, batch_size, volume_levels(scans, segmenter.prep))
+
+    plain, flipped = evaluate_probs_variants(dataset, both, [sweep, sweep])
     for report in flipped:
         report.tta_flip = True
     candidates = plain + flipped  # plain first: on a tie the cheaper setting wins

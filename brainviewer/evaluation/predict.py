@@ -28,6 +28,7 @@ import numpy as np
 from brainviewer.data.io import ScanReadError, is_mask_name, is_supported, natural_key, read_image
 from brainviewer.files import write_atomic, write_new
 from brainviewer.model.postprocess import keep_largest_volume_component
+from brainviewer.model.preprocessing import volume_levels
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.views.overlay import mask_to_png_bytes
 
@@ -195,17 +196,21 @@ def predict_paths(
     done = 0
     # With volume, a whole folder at a time: a patient's masks must all be known before the 3-D step.
     for group in _by_folder(jobs) if volume else list(_batches(jobs, max(1, batch_size))):
+        loaded: list[tuple[PredictionJob, np.ndarray]] = []
+        for job in group:
+            try:
+                loaded.append((job, read_image(job.source)))
+            except (ScanReadError, OSError) as err:
+                failed.append((job.source, str(err)))
+        # a patient's slices share their intensity levels where the weights normalise per volume
+        levels = volume_levels([image for _, image in loaded], segmenter.prep) if volume else None
         masks: list[tuple[PredictionJob, np.ndarray]] = []
-        for batch in _batches(group, max(1, batch_size)):
-            loaded: list[tuple[PredictionJob, np.ndarray]] = []
-            for job in batch:
-                try:
-                    loaded.append((job, read_image(job.source)))
-                except (ScanReadError, OSError) as err:
-                    failed.append((job.source, str(err)))
+        for start in range(0, len(loaded), max(1, batch_size)):
             masks += [
                 (job, segmenter.mask_from_probs(probs, threshold))
-                for job, probs in _infer(segmenter, loaded, batch_size, failed)
+                for job, probs in _infer(
+                    segmenter, loaded[start : start + max(1, batch_size)], batch_size, failed, levels
+                )
             ]
         if volume:
             kept = keep_largest_volume_component([mask for _, mask in masks])
@@ -235,13 +240,23 @@ def _write_masks(masks: list[tuple[PredictionJob, np.ndarray]], overwrite: bool,
 
 
 def _infer(
-    segmenter: Segmenter, loaded: list[tuple[PredictionJob, np.ndarray]], batch_size: int, failed: list[Failure]
+    segmenter: Segmenter,
+    loaded: list[tuple[PredictionJob, np.ndarray]],
+    batch_size: int,
+    failed: list[Failure],
+    levels: np.ndarray | None = None,
 ) -> list[tuple[PredictionJob, np.ndarray]]:
-    """Probabilities for a batch; if the batch fails, scan by scan so one bad scan costs only itself."""
+    """Probabilities for a batch; if the batch fails, scan by scan so one bad scan costs only itself.
+    ``levels``: the patient's intensity levels (``--volume``), else each scan is normalised alone."""
     if not loaded:
         return []
     try:
-        probs = segmenter.predict_probs_batch([image for _, image in loaded], batch_size)
+        images = [image for _, image in loaded]
+        probs = (
+            segmenter.predict_probs_batch(images, batch_size)
+            if levels is None
+            else segmenter.predict_probs_batch(images, batch_size, levels)
+        )
         return [(job, p) for (job, _), p in zip(loaded, probs, strict=True)]
     except (ValueError, RuntimeError) as err:
         if len(loaded) == 1:
@@ -250,5 +265,5 @@ def _infer(
         logger.warning("batch inference failed (%s); retrying scan by scan", err)
     results = []
     for item in loaded:
-        results.extend(_infer(segmenter, [item], 1, failed))
+        results.extend(_infer(segmenter, [item], 1, failed, levels))
     return results

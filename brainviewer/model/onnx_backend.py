@@ -226,12 +226,15 @@ class OnnxSegmenter:
         """Raw network output ``(N, 1, S, S)`` float32 for a preprocessed ``(N, C, S, S)`` float32 batch."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
-    def predict_probs_batch(self, images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
+    def predict_probs_batch(
+        self, images: list[np.ndarray], batch_size: int = 8, levels: np.ndarray | None = None
+    ) -> list[np.ndarray]:
         """Tumour probabilities for several scans.
 
         Args:
             images: scans, each ``(H, W)`` or ``(H, W, 3)`` of any numeric dtype and size.
             batch_size: scans per run.
+            levels: a patient's intensity levels, as :meth:`Segmenter.predict_probs_batch` takes them.
 
         Returns:
             ``probs`` for each scan: ``(H, W)`` float32 in ``[0, 1]`` at the scan's own size (with
@@ -240,7 +243,7 @@ class OnnxSegmenter:
         results: list[np.ndarray] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            batch = np.stack([to_input(image, self.prep) for image in chunk])
+            batch = np.stack([to_input(image, self.prep, levels) for image in chunk])
             if self.prep.tta_flip:  # as Segmenter: the mean of the scan's and its mirror's probabilities
                 both = _sigmoid(self.logits(np.concatenate([batch, batch[..., ::-1]])))[:, 0]
                 probs = (both[: len(chunk)] + both[len(chunk) :, :, ::-1]) / 2

@@ -22,7 +22,7 @@ LGG_CHANNEL_NAMES = ["pre-contrast", "FLAIR", "post-contrast"]
 """The three sequences of an LGG (kaggle_3m) slice, in its channel order."""
 GRAY_CHANNEL_NAME = "grayscale"
 """``channel_names`` entry of a model trained on grayscale scans (repeated into each input channel)."""
-INTENSITY_NORMS = ("none", "percentile")
+INTENSITY_NORMS = ("none", "percentile", "volume_percentile")
 """Values of ``Preprocessing.intensity_norm``."""
 HEAD_LEVEL = 0.02
 """Unit-range intensity above which a pixel counts as head (not background) for the percentile."""
@@ -59,14 +59,16 @@ class Preprocessing:
     """Test-time augmentation: average the probabilities of the scan and of its left-right mirror
     image (two forward passes; chosen on validation data)."""
     intensity_norm: str = "none"
-    """Per-image intensity normalisation before the network: ``none`` (unit range only, as weights
-    saved before this field) or ``percentile`` (each channel scaled so that the ``norm_percentile``-th
-    percentile of its head pixels lands on ``norm_target``, then clipped to [0, 1]), which makes scans of
-    other scanners and windowings look alike."""
+    """Intensity normalisation before the network, which makes scans of other scanners and windowings look
+    alike: ``none`` (unit range only, as weights saved before this field), ``percentile`` (each channel of
+    each image scaled so that the ``norm_percentile``-th percentile of its head pixels lands on
+    ``norm_target``, then clipped to [0, 1]) or ``volume_percentile`` (the same, with the percentile taken
+    over all slices of a patient where a whole volume is predicted, and over the one image otherwise)."""
     norm_percentile: float = 99.0
-    """With ``intensity_norm: percentile``: the percentile of head pixels that is matched, in (50, 100]."""
-    norm_target: float = 0.7
-    """With ``intensity_norm: percentile``: the unit-range value that percentile is moved to, in (0, 1]."""
+    """With a percentile ``intensity_norm``: the percentile of head pixels that is matched, in (50, 100]."""
+    norm_target: list[float] = field(default_factory=lambda: [0.7])
+    """With a percentile ``intensity_norm``: the unit-range value that percentile is moved to, in (0, 1];
+    one value for every channel or one per channel."""
 
     def __post_init__(self) -> None:
         for name in ("input_size", "in_channels", "gray_channel", "min_component_px"):
@@ -103,11 +105,20 @@ class Preprocessing:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if self.intensity_norm not in INTENSITY_NORMS:
             raise ValueError(f"intensity_norm must be one of {', '.join(INTENSITY_NORMS)}; got {self.intensity_norm!r}")
-        for name, low, high in (("norm_percentile", 50.0, 100.0), ("norm_target", 0.0, 1.0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
-                raise ValueError(f"{name} must be a number in ({low:g}, {high:g}], got {value!r}")
-            setattr(self, name, float(value))
+        value = self.norm_percentile
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 50.0 < value <= 100.0:
+            raise ValueError(f"norm_percentile must be a number in (50, 100], got {value!r}")
+        self.norm_percentile = float(value)
+        targets = self.norm_target if isinstance(self.norm_target, (list, tuple)) else [self.norm_target]
+        if len(targets) == 1:
+            targets = list(targets) * self.in_channels
+        if len(targets) != self.in_channels or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 < t <= 1.0 for t in targets
+        ):
+            raise ValueError(
+                f"norm_target must be one number in (0, 1] or {self.in_channels} of them, got {self.norm_target!r}"
+            )
+        self.norm_target = [float(t) for t in targets]
 
     def save(self, folder: str | Path) -> Path:
         """Write ``<folder>/preprocessing.json`` (the folder must exist); returns its path."""
@@ -203,28 +214,62 @@ def unletterbox(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(probs[:height, :width])
 
 
-def normalise_intensity(unit: np.ndarray, prep: Preprocessing) -> np.ndarray:
+def _head_levels(units: Sequence[np.ndarray], percentile: float) -> np.ndarray:
+    """Per channel, the ``percentile``-th percentile of the head pixels (above :data:`HEAD_LEVEL`) of
+    unit-range ``(H, W, C)`` images taken together; 0 for a channel without head pixels. ``(C,)`` float32."""
+    channels = units[0].shape[2]
+    levels = np.zeros(channels, dtype=np.float32)
+    for channel in range(channels):
+        head = np.concatenate([u[..., channel][u[..., channel] > HEAD_LEVEL] for u in units])
+        levels[channel] = float(np.percentile(head, percentile)) if head.size else 0.0
+    return levels
+
+
+def volume_levels(images: Sequence[np.ndarray], prep: Preprocessing) -> np.ndarray | None:
+    """The intensity levels of one patient's slices, for :func:`prepare_unit`'s ``levels``.
+
+    Args:
+        images: the patient's scans, each ``(H, W)`` or ``(H, W, 3)``, any numeric dtype.
+        prep: the model's preprocessing.
+
+    Returns:
+        ``(C,)`` float32 per-channel percentiles over all slices with ``volume_percentile``; ``None``
+        otherwise (each image is then normalised on its own, or not at all).
+    """
+    if getattr(prep, "intensity_norm", "none") != "volume_percentile" or not len(images):
+        return None
+    return _head_levels([match_channels(to_unit_range(image), prep) for image in images], prep.norm_percentile)
+
+
+def normalise_intensity(unit: np.ndarray, prep: Preprocessing, levels: np.ndarray | None = None) -> np.ndarray:
     """Apply ``prep.intensity_norm`` to a unit-range ``(H, W, C)`` float32 image; same shape, in ``[0, 1]``.
 
-    ``percentile`` scales each channel so the ``prep.norm_percentile``-th percentile of its head pixels
-    (above :data:`HEAD_LEVEL`) becomes ``prep.norm_target``; a channel with no head pixels is left as is.
+    A percentile norm scales each channel so its level (the ``prep.norm_percentile``-th percentile of the
+    head pixels, above :data:`HEAD_LEVEL`) becomes ``prep.norm_target``; a channel without head pixels is
+    left as is.
+
+    Args:
+        unit: the image.
+        prep: the model's preprocessing.
+        levels: ``(C,)`` levels from :func:`volume_levels` (the patient's); ``None``: this image's own.
     """
     if prep.intensity_norm == "none":
         return unit
+    if levels is None:
+        levels = _head_levels([unit], prep.norm_percentile)
     out = np.empty_like(unit, dtype=np.float32)
     for channel in range(unit.shape[2]):
-        values = unit[..., channel]
-        head = values[values > HEAD_LEVEL]
-        level = float(np.percentile(head, prep.norm_percentile)) if head.size else 0.0
-        scale = prep.norm_target / level if level > HEAD_LEVEL else 1.0
-        out[..., channel] = np.clip(values * scale, 0.0, 1.0)
+        level = float(levels[channel])
+        scale = prep.norm_target[channel] / level if level > HEAD_LEVEL else 1.0
+        out[..., channel] = np.clip(unit[..., channel] * scale, 0.0, 1.0)
     return out
 
 
-def prepare_unit(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+def prepare_unit(image: np.ndarray, prep: Preprocessing, levels: np.ndarray | None = None) -> np.ndarray:
     """Scan -> unit-range, intensity-normalised, model-sized, model-channel image ``(S, S, C)`` float32
-    (no mean/std yet). Training, the app, ``predict`` and ONNX all go through this one function."""
-    unit = normalise_intensity(match_channels(to_unit_range(image), prep), prep)
+    (no mean/std yet). Training, the app, ``predict`` and ONNX all go through this one function;
+    ``levels`` as :func:`normalise_intensity` takes them."""
+    unit = normalise_intensity(match_channels(to_unit_range(image), prep), prep, levels)
     return letterbox(unit, prep.input_size)
 
 
@@ -235,9 +280,10 @@ def normalise(unit: np.ndarray, prep: Preprocessing) -> np.ndarray:
     return np.ascontiguousarray(((unit - mean) / std).transpose(2, 0, 1), dtype=np.float32)
 
 
-def to_input(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """Scan ``(H, W[, 3])`` any dtype -> network input ``(C, S, S)`` float32."""
-    return normalise(prepare_unit(image, prep), prep)
+def to_input(image: np.ndarray, prep: Preprocessing, levels: np.ndarray | None = None) -> np.ndarray:
+    """Scan ``(H, W[, 3])`` any dtype -> network input ``(C, S, S)`` float32 (``levels``: a patient's,
+    from :func:`volume_levels`)."""
+    return normalise(prepare_unit(image, prep, levels), prep)
 
 
 def trained_on_grayscale(channel_names: Sequence[str]) -> bool:

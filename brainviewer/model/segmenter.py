@@ -243,38 +243,44 @@ class Segmenter:
             model = model.to(memory_format=torch.channels_last)
         return cls(model=model, prep=prep, device=device, name=Path(folder).name, source=str(folder))
 
-    def predict_probs_batch(self, images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
+    def predict_probs_batch(
+        self, images: list[np.ndarray], batch_size: int = 8, levels: np.ndarray | None = None
+    ) -> list[np.ndarray]:
         """Tumour probabilities for several scans.
 
         Args:
             images: scans, each ``(H, W)`` or ``(H, W, 3)`` of any numeric dtype and size.
             batch_size: scans per forward pass.
+            levels: a patient's intensity levels (:func:`~brainviewer.model.preprocessing.volume_levels`),
+                or ``None`` to normalise each scan on its own
+                (see :func:`brainviewer.model.inference.predict_volume_probs`).
 
         Returns:
             ``probs`` for each scan: ``(H, W)`` float32 in ``[0, 1]`` at the scan's own size.
             With ``prep.tta_flip`` they are the mean over the scan and its left-right mirror.
         """
-        plain, averaged = self._probs(images, batch_size, flip=self.prep.tta_flip)
+        plain, averaged = self._probs(images, batch_size, flip=self.prep.tta_flip, levels=levels)
         return averaged if self.prep.tta_flip else plain
 
     def predict_probs_plain_and_flip(
-        self, images: list[np.ndarray], batch_size: int = 8
+        self, images: list[np.ndarray], batch_size: int = 8, levels: np.ndarray | None = None
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Both kinds of probabilities from one pass of the scans and their mirrors, whatever
         ``prep.tta_flip`` says: ``(plain, flip-averaged)``, each as :meth:`predict_probs_batch` gives them
         with ``tta_flip`` off and on. Used to choose the post-processing with and without TTA at once."""
-        return self._probs(images, batch_size, flip=True)
+        return self._probs(images, batch_size, flip=True, levels=levels)
 
     @torch.inference_mode()
     def _probs(
-        self, images: list[np.ndarray], batch_size: int, flip: bool
+        self, images: list[np.ndarray], batch_size: int, flip: bool, levels: np.ndarray | None = None
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """``(plain probs, flip-averaged probs)``; the second list is empty unless ``flip``."""
         plain: list[np.ndarray] = []
         averaged: list[np.ndarray] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            batch = torch.from_numpy(np.stack([to_input(img, self.prep) for img in chunk])).to(self.device)
+            inputs = [to_input(img, self.prep, levels) for img in chunk]
+            batch = torch.from_numpy(np.stack(inputs)).to(self.device)
             if flip:
                 batch = torch.cat([batch, batch.flip(-1)])
             if self.device.type == "cuda":

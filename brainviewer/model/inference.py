@@ -1,0 +1,27 @@
+"""Inference over a whole patient, for any segmenter (PyTorch, ONNX or a test stand-in); NumPy only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from brainviewer.model.preprocessing import volume_levels
+
+
+def predict_volume_probs(segmenter: object, slices: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
+    """Probabilities for the slices of one patient, normalised together where the weights ask for it
+    (``intensity_norm: volume_percentile``), else each on its own.
+
+    Args:
+        segmenter: a :class:`~brainviewer.model.segmenter.Segmenter`, an ONNX one, or anything with
+            ``predict_probs_batch(images, batch_size[, levels])`` (and ``prep``, when it normalises per volume).
+        slices: the patient's scans, each ``(H, W)`` or ``(H, W, 3)``.
+        batch_size: scans per forward pass.
+
+    Returns:
+        ``(H, W)`` float32 probabilities for each slice, as ``predict_probs_batch`` gives them.
+    """
+    prep = getattr(segmenter, "prep", None)
+    levels = volume_levels(slices, prep) if prep is not None else None
+    if levels is None:
+        return segmenter.predict_probs_batch(slices, batch_size)  # type: ignore[attr-defined]
+    return segmenter.predict_probs_batch(slices, batch_size, levels)  # type: ignore[attr-defined]
