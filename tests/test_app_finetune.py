@@ -47,9 +47,9 @@ def page_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_base: Path):
         monkeypatch.delenv(name, raising=False)
     st.cache_data.clear()
     st.cache_resource.clear()
-    before = set(runs._CHILDREN)
+    before = set(runs.process._CHILDREN)
     yield runs_dir, weights_dir
-    for pid, proc in list(runs._CHILDREN.items()):
+    for pid, proc in list(runs.process._CHILDREN.items()):
         if pid not in before and proc.poll() is None:
             proc.kill()
             proc.wait(10)

@@ -20,12 +20,10 @@ from brainviewer.views.review import (
     ReviewItem,
     download_names,
     figure_note,
-    item_from_record,
-    items_from_uploads,
-    phantom_items,
     render_review,
     threshold_view,
 )
+from brainviewer.views.review_sources import item_from_record, items_from_uploads, phantom_items
 
 LGG_PATIENT = "TCGA_CS_4943_20000902"  # one of the four patients that keep the original .tif files
 LGG_SLICE = 16  # its ground truth has 3,011 tumour pixels
@@ -554,8 +552,9 @@ def test_a_cpu_training_run_makes_the_app_keep_to_the_cores_it_leaves(app_env, m
 
     import torch
 
-    from brainviewer import runs, ui
+    from brainviewer import runs
     from brainviewer.training.config import TrainConfig
+    from brainviewer.ui import sidebar as ui
 
     calls: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)  # record, do not change the test process

@@ -13,10 +13,9 @@ from brainviewer.data.datasets import open_dataset
 from brainviewer.data.volumes import Volume, volume_from_dataset
 from brainviewer.evaluation.evaluate import evaluate_probs
 from brainviewer.model.segmenter import Segmenter
+from brainviewer.views.dataset_evaluation import detection_curve, evaluate_dataset
 from brainviewer.views.overlay import GT_COLOR, PRED_COLOR
 from brainviewer.views.patient import (
-    detection_curve,
-    evaluate_dataset,
     model_inputs,
     montage,
     predict_volume,
@@ -233,7 +232,7 @@ def test_volume_from_dataset_then_predict_and_summarise(phantom_dataset: Path) -
 
 
 def test_merge_patient_by_patient_equals_one_pass(phantom_dataset: Path) -> None:
-    from brainviewer.views.patient import merge_evaluations
+    from brainviewer.views.dataset_evaluation import merge_evaluations
 
     dataset = open_dataset(phantom_dataset)
 

@@ -1,4 +1,5 @@
-"""Every plotly figure of the app (no Streamlit): training curves, run comparisons, per-patient Dice.
+"""Every plotly figure of the app (no Streamlit): training curves, run comparisons, per-patient Dice,
+a dataset evaluation's distribution, detection and groups, and one patient's tumour per slice.
 
 Each function returns a ``plotly.graph_objects.Figure``; the pages only place them.
 """
@@ -7,6 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from brainviewer.views.patient import PatientSummary
 
 
 def loss_figure(train_rows: Sequence[dict]):
@@ -147,3 +152,118 @@ def patient_dice_figure(patients: Sequence[object], mean: float | None = None, m
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     return fig
+
+
+def dice_histogram_figure(dice_values: Sequence[float]):
+    """The distribution of per-patient volume Dice, in bins of 0.05 over ``[0, 1]``."""
+    import plotly.graph_objects as go
+
+    histogram = go.Figure(go.Histogram(x=list(dice_values), xbins={"start": 0, "end": 1.0001, "size": 0.05}))
+    histogram.update_layout(
+        title="Distribution of per-patient Dice",
+        xaxis={"title": "volume Dice", "range": [0, 1]},
+        yaxis={"title": "patients"},
+        height=320,
+        margin={"t": 40, "b": 10, "l": 10, "r": 10},
+        bargap=0.05,
+    )
+    return histogram
+
+
+def detection_figure(curve: Sequence[dict], at_threshold: dict, threshold: float):
+    """Precision against recall of tumour-slice detection over a threshold sweep (``curve``, see
+    :func:`brainviewer.views.dataset_evaluation.detection_curve`), the point at ``threshold`` marked."""
+    import plotly.graph_objects as go
+
+    pr = go.Figure(
+        go.Scatter(
+            x=[c["recall"] for c in curve],
+            y=[c["precision"] for c in curve],
+            mode="lines+markers",
+            customdata=[[c["threshold"], c["tp"], c["fp"], c["fn"]] for c in curve],
+            hovertemplate="t = %{customdata[0]:.2f}<br>recall %{x:.3f}, precision %{y:.3f}"
+            "<br>TP %{customdata[1]}, FP %{customdata[2]}, FN %{customdata[3]}<extra></extra>",
+            name="sweep",
+        )
+    )
+    pr.add_scatter(
+        x=[at_threshold["recall"]],
+        y=[at_threshold["precision"]],
+        mode="markers",
+        marker={"size": 12, "color": "#d62728"},
+        name=f"t = {float(threshold):.2f}",
+    )
+    pr.update_layout(
+        title="Tumour-slice detection (slice positive when max prob ≥ t)",
+        xaxis={"title": "recall", "range": [0, 1.02]},
+        yaxis={"title": "precision", "range": [0, 1.02]},
+        height=320,
+        margin={"t": 40, "b": 10, "l": 10, "r": 10},
+        showlegend=False,
+    )
+    return pr
+
+
+def group_dice_figure(values_by_group: dict[str, Sequence[float]]):
+    """Per-patient volume Dice as one box (with its points) per group (``group -> Dice values``)."""
+    import plotly.graph_objects as go
+
+    boxes = go.Figure()
+    for name, values in values_by_group.items():
+        boxes.add_box(y=list(values), name=name, boxpoints="all", jitter=0.4, pointpos=0)
+    boxes.update_layout(
+        title="Per-patient Dice by group",
+        yaxis={"title": "volume Dice", "range": [0, 1.02]},
+        height=320,
+        margin={"t": 40, "b": 10, "l": 10, "r": 10},
+        showlegend=False,
+    )
+    return boxes
+
+
+def patient_strip_figure(summary: PatientSummary, current: int, predicted: bool):
+    """One patient's tumour area per slice (ground truth and, when ``predicted``, prediction) above its
+    per-slice Dice (with truth and prediction), the current slice (0-based) marked."""
+    import numpy as np
+    from plotly.subplots import make_subplots
+
+    from brainviewer.views.overlay import GT_COLOR, PRED_COLOR
+
+    slices = np.arange(1, summary.n_slices + 1)
+    has_truth = summary.has_ground_truth
+    rows = 2 if has_truth and predicted else 1
+    figure = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.6, 0.4][:rows])
+    if has_truth:
+        figure.add_bar(
+            x=slices,
+            y=[a or 0 for a in summary.truth_area_px],
+            name="Ground truth (px)",
+            marker_color="rgb({},{},{})".format(*GT_COLOR),
+            row=1,
+            col=1,
+        )
+    if predicted:
+        figure.add_bar(
+            x=slices,
+            y=summary.pred_area_px,
+            name="Predicted (px)",
+            marker_color="rgb({},{},{})".format(*PRED_COLOR),
+            row=1,
+            col=1,
+        )
+        if has_truth:
+            dice = [np.nan if d is None else d for d in summary.slice_dice]
+            figure.add_scatter(
+                x=slices, y=dice, mode="lines+markers", name="Slice Dice", line_color="#3b7dd8", row=2, col=1
+            )
+            figure.update_yaxes(range=[0, 1.05], title_text="Dice", row=2, col=1)
+    figure.add_vline(x=current + 1, line_dash="dot", line_color="#555")
+    figure.update_yaxes(title_text="tumour px", row=1, col=1)
+    figure.update_xaxes(title_text="slice", row=rows, col=1)
+    figure.update_layout(
+        barmode="group",
+        height=220 + 140 * (rows - 1),
+        margin={"t": 10, "b": 10, "l": 10, "r": 10},
+        legend={"orientation": "h", "y": 1.12},
+    )
+    return figure

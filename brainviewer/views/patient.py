@@ -15,16 +15,15 @@ import io
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from brainviewer.data.datasets import Dataset
 from brainviewer.data.volumes import Volume
-from brainviewer.evaluation.evaluate import EvaluationReport, PatientResult, ProbsFn, evaluate_probs
 from brainviewer.evaluation.metrics import counts, dice_from_counts
+from brainviewer.model.inference import patient_levels, predict_batch
 from brainviewer.model.postprocess import postprocess_volume
 from brainviewer.views.overlay import DEFAULT_DISPLAY_CHANNEL, GT_COLOR, PRED_COLOR, display_rgb, overlay
 
@@ -35,6 +34,8 @@ ProgressFn = Callable[[int, int], None]
 #: Kinds of volumes whose intensities are scanner units: the model sees them windowed over the
 #: whole volume (:meth:`Volume.display_image`), not slice by slice.
 SCANNER_KINDS = ("nifti", "dicom")
+#: Most slices a montage of a patient's tumour slices shows (see :func:`montage_slices`).
+MAX_MONTAGE = 36
 
 
 def model_inputs(volume: Volume) -> list[np.ndarray]:
@@ -71,10 +72,11 @@ def predict_volume(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     images = model_inputs(volume)
     total = len(images)
+    levels = patient_levels(segmenter, images)  # the whole patient's, even though it runs in chunks
     probs: list[np.ndarray] = []
     for start in range(0, total, batch_size):
         chunk = images[start : start + batch_size]
-        out = segmenter.predict_probs_batch(chunk, batch_size=len(chunk))  # type: ignore[attr-defined]
+        out = predict_batch(segmenter, chunk, len(chunk), levels)
         probs.extend(np.asarray(p, dtype=np.float32) for p in out)
         if progress is not None:
             progress(len(probs), total)
@@ -186,6 +188,15 @@ class PatientSummary:
         the middle slice when there is neither."""
         keys = sorted({i for i in (self.largest_gt_slice, self.largest_pred_slice) if i is not None})
         return keys or [self.n_slices // 2]
+
+    def opening_slice(self, requested: int = 0) -> int:
+        """The slice (0-based) a newly opened patient shows: ``requested`` (1-based) when it is one of its
+        slices, else the largest ground-truth tumour slice (the largest predicted one without truth), else
+        the middle one."""
+        if 1 <= requested <= self.n_slices:
+            return requested - 1
+        start = self.largest_gt_slice if self.has_ground_truth else self.largest_pred_slice
+        return start if start is not None else self.n_slices // 2
 
     def slice_rows(self) -> list[dict]:
         """One dict per slice: ``slice`` (1-based), areas, ``dice``, ``max_prob``, tumour flags."""
@@ -344,6 +355,13 @@ def montage(
     return canvas
 
 
+def montage_slices(slices: Sequence[int], most: int = MAX_MONTAGE) -> list[int]:
+    """``slices`` when there are at most ``most``, else ``most`` of them spread evenly (first and last kept)."""
+    if len(slices) <= most:
+        return list(slices)
+    return [slices[int(i)] for i in np.linspace(0, len(slices) - 1, most)]
+
+
 def _fit(picture: np.ndarray, side: int) -> np.ndarray:
     """Letterbox an RGB picture into a black ``side x side`` square, keeping its aspect ratio."""
     height, width = picture.shape[:2]
@@ -386,185 +404,3 @@ def tumour_gif(
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
     return buffer.getvalue()
-
-
-# --------------------------------------------------------------------------------------------
-# Dataset evaluation, slice by slice
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SliceScore:
-    """One slice of a dataset evaluation.
-
-    Attributes:
-        patient_id: its patient.
-        slice: 1-based position within the patient.
-        name: the slice's file name.
-        truth_area_px: ground-truth tumour pixels.
-        pred_area_px: predicted tumour pixels (after threshold and post-processing).
-        dice: Dice of the slice (1.0 when both masks are empty).
-        max_prob: the slice's highest tumour probability (slice-level detection score).
-    """
-
-    patient_id: str
-    slice: int
-    name: str
-    truth_area_px: int
-    pred_area_px: int
-    dice: float
-    max_prob: float
-
-
-@dataclass
-class DatasetEvaluation:
-    """A dataset evaluation: the per-patient report and the per-slice scores behind it."""
-
-    report: EvaluationReport
-    slices: list[SliceScore]
-
-    def slice_rows(self) -> list[dict]:
-        return [asdict(s) for s in self.slices]
-
-    def worst_patients(self, n: int = 10) -> list[PatientResult]:
-        """The ``n`` patients with the lowest volume Dice (lowest first)."""
-        return sorted(self.report.patients, key=lambda p: (p.volume_dice, p.patient_id))[:n]
-
-    def worst_slices(self, n: int = 10) -> list[SliceScore]:
-        """The ``n`` slices with the lowest Dice among those with tumour by truth or prediction
-        (ties: larger tumour first)."""
-        scored = [s for s in self.slices if s.truth_area_px or s.pred_area_px]
-        return sorted(scored, key=lambda s: (s.dice, -(s.truth_area_px + s.pred_area_px)))[:n]
-
-    def detection(self, thresholds: Sequence[float] | None = None) -> list[dict]:
-        """Slice-level tumour detection curve (see :func:`detection_curve`)."""
-        return detection_curve(
-            [s.max_prob for s in self.slices], [s.truth_area_px > 0 for s in self.slices], thresholds
-        )
-
-
-def evaluate_dataset(
-    dataset: Dataset,
-    probs_fn: ProbsFn,
-    threshold: float = 0.5,
-    min_component_px: int = 0,
-    keep_largest: bool = False,
-    volume_keep_largest: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-) -> DatasetEvaluation:
-    """:func:`brainviewer.evaluation.evaluate.evaluate_probs` for one setting, keeping per-slice scores too.
-
-    Args:
-        dataset: slices with ground truth, grouped by patient.
-        probs_fn: maps a patient's list of scans to their ``(H, W)`` float32 probabilities
-            (e.g. ``lambda scans: segmenter.predict_probs_batch(scans, 16)``).
-        threshold, min_component_px, keep_largest: the prediction's cut and per-slice post-processing.
-        volume_keep_largest: keep only the largest 3-D component of each patient's prediction.
-        progress: called with ``(patients done, patients total)``.
-
-    Returns:
-        :class:`DatasetEvaluation` (the report, and one :class:`SliceScore` per slice).
-    """
-    setting = (threshold, min_component_px, keep_largest, volume_keep_largest)
-    report = evaluate_probs(dataset, probs_fn, [setting], progress)[0]
-    slices = [
-        SliceScore(
-            patient_id=pid,
-            slice=k + 1,
-            name=record.name,
-            truth_area_px=result.slice_truth_px[k],
-            pred_area_px=result.slice_pred_px[k],
-            dice=float(result.slice_dice[k]),
-            max_prob=result.slice_max_prob[k],
-        )
-        for (pid, records), result in zip(dataset.patients.items(), report.patients, strict=True)
-        for k, record in enumerate(records)
-    ]
-    return DatasetEvaluation(report, slices)
-
-
-def detection_curve(
-    max_probs: Sequence[float], truth_tumour: Sequence[bool], thresholds: Sequence[float] | None = None
-) -> list[dict]:
-    """Precision and recall of slice-level tumour detection over a sweep of thresholds.
-
-    A slice is predicted positive when its highest probability is ``>= t``; it is truly positive
-    when its ground truth has tumour.
-
-    Args:
-        max_probs: per slice, the highest tumour probability.
-        truth_tumour: per slice, whether the ground truth has tumour.
-        thresholds: cuts to evaluate (default 0.05, 0.10, ..., 0.95).
-
-    Returns:
-        One dict per threshold: ``threshold, tp, fp, fn, tn, precision, recall``. Precision is
-        1.0 when no slice is predicted positive, recall 1.0 when no slice has tumour.
-    """
-    if len(max_probs) != len(truth_tumour):
-        raise ValueError(f"{len(max_probs)} scores for {len(truth_tumour)} slices.")
-    scores = np.asarray(max_probs, dtype=np.float64)
-    truth = np.asarray(truth_tumour, dtype=bool)
-    cuts = [round(float(t), 4) for t in (thresholds if thresholds is not None else np.arange(1, 20) / 20)]
-    curve = []
-    for t in cuts:
-        positive = scores >= t
-        tp = int(np.count_nonzero(positive & truth))
-        fp = int(np.count_nonzero(positive & ~truth))
-        fn = int(np.count_nonzero(~positive & truth))
-        tn = int(positive.size - tp - fp - fn)
-        curve.append(
-            {
-                "threshold": t,
-                "tp": tp,
-                "fp": fp,
-                "fn": fn,
-                "tn": tn,
-                "precision": tp / (tp + fp) if tp + fp else 1.0,
-                "recall": tp / (tp + fn) if tp + fn else 1.0,
-            }
-        )
-    return curve
-
-
-def merge_evaluations(parts: Sequence[DatasetEvaluation]) -> DatasetEvaluation:
-    """Join evaluations of disjoint patient groups made with one setting into one.
-
-    Lets a caller evaluate (and cache) patient by patient. The dataset summaries are rebuilt
-    from the per-patient results: micro Dice from each patient's true positives
-    (``volume_dice * (truth_voxels + pred_voxels) / 2``) and the false-positive slice rate from
-    each patient's ``fp_rate`` and tumour-free slice count, so they equal a single
-    :func:`evaluate_dataset` over all patients.
-
-    Raises:
-        ValueError: no parts, or parts made with different settings.
-    """
-    if not parts:
-        raise ValueError("nothing to merge: evaluate at least one patient.")
-    settings = {
-        (p.report.threshold, p.report.min_component_px, p.report.keep_largest, p.report.volume_keep_largest)
-        for p in parts
-    }
-    if len(settings) > 1:
-        raise ValueError(f"cannot merge evaluations made with different settings: {sorted(settings)}")
-    threshold, min_px, keep_largest, volume_keep_largest = settings.pop()
-    patients = [patient for part in parts for patient in part.report.patients]
-    tp = overlap = fp_slices = empty_slices = 0
-    for patient in patients:
-        total = patient.truth_voxels + patient.pred_voxels
-        tp += round(patient.volume_dice * total / 2) if total else 0
-        overlap += total
-        empty = patient.n_slices - patient.n_tumour_slices
-        empty_slices += empty
-        fp_slices += round((patient.fp_rate or 0.0) * empty)
-    micro = 1.0 if overlap == 0 else 2 * tp / overlap
-    report = EvaluationReport(
-        threshold,
-        min_px,
-        keep_largest,
-        patients,
-        micro,
-        fp_slices,
-        empty_slices,
-        volume_keep_largest=volume_keep_largest,
-    )
-    return DatasetEvaluation(report, [s for part in parts for s in part.slices])

@@ -1,0 +1,376 @@
+"""The Review page's helpers: where scans come from (upload, dataset sample, phantom), the model's
+probabilities of one scan (cached), and the display channel, metric cards, downloads and probability map.
+
+Probabilities are cached with ``st.cache_data``, keyed by model id and scan content hash, so
+moving the threshold or opacity slider never runs the model again; dataset and phantom slices
+are cached too. The threshold and opacity sliders, the banner and the five panels are shared with
+the Patients page (:mod:`brainviewer.ui.common`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+import streamlit as st
+
+from brainviewer.data.datasets import Dataset
+from brainviewer.data.io import IMAGE_SUFFIXES
+from brainviewer.model.segmenter import Segmenter
+from brainviewer.ui.common import (
+    first_held_out,
+    item_banner,
+    patient_label,
+    patient_split_note,
+    review_controls,
+    show_panels,
+)
+from brainviewer.ui.sidebar import ModelState
+from brainviewer.ui.state import (
+    DISPLAY_CHANNEL_KEY,
+    REVIEW_HAD_DATASET_KEY,
+    REVIEW_ITEM_KEY,
+    REVIEW_PATIENT_KEY,
+    REVIEW_SOURCE_KEY,
+    REVIEW_UPLOAD_MEMO_KEY,
+    state_index,
+)
+from brainviewer.views.overlay import DEFAULT_DISPLAY_CHANNEL, DISPLAY_CHANNELS, probs_to_rgb
+from brainviewer.views.review import (
+    SYNTHETIC_LABEL,
+    ReviewItem,
+    ReviewView,
+    download_names,
+    figure_note,
+    render_review,
+)
+from brainviewer.views.review_sources import item_from_record, items_from_uploads, phantom_items
+
+logger = logging.getLogger(__name__)
+
+
+# === Inference =================================================================================
+
+
+@st.cache_data(max_entries=64, show_spinner="Running the model on this scan…")
+def _cached_probs(model_id: str, item_key: str, _segmenter: Segmenter, _image: np.ndarray) -> np.ndarray:
+    """Probabilities keyed by (model id, scan content hash); the underscored arguments are not hashed."""
+    return _segmenter.predict_probs_batch([_image])[0]
+
+
+def item_probs(model: ModelState, item: ReviewItem) -> np.ndarray | None:
+    """``(H, W)`` float32 tumour probabilities of ``item`` (cached), or ``None`` without a model.
+
+    A failing model shows ``st.error`` and returns ``None``; it never stops the page.
+    """
+    if model.segmenter is None or model.model_id is None:
+        return None
+    try:
+        return _cached_probs(model.model_id, item.key, model.segmenter, item.image)
+    except Exception as err:
+        logger.exception("model failed on %s", item.name)
+        st.error(f"The model failed on {item.name}: {type(err).__name__}: {err}")
+        return None
+
+
+# === Sources ===================================================================================
+
+SOURCE_UPLOAD = "Upload"
+SOURCE_DATASET = "Dataset sample"
+SOURCE_PHANTOM = "Synthetic phantom"
+SOURCES = (SOURCE_UPLOAD, SOURCE_DATASET, SOURCE_PHANTOM)
+#: Extensions the upload widget accepts (without the dot).
+UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
+
+
+def source_picker(has_dataset: bool) -> str:
+    """Radio "Scans from": Upload / Dataset sample / Synthetic phantom (key ``review_source``).
+
+    Defaults to the dataset when one is configured, else to the synthetic phantom; configuring a
+    dataset while the phantom is shown switches to the dataset.
+    """
+    default = SOURCE_DATASET if has_dataset else SOURCE_PHANTOM
+    had_dataset = st.session_state.get(REVIEW_HAD_DATASET_KEY)
+    st.session_state[REVIEW_HAD_DATASET_KEY] = has_dataset
+    if has_dataset and had_dataset is False and st.session_state.get(REVIEW_SOURCE_KEY) == SOURCE_PHANTOM:
+        st.session_state[REVIEW_SOURCE_KEY] = SOURCE_DATASET  # a dataset was just configured: show it
+    return st.radio(
+        "Scans from",
+        SOURCES,
+        index=state_index(REVIEW_SOURCE_KEY, SOURCES, SOURCES.index(default)),
+        key=REVIEW_SOURCE_KEY,
+        horizontal=True,
+        help="Synthetic phantom slices are generated pictures, not real scans.",
+    )
+
+
+def upload_items() -> tuple[list[ReviewItem], list[str]]:
+    """The upload widget (key ``review_upload``) and the items read from it (remembered per upload)."""
+    files = st.file_uploader(
+        "Scans, with their ground-truth masks if you have them",
+        type=UPLOAD_TYPES,
+        accept_multiple_files=True,
+        key="review_upload",
+        help=(
+            "Name a mask after its scan: TCGA_CS_4941_19960909_12.tif + TCGA_CS_4941_19960909_12_mask.tif. "
+            "Scans without a mask are shown without ground truth."
+        ),
+    )
+    if not files:
+        return [], []
+    signature = tuple((f.file_id, f.name, f.size) for f in files)
+    memo = st.session_state.get(REVIEW_UPLOAD_MEMO_KEY)
+    if memo is not None and memo[0] == signature:
+        return memo[1], memo[2]
+    items, errors = items_from_uploads([(f.name, f.getvalue()) for f in files])
+    st.session_state[REVIEW_UPLOAD_MEMO_KEY] = (signature, items, errors)
+    return items, errors
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _tumour_slice(root: str, patient_id: str, _dataset: Dataset) -> int:
+    """Index of the patient's slice with the largest ground-truth area (the middle one if none)."""
+    records = _dataset.patients[patient_id]
+    areas = []
+    for record in records:
+        try:
+            mask = _dataset.load_mask(record)
+        except Exception:
+            mask = None
+        areas.append(0 if mask is None else int(np.count_nonzero(mask)))
+    return int(np.argmax(areas)) if max(areas, default=0) > 0 else len(records) // 2
+
+
+@st.cache_data(max_entries=32, show_spinner="Reading the slice…")
+def _record_item(
+    root: str, image_path: str, mtime_ns: int, _dataset: Dataset, index: int, patient_id: str
+) -> ReviewItem:
+    return item_from_record(_dataset, _dataset.patients[patient_id][index])
+
+
+def dataset_items(dataset: Dataset | None, model: ModelState | None = None) -> tuple[list[ReviewItem], list[str]]:
+    """Patient selectbox + slice slider (keys ``review_patient``, ``review_slice``): the chosen slice.
+
+    Patients the model held out in training are tagged in the selectbox, and a note under it says
+    whether the model was trained on the chosen patient.
+    """
+    if dataset is None:
+        st.info("No dataset is configured. Enter a dataset folder in the sidebar, or set BRAINVIEWER_DATA.")
+        return [], []
+    patients = dataset.patient_ids
+    left, right = st.columns([2, 3])
+    patient_id = left.selectbox(
+        "Patient",
+        patients,
+        index=state_index(REVIEW_PATIENT_KEY, patients, first_held_out(model, patients)),
+        key=REVIEW_PATIENT_KEY,
+        format_func=functools.partial(patient_label, model),
+    )
+    with left:
+        patient_split_note(model, patient_id)
+    records = dataset.patients[patient_id]
+    default = _tumour_slice(str(dataset.root), patient_id, dataset)
+    if len(records) > 1:
+        number = right.slider(
+            f"Slice (of {len(records)})",
+            1,
+            len(records),
+            value=default + 1,
+            key=f"review_slice_{patient_id}",
+            help="Opens on the slice with the largest ground-truth tumour.",
+        )
+    else:
+        number = 1
+    record = records[number - 1]
+    try:
+        mtime = record.image_path.stat().st_mtime_ns
+        item = _record_item(str(dataset.root), str(record.image_path), mtime, dataset, number - 1, patient_id)
+    except Exception as err:  # unreadable slice: say which and why
+        return [], [f"{record.image_path}: {err}"]
+    return [item], []
+
+
+@st.cache_data(max_entries=2, show_spinner=False)
+def _phantoms(count: int, size: int) -> list[ReviewItem]:
+    return phantom_items(count, size)
+
+
+def phantom_source_items() -> tuple[list[ReviewItem], list[str]]:
+    """Three synthetic phantom slices (the last one without tumour)."""
+    st.caption(f"{SYNTHETIC_LABEL}: generated pictures with a drawn-in tumour, not real scans.")
+    return _phantoms(3, 256), []
+
+
+def source_items(
+    source: str, dataset: Dataset | None, model: ModelState | None = None
+) -> tuple[list[ReviewItem], list[str]]:
+    """The items of the chosen source, and messages for files that could not be used."""
+    if source == SOURCE_UPLOAD:
+        return upload_items()
+    if source == SOURCE_DATASET:
+        return dataset_items(dataset, model)
+    return phantom_source_items()
+
+
+def pick_item(items: list[ReviewItem]) -> ReviewItem | None:
+    """A selectbox (key ``review_item``) when there are several items; the chosen one (or ``None``)."""
+    if not items:
+        return None
+    if len(items) == 1:
+        return items[0]
+    names = [item.name for item in items]
+    chosen = st.selectbox(
+        f"Scan ({len(items)} loaded)", names, index=state_index(REVIEW_ITEM_KEY, names), key=REVIEW_ITEM_KEY
+    )
+    return items[names.index(chosen)]
+
+
+# === Display =================================================================================
+
+
+def display_channel_control(item: ReviewItem) -> int | None:
+    """For a 3-channel scan, a selectbox (key ``display_channel``) of the channel shown under the
+    overlays; FLAIR by default. Returns the channel index, or ``None`` for an RGB composite."""
+    if item.image.ndim != 3:
+        return None
+    labels = list(DISPLAY_CHANNELS)
+    default = labels[list(DISPLAY_CHANNELS.values()).index(DEFAULT_DISPLAY_CHANNEL)]
+    current = st.session_state.get(DISPLAY_CHANNEL_KEY, default)
+    label = st.selectbox(
+        "Show channel",
+        labels,
+        index=labels.index(current) if current in labels else 0,
+        key=DISPLAY_CHANNEL_KEY,
+        help="Three-channel LGG slices hold pre-contrast, FLAIR and post-contrast. One channel in grayscale "
+        "keeps the red (ground truth) and green (prediction) overlays unambiguous.",
+    )
+    return DISPLAY_CHANNELS[label]
+
+
+def show_metrics(view: ReviewView, model: ModelState) -> None:
+    """Metric cards (Dice, IoU, precision, recall, pixel accuracy; tumour areas) or a plain statement why not."""
+    areas = view.areas
+    if view.metrics is not None:
+        m = view.metrics
+        scores = [
+            ("Dice", f"{m.dice:.3f}", "2|P∩T| / (|P|+|T|). 1.000 when both masks are empty."),
+            ("IoU", f"{m.iou:.3f}", "|P∩T| / |P∪T|. 1.000 when both masks are empty."),
+            ("Precision", f"{m.precision:.3f}", "Share of predicted pixels that are tumour."),
+            ("Recall", f"{m.recall:.3f}", "Share of tumour pixels that were found."),
+            ("Pixel accuracy", f"{m.accuracy:.4f}", "Share of all pixels labelled right (mostly background)."),
+        ]
+        for column, (label, value, help_text) in zip(st.columns(5, gap="small"), scores, strict=True):
+            column.metric(label, value, help=help_text, border=True)
+        areas_row = [
+            ("Truth area (px)", f"{m.truth_area_px:,}", "Ground-truth tumour pixels."),
+            ("Predicted area (px)", f"{m.pred_area_px:,}", "Predicted tumour pixels at this threshold."),
+            ("Difference (px)", f"{m.pred_area_px - m.truth_area_px:+,}", "Predicted minus ground-truth area."),
+        ]
+        for column, (label, value, help_text) in zip(st.columns(5, gap="small"), areas_row, strict=False):
+            column.metric(label, value, help=help_text, border=True)
+        return
+    if not model.available:
+        truth = "" if areas.truth_px is None else f" Ground-truth tumour area: {areas.truth_px:,} px."
+        st.info(f"No prediction: {model.reason}. Metrics need a model.{truth}", icon=":material/info:")
+        return
+    st.info(
+        "No ground truth for this scan, so overlap metrics cannot be computed. "
+        "Upload the scan together with <scan>_mask.<ext> to score it.",
+        icon=":material/info:",
+    )
+    pred_col, _, _, _, _ = st.columns(5, gap="small")
+    pred_col.metric("Predicted area (px)", f"{areas.pred_px:,}", border=True)
+
+
+def show_downloads(view: ReviewView, model: ModelState) -> None:
+    """Download buttons: predicted mask PNG (scan size), overlay PNG, five-panel PNG (made on click)."""
+    names = download_names(view.item)
+    note = figure_note(view.item, model.label if model.available else None, view.threshold)
+    mask_png = view.mask_png()
+    with st.container(horizontal=True, gap="small"):
+        st.download_button(
+            "Predicted mask",
+            data=mask_png or b"",
+            file_name=names["mask"],
+            mime="image/png",
+            key="download_mask",
+            on_click="ignore",
+            disabled=mask_png is None,
+            icon=":material/download:",
+            help=f"{names['mask']}: 0/255 PNG at the scan's size, like the LGG _mask files.",
+        )
+        st.download_button(
+            "Overlay",
+            data=view.overlay_png(),
+            file_name=names["overlay"],
+            mime="image/png",
+            key="download_overlay",
+            on_click="ignore",
+            icon=":material/download:",
+            help=f"{names['overlay']}: prediction (green) over the scan; ground truth (red) without a model.",
+        )
+        st.download_button(
+            "Five-panel figure",
+            data=functools.partial(view.figure_png, note),
+            file_name=names["figure"],
+            mime="image/png",
+            key="download_panels",
+            on_click="ignore",
+            icon=":material/download:",
+            help=f"{names['figure']}: all panels, with model, threshold and source in the footer.",
+        )
+
+
+def show_probability_map(view: ReviewView) -> None:
+    """A collapsed expander with the probability heat map (0 black to 1 yellow)."""
+    if view.probs is None:
+        return
+    with st.expander("Probability map"):
+        left, right = st.columns([1, 3])
+        left.image(probs_to_rgb(view.probs), caption="Tumour probability, 0 (black) to 1 (yellow)", width="stretch")
+        high = float(view.probs.max())
+        right.caption(
+            f"Highest probability on this scan: {high:.3f}. "
+            f"Pixels ≥ threshold {view.threshold:.2f}: {view.areas.pred_px:,}."
+        )
+
+
+# === The page ==================================================================================
+
+
+def choose_item(model: ModelState, dataset: Dataset | None) -> ReviewItem:
+    """The source radio, the scans it gives (their errors shown) and the scan to review; stops the page
+    while there is none."""
+    source = source_picker(has_dataset=dataset is not None)
+    items, errors = source_items(source, dataset, model)
+    for error in errors:
+        st.error(error, icon=":material/error:")
+    item = pick_item(items)
+    if item is None:
+        if source == SOURCE_UPLOAD:
+            st.info("Upload one or more scans, with their _mask files if you have them.", icon=":material/upload:")
+        st.stop()
+    return item
+
+
+def show_item(item: ReviewItem, model: ModelState) -> None:
+    """One scan beside the model: banner, sliders, the five panels, metrics, downloads and probability map."""
+    item_banner(item, model)
+    threshold, opacity = review_controls(model)
+    channel = display_channel_control(item)
+    probs = item_probs(model, item)
+    view = render_review(
+        item,
+        probs,
+        threshold=threshold,
+        alpha=opacity,
+        min_component_px=model.min_component_px,
+        keep_largest=model.keep_largest,
+        no_prediction_reason=model.reason,
+        display_channel=channel,
+    )
+    show_panels(view)
+    show_metrics(view, model)
+    show_downloads(view, model)
+    show_probability_map(view)

@@ -1,0 +1,298 @@
+"""The sidebar every page shows: the model (weights choice, cached loading) and the dataset folder.
+
+* The model is loaded with ``st.cache_resource``, keyed by weights folder, the mtime of its
+  ``model.safetensors`` and the device (a promoted or retrained model is picked up on the
+  next rerun without restarting the app); :class:`ModelState` says what is loaded, or why nothing is.
+* Datasets are opened with ``st.cache_resource``; the folder is remembered across pages
+  (:data:`~brainviewer.ui.state.DATASET_PATH_KEY`).
+* On a CPU, the app's inference keeps to the cores a training run leaves free.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from brainviewer import runs as runs_lib
+from brainviewer.data.datasets import DATA_ENV, Dataset, open_dataset
+from brainviewer.data.split import Split, weights_split
+from brainviewer.model.segmenter import CONFIG_FILE, WEIGHTS_FILE, Segmenter, default_device
+from brainviewer.model.weights import WEIGHTS_ENV, default_weights_spec, list_local_weights, resolve_weights_folder
+from brainviewer.ui.state import DATASET_PATH_INPUT_KEY, DATASET_PATH_KEY, MODEL_CHOICE_KEY, state_index
+
+logger = logging.getLogger(__name__)
+
+#: Sentence shown wherever a prediction would be when no model exists yet.
+NO_WEIGHTS_TEXT = "No trained weights present yet"
+
+
+# === Model =====================================================================================
+
+
+@dataclass
+class ModelState:
+    """The model the pages use, or why there is none.
+
+    Attributes:
+        segmenter: the loaded model, or ``None``.
+        model_id: cache key of the loaded weights (folder, file mtime, device); ``None`` without a model.
+        label: the weights folder name, for people.
+        threshold: default probability cut (from the weights' preprocessing.json; 0.5 without a model).
+        device: where the model runs, for people (``CPU`` or ``CUDA (<GPU name>)``).
+        message: why there is no model (``None`` when one is loaded).
+        min_component_px, keep_largest, volume_keep_largest: the weights' post-processing.
+        split: the patient split the weights were trained with (their ``split.json``), if known.
+    """
+
+    segmenter: Segmenter | None
+    model_id: str | None
+    label: str | None
+    threshold: float
+    device: str
+    message: str | None = None
+    min_component_px: int = 0
+    keep_largest: bool = False
+    volume_keep_largest: bool = False
+    split: Split | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.segmenter is not None
+
+    @property
+    def reason(self) -> str:
+        """Short lower-case reason there is no prediction, for panel captions."""
+        if self.segmenter is not None:
+            return ""
+        if self.message and self.message.startswith(NO_WEIGHTS_TEXT):
+            return NO_WEIGHTS_TEXT[0].lower() + NO_WEIGHTS_TEXT[1:]
+        return "the model could not be loaded" if self.message else "no model loaded"
+
+
+def device_label() -> str:
+    """``CPU`` or ``CUDA (<GPU name>)`` for the device models are loaded on."""
+    device = default_device()
+    if device.type == "cuda":
+        import torch
+
+        return f"CUDA ({torch.cuda.get_device_name(device)})"
+    return "CPU"
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the model…")
+def _load_segmenter(folder: str, weights_mtime_ns: int, device: str) -> Segmenter:
+    """Load once per (folder, model.safetensors mtime, device); a changed file gives a new entry."""
+    logger.info("loading weights %s (mtime %s) on %s", folder, weights_mtime_ns, device)
+    return Segmenter.from_folder(folder, device=device)
+
+
+@st.cache_resource(ttl=3600, show_spinner="Fetching the model…")
+def _resolve_remote(spec: str) -> str:
+    return str(resolve_weights_folder(spec))
+
+
+def _resolve(spec: str) -> Path:
+    """A local folder for a weights spec; Hub ids are resolved once an hour at most."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    return Path(_resolve_remote(spec))
+
+
+def _weights_choices() -> list[tuple[str, str]]:
+    """``[(label, spec), ...]``: the default weights first (when they exist or are named), then other local folders."""
+    default = default_weights_spec()
+    explicit = bool(os.environ.get(WEIGHTS_ENV))
+    default_path = Path(default).expanduser()
+    default_exists = default_path.is_dir()
+    choices: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    if default_exists or explicit:
+        choices.append((f"{default_path.name or default} (default)", default))
+        seen.add(str(default_path.resolve()) if default_exists else default)
+    for folder in list_local_weights():
+        if str(folder.resolve()) not in seen:
+            choices.append((folder.name, str(folder)))
+            seen.add(str(folder.resolve()))
+    return choices
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _weights_split(folder: str, weights_mtime_ns: int) -> Split | None:
+    return weights_split(folder)
+
+
+def load_model_state(spec: str) -> ModelState:
+    """Load the weights named by ``spec`` (path, name under weights/, or Hub id) into a :class:`ModelState`.
+
+    Never raises: a missing or corrupt folder gives a state without a model and a message.
+    """
+    device = str(default_device())
+    try:
+        folder = _resolve(spec)
+        weights_file = folder / WEIGHTS_FILE
+        mtime = weights_file.stat().st_mtime_ns if weights_file.is_file() else 0
+        segmenter = _load_segmenter(str(folder.resolve()), mtime, device)
+    except Exception as err:  # WeightsError, Hub/network errors, torch errors: warn, keep the app up
+        logger.warning("could not load weights %s: %s", spec, err)
+        return ModelState(None, None, Path(spec).name or spec, 0.5, device_label(), f"Could not load {spec}: {err}")
+    return ModelState(
+        segmenter=segmenter,
+        model_id=f"{segmenter.source}@{mtime}@{device}",
+        label=segmenter.name,
+        threshold=float(segmenter.prep.threshold),
+        device=device_label(),
+        min_component_px=int(segmenter.prep.min_component_px),
+        keep_largest=bool(segmenter.prep.keep_largest),
+        volume_keep_largest=bool(segmenter.prep.volume_keep_largest),
+        split=_weights_split(str(folder.resolve()), mtime),
+    )
+
+
+def _architecture(segmenter: Segmenter) -> str:
+    try:
+        config = json.loads((Path(segmenter.source) / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return type(segmenter.model).__name__
+    return f"{config.get('_model_class', type(segmenter.model).__name__)} · {config.get('encoder_name', '?')}"
+
+
+def sidebar_model() -> ModelState:
+    """Sidebar section "Model": choose weights, show what is loaded. Returns the :class:`ModelState`.
+
+    With no weights anywhere it states so plainly and returns a state without a model; a
+    missing or corrupt folder gives a warning; the app stays up either way.
+    """
+    threads, training = share_cpu_with_training()
+    sidebar = st.sidebar
+    sidebar.subheader("Model")
+    if training:
+        sidebar.caption(
+            f":material/model_training: A training run is using the CPU, so the model here runs on {threads} "
+            f"thread{'s' if threads > 1 else ''} and predictions may be slower until it ends."
+        )
+    choices = _weights_choices()
+    if not choices:
+        sidebar.info(
+            f"{NO_WEIGHTS_TEXT}. Scans and ground truth are shown without predictions. "
+            "Train one with `python -m brainviewer train`, or set BRAINVIEWER_WEIGHTS to a weights folder."
+        )
+        return ModelState(None, None, None, 0.5, device_label(), f"{NO_WEIGHTS_TEXT}.")
+    labels = [label for label, _ in choices]
+    specs = dict(choices)
+    label = sidebar.selectbox(
+        "Weights",
+        labels,
+        index=state_index(MODEL_CHOICE_KEY, labels),
+        key=MODEL_CHOICE_KEY,
+        help="The default weights, then the other complete weights folders under weights/.",
+    )
+    state = load_model_state(specs[label])
+    if state.segmenter is None:
+        sidebar.warning(f"{state.message}\n\nThe review still shows scans and ground truth, without predictions.")
+        return state
+    prep = state.segmenter.prep
+    sidebar.caption(
+        f"**{state.label}** · {_architecture(state.segmenter)}  \n"
+        f"Input {prep.input_size} px, {prep.in_channels} channel{'s' if prep.in_channels > 1 else ''} · "
+        f"device {state.device}  \n"
+        f"Default threshold {state.threshold:.2f}"
+        + (f" · components < {prep.min_component_px} px removed" if prep.min_component_px else "")
+        + (" · largest component kept" if prep.keep_largest else "")
+        + (" · largest 3-D component kept per patient" if prep.volume_keep_largest else "")
+        + (" · mirror-averaged (flip TTA)" if prep.tta_flip else "")
+    )
+    return state
+
+
+# === Dataset ===================================================================================
+
+
+@st.cache_resource(max_entries=4, ttl=600, show_spinner="Indexing the dataset…")
+def _open_dataset(path: str, mtime_ns: int) -> Dataset:
+    return open_dataset(path)
+
+
+def dataset_path() -> str:
+    """The configured dataset folder: what the user typed this session, else ``$BRAINVIEWER_DATA``, else ``""``."""
+    if DATASET_PATH_KEY not in st.session_state:
+        st.session_state[DATASET_PATH_KEY] = os.environ.get(DATA_ENV, "").strip()
+    return st.session_state[DATASET_PATH_KEY]
+
+
+def load_dataset(path: str) -> tuple[Dataset | None, str | None]:
+    """Open (cached) the dataset at ``path``: ``(dataset, None)`` or ``(None, error message)``."""
+    try:
+        target = Path(path).expanduser()
+        dataset = _open_dataset(str(target.resolve()), target.stat().st_mtime_ns)
+    except FileNotFoundError:
+        return None, f"{path} does not exist."
+    except Exception as err:  # DatasetError, permissions, malformed CSV/JSON: say it, keep the page up
+        return None, str(err) or type(err).__name__
+    return dataset, None
+
+
+def sidebar_dataset() -> Dataset | None:
+    """Sidebar section "Dataset": a folder (or data_mask.csv / COCO .json) remembered across pages.
+
+    Returns:
+        The opened dataset, or ``None`` when none is configured or it cannot be opened
+        (the error is shown in the sidebar).
+    """
+    sidebar = st.sidebar
+    sidebar.subheader("Dataset")
+    current = dataset_path()
+    typed = sidebar.text_input(
+        "Dataset folder",
+        value=current,
+        key=DATASET_PATH_INPUT_KEY,
+        placeholder="/data/lgg/kaggle_3m",
+        help=(
+            "A kaggle_3m folder (patient folders with <slice>_mask files), a data_mask.csv, "
+            "images/ + masks/ folders, or a COCO _annotations.coco.json. "
+            f"Set {DATA_ENV} to open one at start."
+        ),
+    ).strip()
+    st.session_state[DATASET_PATH_KEY] = typed
+    if not typed:
+        sidebar.caption("No dataset configured.")
+        return None
+    dataset, error = load_dataset(typed)
+    if dataset is None:
+        sidebar.error(error)
+        return None
+    sidebar.caption(f"{len(dataset.patients)} patients · {len(dataset):,} slices · {dataset.kind}")
+    return dataset
+
+
+# === CPU shared with training ==================================================================
+
+_DEFAULT_TORCH_THREADS = torch.get_num_threads()
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _cpu_training_threads(runs_dir: str) -> int:
+    return runs_lib.cpu_training_threads(runs_dir)
+
+
+def share_cpu_with_training() -> tuple[int, int]:
+    """On CPU, keep the app's inference to the cores that training runs leave free (see
+    :func:`brainviewer.runs.serving_threads`), and go back to the default once they end.
+
+    Returns:
+        ``(threads the app's inference uses, CPU threads training takes)``; ``(threads, 0)`` on a GPU.
+    """
+    if default_device().type != "cpu":
+        return torch.get_num_threads(), 0
+    training = _cpu_training_threads(str(runs_lib.runs_root()))
+    want = runs_lib.serving_threads(training, _DEFAULT_TORCH_THREADS)
+    if torch.get_num_threads() != want:
+        logger.info("CPU training takes %d thread(s): the app's inference now uses %d", training, want)
+        torch.set_num_threads(want)
+    return want, training

@@ -1,0 +1,58 @@
+"""Every ``st.session_state`` key of the app, named once, and the helper that reads a keyed widget's state.
+
+The pages and :mod:`brainviewer.ui` reach session state only through these names. A widget
+whose ``key=`` is also read or written through session state is named here too; a widget only
+read through its return value keeps its key where it is made. Keys starting with ``_`` are
+bookkeeping no widget shows. The string values are part of the app's interface (the tests and
+the browser test address widgets by them): change a name here, never a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import streamlit as st
+
+# --- Sidebar (every page)
+MODEL_CHOICE_KEY = "model_choice"  # the sidebar's weights selectbox (a label of the weights choices)
+DATASET_PATH_KEY = "dataset_path"  # the dataset folder, remembered across pages
+DATASET_PATH_INPUT_KEY = "dataset_path_input"  # the sidebar's "Dataset folder" text input
+
+# --- Review
+REVIEW_SOURCE_KEY = "review_source"  # the "Scans from" radio: upload, dataset sample or phantom
+REVIEW_HAD_DATASET_KEY = "_review_had_dataset"  # whether a dataset was configured at the last run
+REVIEW_UPLOAD_MEMO_KEY = "_review_upload_memo"  # (upload signature, items, errors) of the last upload
+REVIEW_PATIENT_KEY = "review_patient"  # the dataset patient selectbox
+REVIEW_ITEM_KEY = "review_item"  # the scan selectbox when several are loaded
+THRESHOLD_KEY = "threshold"  # the probability-threshold slider (Review and Patients)
+THRESHOLD_MODEL_KEY = "_threshold_model"  # the model id the threshold slider was last reset for
+OPACITY_KEY = "opacity"  # the mask-opacity slider (Review and Patients)
+DISPLAY_CHANNEL_KEY = "display_channel"  # the channel shown under the overlays of a 3-channel scan
+
+# --- Patients
+PATIENT_SOURCE_KEY = "patient_source"  # the "Patient from" radio: dataset, NIfTI/DICOM upload or phantom
+PATIENT_PICK_KEY = "patient_pick"  # the patient selectbox
+PATIENT_SLICE_KEY = "patient_slice"  # the slice slider (1-based)
+PATIENT_CURRENT_KEY = "_patient_current"  # the cache key of the patient shown at the last run
+PATIENT_OPEN_SLICE_KEY = "_patient_open_slice"  # the slice (1-based) a patient opened from elsewhere shows
+PATIENT_UPLOAD_MEMO_KEY = "_patient_upload_memo"  # (upload signature, volume, key, error) of the last upload
+PATIENT_PROBS_DONE_KEY = "_patient_probs_done"  # {(model id, volume key)} already segmented (no progress bar)
+OPEN_PATIENT_KEY = "open_patient"  # a request to show a patient: {"source", "dataset_path", "patient_id", "slice"}
+
+# --- Evaluation
+EVAL_REQUESTED_KEY = "eval_requested"  # the evaluation request of the last "Run evaluation" press
+EVAL_DONE_KEY = "_eval_done"  # evaluation requests already finished (no progress bar on reruns)
+
+# --- Fine-tuning
+FINETUNE_FLASH_KEY = "finetune_flash"  # [(kind, text)] messages shown once at the next run
+FINETUNE_BASE_KEY = "finetune_base"  # the Start form's "Start from" selectbox
+FINETUNE_RUN_KEY = "finetune_run"  # the watched run's selectbox
+FINETUNE_CHOOSE_KEY = "finetune_choose"  # the run to evaluate, promote or average
+FINETUNE_EVAL_KEY = "finetune_eval"  # the last requested run evaluation: {"run", "data", "scope"}
+FINETUNE_DELETE_CONFIRM_KEY = "finetune_delete_confirm"  # the run name typed to confirm a delete
+
+
+def state_index(key: str, options: Sequence[str], default: int = 0) -> int:
+    """Index of the option a keyed widget currently holds (so a re-created widget shows the same value)."""
+    value = st.session_state.get(key)
+    return options.index(value) if value in options else default
