@@ -113,3 +113,26 @@ def test_a_brighter_scanner_gives_the_same_input_per_volume() -> None:
             - to_input(bright, normed, volume_levels(brighter, normed))
         ).mean()
         assert after < before / 10
+
+
+def test_training_normalises_each_patient_as_inference_does(tmp_path: Path) -> None:
+    """The training cache holds what inference feeds the network: per-patient levels for volume_percentile."""
+    from brainviewer.data.datasets import open_dataset
+    from brainviewer.model.preprocessing import prepare_unit
+    from brainviewer.training.data import SliceCache
+
+    root = tmp_path / "kaggle_3m"
+    for pid, gain in (("P_A", 1.0), ("P_B", 1.4)):
+        (root / pid).mkdir(parents=True)
+        for i, image in enumerate(_volume(), start=1):
+            bright = np.clip(image.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+            Image.fromarray(bright).save(root / pid / f"{pid}_{i}.png")
+            Image.fromarray(np.zeros(image.shape[:2], np.uint8)).save(root / pid / f"{pid}_{i}_mask.png")
+    dataset = open_dataset(root)
+    assert len(dataset.patients) == 2 and len(dataset) == 8
+    prep = Preprocessing(input_size=64, intensity_norm="volume_percentile", norm_target=[0.6])
+    cache = SliceCache.build(dataset, prep)
+    for i, record in enumerate(dataset):
+        scans = [dataset.load_image(r) for r in dataset.patients[record.patient_id]]
+        expected = prepare_unit(dataset.load_image(record), prep, volume_levels(scans, prep))
+        np.testing.assert_allclose(cache.images[i].astype(np.float32), expected, atol=1e-3)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -230,12 +229,12 @@ def _csv_path(text: str, csv_dir: Path) -> Path:
     return path
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def inside_folder(path: Path, folder: Path) -> bool:
     """Whether ``path`` (links and ``..`` resolved) lies inside ``folder``."""
     return path.resolve().is_relative_to(folder.resolve())
 
 
-def _outside_error(index: Path, count: int, example: str) -> DatasetError:
+def outside_error(index: Path, count: int, example: str) -> DatasetError:
     """The message for an index that points outside its own folder; it names the entry, never a server path."""
     return DatasetError(
         f"{index.name} lists {count} file(s) outside its own folder (e.g. the entry {example!r}); "
@@ -283,9 +282,11 @@ def read_data_mask_csv(csv_path: str | Path, confine: bool = False) -> Dataset:
     if not by_patient:
         raise DatasetError(f"{csv_path} lists no slices (it has a header but no rows).")
     if confine:
-        outside = [p for items in by_patient.values() for pair in items for p in pair if p and not _inside(p, csv_dir)]
+        outside = [
+            p for items in by_patient.values() for pair in items for p in pair if p and not inside_folder(p, csv_dir)
+        ]
         if outside:
-            raise _outside_error(csv_path, len(outside), outside[0].name)
+            raise outside_error(csv_path, len(outside), outside[0].name)
     absent = [str(p) for items in by_patient.values() for img, msk in items for p in (img, msk) if p and not p.exists()]
     if absent:
         raise DatasetError(
@@ -373,70 +374,6 @@ def read_image_mask_folders(root: str | Path) -> Dataset:
     return Dataset(root, "image_mask_folders", records)
 
 
-def _find_coco_json(root: Path) -> Path | None:
-    if root.is_file() and root.suffix == ".json":
-        return root
-    candidates = sorted(root.glob("_annotations.coco.json")) + sorted(root.glob("*/_annotations.coco.json"))
-    return candidates[0] if candidates else None
-
-
-def _coco_polygons(annotations: list[dict]) -> dict[int, list[tuple[float, ...]]]:
-    """Image id -> its polygons (flat x, y lists); a box stands in where there is no polygon."""
-    polys: dict[int, list[tuple[float, ...]]] = {}
-    for ann in annotations:
-        seg = ann.get("segmentation")
-        shapes: list[tuple[float, ...]] = []
-        if isinstance(seg, list) and seg:
-            shapes = [tuple(map(float, p)) for p in seg if isinstance(p, list) and len(p) >= 6]
-        if not shapes and ann.get("bbox"):
-            x, y, w, h = map(float, ann["bbox"])
-            shapes = [(x, y, x + w, y, x + w, y + h, x, y + h)]
-        polys.setdefault(int(ann["image_id"]), []).extend(shapes)
-    return polys
-
-
-def read_coco(json_path: str | Path) -> Dataset:
-    """Index a COCO JSON export; each image is its own patient; polygons become masks.
-
-    Boxes without polygons are used as rectangles. The file may start with a UTF-8 BOM.
-    """
-    json_path = Path(json_path)
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8-sig"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise DatasetError(f"{json_path} is not valid JSON: {err}") from err
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or "annotations" not in data:
-        raise DatasetError(f"{json_path} is not a COCO file (it needs 'images' and 'annotations' lists).")
-    if not isinstance(data["annotations"], list):
-        raise DatasetError(f"{json_path}: 'annotations' must be a list of COCO annotations.")
-    try:
-        polys = _coco_polygons(data["annotations"])
-        images = sorted(data["images"], key=lambda im: natural_key(str(im["file_name"])))
-        records = []
-        # a COCO file_name is relative to its export: '../' or an absolute path never belongs there
-        names = [str(im["file_name"]) for im in images]
-        outside = [name for name in names if not _inside(json_path.parent / name, json_path.parent)]
-        for image in images:
-            path = json_path.parent / str(image["file_name"])
-            if outside:
-                break
-            if not path.is_file():
-                logger.warning("COCO image %s is listed but missing", path)
-                continue
-            shapes = tuple(polys.get(int(image["id"]), []))
-            records.append(SliceRecord(Path(str(image["file_name"])).stem, path, None, 0, shapes))
-    except (KeyError, TypeError, ValueError) as err:
-        raise DatasetError(
-            f"{json_path} is not a valid COCO file ({type(err).__name__}: {err}). Each image needs 'id' and "
-            "'file_name'; each annotation 'image_id' and 'segmentation' polygons or a 'bbox'."
-        ) from err
-    if outside:
-        raise _outside_error(json_path, len(outside), outside[0])
-    if not records:
-        raise DatasetError(f"{json_path} lists no images that exist beside it.")
-    return Dataset(json_path, "coco", records)
-
-
 def open_dataset(path: str | Path, confine: bool = False) -> Dataset:
     """Open any supported dataset layout at ``path`` (folder, CSV or COCO JSON).
 
@@ -454,6 +391,8 @@ def open_dataset(path: str | Path, confine: bool = False) -> Dataset:
         if path.suffix.lower() == ".csv":
             return read_data_mask_csv(path, confine)
         if path.suffix.lower() == ".json":
+            from brainviewer.data.coco import read_coco
+
             return read_coco(path)
         raise DatasetError(f"{path} is not a dataset file brainviewer can read. Give one of: {SUPPORTED_LAYOUTS}.")
     if (path / "images").is_dir():
@@ -462,7 +401,9 @@ def open_dataset(path: str | Path, confine: bool = False) -> Dataset:
         return read_kaggle_3m(path)
     if (path / DATA_MASK_CSV).is_file():
         return read_data_mask_csv(path / DATA_MASK_CSV, confine)
-    coco = _find_coco_json(path)
+    from brainviewer.data.coco import find_coco_json, read_coco  # the COCO reader builds on this module
+
+    coco = find_coco_json(path)
     if coco is not None:
         return read_coco(coco)
     raise DatasetError(f"{path} is not a dataset brainviewer can read. Expected one of: {SUPPORTED_LAYOUTS}.")

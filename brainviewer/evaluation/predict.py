@@ -27,8 +27,8 @@ import numpy as np
 
 from brainviewer.data.io import ScanReadError, is_mask_name, is_supported, natural_key, read_image
 from brainviewer.files import write_atomic, write_new
+from brainviewer.model.inference import patient_levels, predict_batch
 from brainviewer.model.postprocess import keep_largest_volume_component
-from brainviewer.model.preprocessing import volume_levels
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.views.overlay import mask_to_png_bytes
 
@@ -203,7 +203,7 @@ def predict_paths(
             except (ScanReadError, OSError) as err:
                 failed.append((job.source, str(err)))
         # a patient's slices share their intensity levels where the weights normalise per volume
-        levels = volume_levels([image for _, image in loaded], segmenter.prep) if volume else None
+        levels = patient_levels(segmenter, [image for _, image in loaded]) if volume else None
         masks: list[tuple[PredictionJob, np.ndarray]] = []
         for start in range(0, len(loaded), max(1, batch_size)):
             masks += [
@@ -251,12 +251,7 @@ def _infer(
     if not loaded:
         return []
     try:
-        images = [image for _, image in loaded]
-        probs = (
-            segmenter.predict_probs_batch(images, batch_size)
-            if levels is None
-            else segmenter.predict_probs_batch(images, batch_size, levels)
-        )
+        probs = predict_batch(segmenter, [image for _, image in loaded], batch_size, levels)
         return [(job, p) for (job, _), p in zip(loaded, probs, strict=True)]
     except (ValueError, RuntimeError) as err:
         if len(loaded) == 1:

@@ -7,6 +7,22 @@ import numpy as np
 from brainviewer.model.preprocessing import volume_levels
 
 
+def predict_batch(
+    segmenter: object, images: list[np.ndarray], batch_size: int, levels: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """``segmenter.predict_probs_batch(images, batch_size[, levels])``: ``levels`` is passed only when a
+    patient's levels are in use, so stand-ins without that parameter keep working."""
+    if levels is None:
+        return segmenter.predict_probs_batch(images, batch_size)  # type: ignore[attr-defined]
+    return segmenter.predict_probs_batch(images, batch_size, levels)  # type: ignore[attr-defined]
+
+
+def patient_levels(segmenter: object, slices: list[np.ndarray]) -> np.ndarray | None:
+    """The patient's intensity levels when ``segmenter``'s weights normalise per volume, else ``None``."""
+    prep = getattr(segmenter, "prep", None)
+    return volume_levels(slices, prep) if prep is not None else None
+
+
 def predict_volume_probs(segmenter: object, slices: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
     """Probabilities for the slices of one patient, normalised together where the weights ask for it
     (``intensity_norm: volume_percentile``), else each on its own.
@@ -20,8 +36,4 @@ def predict_volume_probs(segmenter: object, slices: list[np.ndarray], batch_size
     Returns:
         ``(H, W)`` float32 probabilities for each slice, as ``predict_probs_batch`` gives them.
     """
-    prep = getattr(segmenter, "prep", None)
-    levels = volume_levels(slices, prep) if prep is not None else None
-    if levels is None:
-        return segmenter.predict_probs_batch(slices, batch_size)  # type: ignore[attr-defined]
-    return segmenter.predict_probs_batch(slices, batch_size, levels)  # type: ignore[attr-defined]
+    return predict_batch(segmenter, slices, batch_size, patient_levels(segmenter, slices))

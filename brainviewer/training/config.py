@@ -10,6 +10,8 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
+from brainviewer.model.preprocessing import INTENSITY_NORMS
+
 LOSSES = ("dice", "bce", "bce_dice", "focal", "tversky", "focal_tversky")
 AUGMENTATIONS = ("none", "light", "medium", "strong")
 SPLIT_MODES = ("random", "contiguous")
@@ -55,9 +57,9 @@ class TrainConfig:
     init_weights: str = ""
     """Start from this weights folder (fine-tuning); its architecture and preprocessing are used."""
     intensity_norm: str = ""
-    """Per-image intensity normalisation the model is trained with and saves in preprocessing.json:
-    none, or percentile (each channel's 99th head percentile to a common level). Empty: the base
-    model's (with init_weights) or none."""
+    """Intensity normalisation the model is trained with and saves in preprocessing.json: none,
+    percentile (each image's channels: their 99th head percentile to a common level) or volume_percentile
+    (the same over each patient's slices). Empty: the base model's (with init_weights) or none."""
 
     # sampling
     crop_size: int = 128
@@ -133,8 +135,10 @@ class TrainConfig:
             raise ValueError("batch_size and epochs must be at least 1")
         if not 0.0 <= self.empty_fraction <= 1.0:
             raise ValueError(f"empty_fraction must be in [0, 1]; got {self.empty_fraction}")
-        if self.intensity_norm not in ("", "none", "percentile"):
-            raise ValueError(f"intensity_norm must be none or percentile (or empty); got {self.intensity_norm!r}")
+        if self.intensity_norm not in ("", *INTENSITY_NORMS):
+            raise ValueError(
+                f"intensity_norm must be one of {', '.join(INTENSITY_NORMS)} (or empty); got {self.intensity_norm!r}"
+            )
         if not 0.0 <= self.missing_sequence_prob <= 1.0:
             raise ValueError(f"missing_sequence_prob must be in [0, 1]; got {self.missing_sequence_prob}")
 

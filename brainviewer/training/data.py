@@ -21,6 +21,7 @@ from brainviewer.model.preprocessing import (
     letterbox,
     normalise,
     prepare_unit,
+    volume_levels,
 )
 from brainviewer.training.augment import apply_augmentation, copy_missing_sequences, random_crop
 from brainviewer.training.config import TrainConfig
@@ -45,9 +46,13 @@ class SliceCache:
         size, channels = prep.input_size, prep.in_channels
         images = np.zeros((len(dataset), size, size, channels), dtype=np.float16)
         masks = np.zeros((len(dataset), size, size), dtype=np.uint8)
+        levels: dict[str, np.ndarray | None] = {}  # per patient, as inference takes them
+        if prep.intensity_norm == "volume_percentile":
+            for pid, records in dataset.patients.items():
+                levels[pid] = volume_levels([dataset.load_image(r) for r in records], prep)
         for i, record in enumerate(dataset):
             image, mask = load_arrays(dataset, record)
-            images[i] = prepare_unit(image, prep)
+            images[i] = prepare_unit(image, prep, levels.get(record.patient_id))
             if mask is not None:
                 masks[i] = letterbox(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
         return cls(images, masks, masks.reshape(len(masks), -1).any(axis=1))
