@@ -36,7 +36,7 @@ Usage::
     with HubStandIn() as hub:
         hub.add_user("alice", token="hf_alice")
         sha = hub.add_folder("alice/model", weights_folder)
-        ...  # point huggingface_hub at hub.url (see tests/test_hub.py: the ``standin`` fixture)
+        ...  # point huggingface_hub at hub.url (see tests/model/test_hub.py: the ``standin`` fixture)
 """
 
 from __future__ import annotations

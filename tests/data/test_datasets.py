@@ -454,9 +454,7 @@ def test_a_confined_data_mask_csv_refuses_paths_outside_its_folder(tmp_path: Pat
     _tiny_pair(tmp_path / "ds" / "p1", "a")
     _, secret_mask = _tiny_pair(tmp_path / "elsewhere", "b")
     index.write_text(
-        "patient_id,image_path,mask_path,mask\n"
-        "p1,p1/a.png,p1/a_mask.png,0\n"
-        f"p2,../elsewhere/b.png,{secret_mask},0\n"
+        f"patient_id,image_path,mask_path,mask\np1,p1/a.png,p1/a_mask.png,0\np2,../elsewhere/b.png,{secret_mask},0\n"
     )
     assert len(open_dataset(index)) == 2  # the command line and a local app read it as before
     with pytest.raises(DatasetError, match=r"2 file\(s\) outside its own folder .*'b.png'") as err:

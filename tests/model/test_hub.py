@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hub_standin import HubStandIn  # tests/ is on sys.path (pytest rootdir import)
 from safetensors.torch import load_file
 
 from brainviewer.model.hub import HubError, download_weights, push_weights
 from brainviewer.model.preprocessing import Preprocessing
 from brainviewer.model.segmenter import Segmenter, WeightsError, build_model, save_weights
 from brainviewer.model.weights import resolve_segmenter, resolve_weights_folder
+from tests.hub_standin import HubStandIn
 
 ALICE = "hf_alice_token"
 BOB = "hf_bob_token"

@@ -27,7 +27,7 @@ from brainviewer.training.config import TrainConfig
 from brainviewer.training.data import epoch_order, sample_seed
 from brainviewer.training.loop import train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Fields every record type of metrics.jsonl carries (the fine-tuning page reads them).
 TRAIN_FIELDS = {"type", "step", "epoch", "epoch_progress", "loss", "lr", "images_per_s", "eta_s", "total_steps", "time"}

@@ -14,7 +14,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from test_volumes import IDENTIFYING, series_files
 
 from brainviewer.data.datasets import open_dataset
 from brainviewer.data.volumes import Volume, read_dicom_files, read_nifti, volume_from_dataset
@@ -34,6 +33,7 @@ from brainviewer.views.exports import (
     slices_csv,
 )
 from brainviewer.views.patient import predicted_masks, summarise_patient
+from tests.data.test_volumes import IDENTIFYING, series_files
 
 WHEN = datetime(2024, 5, 6, 7, 8, tzinfo=timezone.utc)
 

@@ -13,7 +13,7 @@ import pytest
 
 from brainviewer.model.segmenter import Segmenter
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

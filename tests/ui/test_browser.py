@@ -22,7 +22,7 @@ from PIL import Image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 REAL_WEIGHTS = ROOT / "weights" / "lgg-unet-resnet18"
 SCREENSHOT = ROOT / "docs" / "screenshot.png"

@@ -12,7 +12,7 @@ from brainviewer.data.datasets import open_dataset
 from brainviewer.data.split import split_patients
 from brainviewer.model.segmenter import load_model
 from brainviewer.runs import averages as average_jobs
-from tests.test_average import tiny_folder
+from tests.training.test_average import tiny_folder
 
 
 def wait_for(runs_dir: Path, name: str, timeout: float = 120.0) -> average_jobs.AverageJob:
