@@ -136,3 +136,12 @@ def test_training_normalises_each_patient_as_inference_does(tmp_path: Path) -> N
         scans = [dataset.load_image(r) for r in dataset.patients[record.patient_id]]
         expected = prepare_unit(dataset.load_image(record), prep, volume_levels(scans, prep))
         np.testing.assert_allclose(cache.images[i].astype(np.float32), expected, atol=1e-3)
+
+
+def test_a_slice_seen_alone_is_not_rescaled_by_a_per_volume_model() -> None:
+    """volume_percentile without a patient's levels leaves the slice as an un-normalised model sees it."""
+    image = _volume()[0]
+    normed = Preprocessing(input_size=64, intensity_norm="volume_percentile", norm_target=[0.6])
+    plain = Preprocessing(input_size=64)
+    np.testing.assert_array_equal(to_input(image, normed), to_input(image, plain))
+    assert np.abs(to_input(image, normed, volume_levels(_volume(), normed)) - to_input(image, plain)).max() > 0.05
