@@ -16,7 +16,7 @@ import torch
 from brainviewer import runs
 from brainviewer.training.config import TrainConfig
 
-PAGE = "../pages/finetune.py"  # AppTest resolves paths against this test file
+PAGE = "../../pages/finetune.py"  # AppTest resolves paths against this test file
 POLL_TIMEOUT_S = 150.0
 
 

@@ -11,7 +11,7 @@ from brainviewer.data.datasets import open_dataset
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.views.dataset_evaluation import evaluate_dataset
 
-APP = "../app.py"  # AppTest resolves paths against this test file
+APP = "../../app.py"  # AppTest resolves paths against this test file
 
 
 @pytest.fixture
@@ -289,7 +289,7 @@ def test_pages_tell_held_out_patients_from_those_the_model_was_trained_on(
 
 
 def test_a_sagittal_dicom_upload_is_shown_axially_and_offers_a_nifti_mask(app_env: None, tmp_path: Path) -> None:
-    from test_volumes import sagittal_series, zip_bytes
+    from tests.data.test_volumes import sagittal_series, zip_bytes
 
     from brainviewer.ui import patient_sources as ui
 

@@ -330,7 +330,7 @@ def test_render_review_without_model_or_truth_marks_panels_unavailable():
 
 # === The Review page (streamlit.testing AppTest) =================================================
 
-APP = "../app.py"  # AppTest resolves paths against this test file
+APP = "../../app.py"  # AppTest resolves paths against this test file
 
 
 @pytest.fixture
