@@ -37,7 +37,7 @@ run_list = runs.list_runs(runs_dir)
 finetune_start(runs_dir, run_list, demo)
 
 st.subheader("Runs", anchor=False)
-st.caption(f"Run folders in {runs_dir}.")
+st.caption("The runs of this demo." if demo else f"Run folders in {runs_dir}.")
 watched = finetune_run_picker(run_list)
 if watched is not None:
     finetune_watch(watched, run_list, demo)

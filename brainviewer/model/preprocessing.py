@@ -26,6 +26,9 @@ INTENSITY_NORMS = ("none", "percentile", "volume_percentile")
 """Values of ``Preprocessing.intensity_norm``."""
 HEAD_LEVEL = 0.02
 """Unit-range intensity above which a pixel counts as head (not background) for the percentile."""
+MAX_INPUT_SIZE = 1024
+"""Largest ``input_size`` accepted: the network's activations grow with its square (20000 would need gigabytes
+for one slice), and no MRI slice needs more than 1024 x 1024."""
 
 
 @dataclass
@@ -84,6 +87,12 @@ class Preprocessing:
             raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
         if self.input_size < 32 or self.input_size % 32:
             raise ValueError(f"input_size must be a multiple of 32 and >= 32, got {self.input_size}")
+        if self.input_size > MAX_INPUT_SIZE:
+            raise ValueError(
+                f"input_size must be at most {MAX_INPUT_SIZE} (MAX_INPUT_SIZE, the memory limit of one model input), "
+                f"got {self.input_size}. Fix input_size in preprocessing.json (the weights were trained at one size, "
+                "usually 256)."
+            )
         if self.gray_channel not in (-1, 0, 1, 2):
             raise ValueError(f"gray_channel must be 0, 1 or 2 (or -1 for the channel mean), got {self.gray_channel}")
         if self.min_component_px < 0:

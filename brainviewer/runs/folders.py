@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,10 @@ from brainviewer.model.weights import PROJECT_ROOT
 from brainviewer.runs.layout import RUNS_ENV
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+#: A temporary file (``.<name>.<random>.tmp`` of :func:`brainviewer.files.write_atomic`) older than this is
+#: a leftover of a killed writer: such a write takes milliseconds.
+STALE_TEMP_AGE_S = 3600.0
+_CLEANED: set[tuple[str, str]] = set()
 
 
 def runs_root() -> Path:
@@ -66,3 +71,37 @@ def validate_name(name: str, what: str = "run") -> str:
 def complete_weights(folder: Path) -> bool:
     """Whether ``folder`` holds complete weights (``config.json`` and ``model.safetensors``)."""
     return (folder / MODEL_CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+
+
+def first_time_in_process(what: str, folder: Path) -> bool:
+    """True on the first call for ``(what, folder)`` in this process, then False (cleanups run once)."""
+    key = (what, str(folder.resolve()))
+    if key in _CLEANED:
+        return False
+    _CLEANED.add(key)
+    return True
+
+
+def remove_stale_temporaries(folder: Path, min_age_s: float = STALE_TEMP_AGE_S, now: float | None = None) -> list[Path]:
+    """Remove the hidden ``.*.tmp`` files directly in ``folder`` (left by writes whose process was killed)
+    that are at least ``min_age_s`` old; younger ones may still be being written.
+
+    Returns:
+        The files removed.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        candidates = list(folder.glob(".*.tmp"))
+    except OSError:
+        return removed
+    for path in candidates:
+        try:
+            info = path.lstat()
+            if not path.is_file() or path.is_symlink() or now - info.st_mtime < min_age_s:
+                continue
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed

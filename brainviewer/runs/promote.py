@@ -9,9 +9,11 @@ folder as they were, and the previous model stays available under its own name.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -19,7 +21,15 @@ from pathlib import Path
 
 from brainviewer.files import read_json_object, write_atomic
 from brainviewer.model.weights import list_local_weights, weights_root
-from brainviewer.runs.folders import MODEL_CONFIG_FILE, complete_weights, flock, validate_name
+from brainviewer.runs.folders import (
+    MODEL_CONFIG_FILE,
+    STALE_TEMP_AGE_S,
+    complete_weights,
+    first_time_in_process,
+    flock,
+    remove_stale_temporaries,
+    validate_name,
+)
 from brainviewer.runs.layout import ACTIVE_FILE, BEST, CONFIG_FILE, PROMOTION_FILE, STATUS_FILE
 from brainviewer.runs.read import list_runs
 
@@ -93,7 +103,7 @@ def promote_run(
     name = validate_name(name or run_dir.name, "weights")
     with flock(weights_dir):
         target = _free_folder(weights_dir, name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.promote-", dir=weights_dir))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.promote-{os.getpid()}-", dir=weights_dir))
         try:
             for _attempt in range(3):  # the run may replace best/ while we copy: copy again
                 inode = best.stat().st_ino
@@ -123,6 +133,76 @@ def promote_run(
                 raise
     logger.info("promoted %s to %s", run_dir.name, target)
     return target
+
+
+_PROMOTE_TMP_RE = re.compile(r"^\..+\.promote-(?:(\d+)-)?[^-]*$")
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_promotions(
+    weights_dir: str | Path | None = None, min_age_s: float = STALE_TEMP_AGE_S, now: float | None = None
+) -> list[Path]:
+    """Remove what killed promotions left in the weights folder: hidden partial copies
+    (``.<name>.promote-<pid>-<random>``) and ``.ACTIVE.<random>.tmp`` files.
+
+    A partial copy is removed only while no promotion holds the weights folder's lock, and only when the
+    process that made it is gone (or, for a copy whose name has no process id, when it is ``min_age_s``
+    old); a temporary file once it is ``min_age_s`` old. Complete weights folders are never touched.
+
+    Returns:
+        The paths removed.
+    """
+    weights_dir = Path(weights_dir) if weights_dir is not None else weights_root()
+    if not weights_dir.is_dir():
+        return []
+    now = time.time() if now is None else now
+    removed = remove_stale_temporaries(weights_dir, min_age_s, now)
+    fd = os.open(weights_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a promotion is at work: leave its copy alone
+            return removed
+        for path in weights_dir.glob(".*.promote-*"):
+            match = _PROMOTE_TMP_RE.match(path.name)
+            try:
+                if match is None or path.is_symlink() or not path.is_dir():
+                    continue
+                if match.group(1) is not None:
+                    stale = int(match.group(1)) != os.getpid() and not _pid_exists(int(match.group(1)))
+                else:
+                    stale = now - path.stat().st_mtime >= min_age_s
+            except OSError:
+                continue
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    finally:
+        os.close(fd)
+    for path in removed:
+        logger.info("removed the leftover of a killed promotion %s", path)
+    return removed
+
+
+def clean_stale_promotions_once(weights_dir: str | Path | None = None) -> list[Path]:
+    """:func:`clean_stale_promotions` the first time it is asked for a weights folder in this process."""
+    weights_dir = Path(weights_dir) if weights_dir is not None else weights_root()
+    if not weights_dir.is_dir() or not first_time_in_process("weights", weights_dir):
+        return []
+    try:
+        return clean_stale_promotions(weights_dir)
+    except OSError as err:
+        logger.warning("could not clean %s: %s", weights_dir, err)
+        return []
 
 
 def weights_summary(folder: str | Path) -> dict:
@@ -155,6 +235,7 @@ def base_weight_choices(runs_dir: str | Path | None = None, weights_dir: str | P
     """
     from brainviewer.model.weights import default_weights_spec
 
+    clean_stale_promotions_once(Path(weights_dir) if weights_dir is not None else None)
     choices: dict[str, str] = {}
     default = Path(default_weights_spec())
     if complete_weights(default):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brainviewer.files import read_json_object
-from brainviewer.runs.folders import complete_weights, runs_root
+from brainviewer.runs.folders import complete_weights, first_time_in_process, remove_stale_temporaries, runs_root
 from brainviewer.runs.layout import (
     BEST,
     CHECKPOINT,
@@ -223,6 +223,8 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
     runs_dir = Path(runs_dir) if runs_dir is not None else runs_root()
     if not runs_dir.is_dir():
         return []
+    if first_time_in_process("runs", runs_dir):
+        clean_stale_run_temporaries(runs_dir)
     runs = []
     for path in runs_dir.iterdir():
         if not is_run_dir(path):
@@ -232,3 +234,24 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
         except (OSError, ValueError) as err:
             logger.warning("skipping %s: %s", path, err)
     return sorted(runs, key=lambda r: (r.created, r.name), reverse=True)
+
+
+def clean_stale_run_temporaries(runs_dir: str | Path | None = None) -> list[Path]:
+    """Remove the ``.*.tmp`` files killed writers left in the runs folder and its run folders (e.g. a 0-byte
+    ``.status.json.<random>.tmp``), once they are :data:`~brainviewer.runs.folders.STALE_TEMP_AGE_S` old.
+    :func:`list_runs` does this the first time it reads a runs folder in a process.
+
+    Returns:
+        The files removed.
+    """
+    runs_dir = Path(runs_dir) if runs_dir is not None else runs_root()
+    removed = remove_stale_temporaries(runs_dir)
+    try:
+        folders = [path for path in runs_dir.iterdir() if path.is_dir() and not path.is_symlink()]
+    except OSError:
+        folders = []
+    for folder in folders:
+        removed += remove_stale_temporaries(folder)
+    for path in removed:
+        logger.info("removed the stale temporary file %s", path)
+    return removed

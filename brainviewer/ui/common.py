@@ -8,7 +8,6 @@ in its own module (``brainviewer.ui.<page>``).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import streamlit as st
 
@@ -146,13 +145,11 @@ def show_panels(view: ReviewView) -> None:
 
 @st.cache_resource(show_spinner="Writing the synthetic phantom dataset…")
 def phantom_dataset_path(patients: int = 4, slices: int = 12, size: int = 128) -> str:
-    """A temporary ``kaggle_3m``-layout folder of SYNTHETIC phantom patients (written once per server)."""
-    import tempfile
+    """A temporary ``kaggle_3m``-layout folder of SYNTHETIC phantom patients, written once per server process
+    and removed when it exits (:func:`brainviewer.data.phantom.process_phantom_dataset`)."""
+    from brainviewer.data.phantom import process_phantom_dataset
 
-    from brainviewer.data.phantom import write_phantom_dataset
-
-    root = Path(tempfile.mkdtemp(prefix="brainviewer-phantom-"))
-    return str(write_phantom_dataset(root, patients=patients, slices=slices, size=size))
+    return str(process_phantom_dataset(patients=patients, slices=slices, size=size))
 
 
 def phantom_dataset() -> Dataset:

@@ -14,9 +14,24 @@ import pandas as pd
 import streamlit as st
 
 from brainviewer.data.datasets import Dataset
-from brainviewer.data.split import Split
-from brainviewer.evaluation.evaluate import EvaluationReport, group_summaries, read_groups
+from brainviewer.data.split import SPLIT_FILE, load_split_file
+from brainviewer.evaluation.evaluate import (
+    GROUP_COLUMNS,
+    GROUP_ID_COLUMNS,
+    EvaluationReport,
+    group_summaries,
+    read_groups,
+)
+from brainviewer.runs.folders import runs_root
 from brainviewer.ui.common import evaluate_with_progress, no_dataset_help, phantom_dataset
+from brainviewer.ui.server_files import (
+    NONE_CHOICE,
+    ServerFileError,
+    checked_file,
+    demo_mode,
+    named_groups,
+    named_splits,
+)
 from brainviewer.ui.sidebar import ModelState, dataset_path
 from brainviewer.ui.state import EVAL_REQUESTED_KEY, OPEN_PATIENT_KEY
 from brainviewer.views.dataset_evaluation import (
@@ -87,13 +102,7 @@ def choose_scope(model: ModelState, dataset: Dataset) -> tuple[Dataset, str]:
     )
     with st.expander("Only the patients of a training run's split (optional)", expanded=False):
         left, right = st.columns([3, 1])
-        split_text = left.text_input(
-            "Run folder or split.json",
-            key="eval_split",
-            placeholder="runs/lgg-unet-resnet18",
-            help="Evaluate only the validation (or training) patients of a run, as recorded in its split.json.",
-            disabled=only_held_out,
-        ).strip()
+        split_text = _split_source(left, only_held_out)
         if only_held_out:
             st.caption("Turn off the held-out switch above to choose a run's split.")
         side = right.radio("Side", ("val", "train"), key="eval_side", horizontal=True)
@@ -102,20 +111,53 @@ def choose_scope(model: ModelState, dataset: Dataset) -> tuple[Dataset, str]:
         dataset = dataset.subset(held_out)
         scope = f"the {len(held_out)} validation patients {model.label} never trained on"
     elif split_text:
-        split_file = Path(split_text).expanduser()
-        split_file = split_file / "split.json" if split_file.is_dir() else split_file
+        split_file, label = _split_file(split_text)
         try:
-            split = Split.load(split_file)
-        except (OSError, ValueError, TypeError) as err:
-            st.error(f"Could not read {split_file}: {err}", icon=":material/error:")
+            split = load_split_file(checked_file(split_file, "a split.json"))
+        except ServerFileError as err:
+            message = f"The split of {label} could not be read." if demo_mode() else str(err)
+            st.error(message, icon=":material/error:")
+            st.stop()
+        except (OSError, ValueError):
+            st.error(
+                f"{label} is not a brainviewer split.json (an object listing 'train' and 'val' patient ids).",
+                icon=":material/error:",
+            )
             st.stop()
         wanted = split.val if side == "val" else split.train
         dataset = dataset.subset(wanted)
         if not len(dataset):
-            st.error(f"None of the {len(wanted)} {side} patients of {split_file} are in this dataset.")
+            st.error(f"None of the {len(wanted)} {side} patients of {label} are in this dataset.")
             st.stop()
         scope = f"the {len(dataset.patients)} {side} patients of {split_file.parent.name}"
     return dataset, scope
+
+
+def _split_source(container, disabled: bool) -> str:
+    """The run folder or split.json to take patients from: typed, or (demo mode) chosen by name."""
+    help_text = "Evaluate only the validation (or training) patients of a run, as recorded in its split.json."
+    if demo_mode():
+        named = named_splits(runs_root())
+        choice = container.selectbox(
+            "Run split", [NONE_CHOICE, *named], key="eval_split_choice", help=help_text, disabled=disabled
+        )
+        return named.get(choice, "")
+    return container.text_input(
+        "Run folder or split.json",
+        key="eval_split",
+        placeholder="runs/lgg-unet-resnet18",
+        help=help_text,
+        disabled=disabled,
+    ).strip()
+
+
+def _split_file(text: str) -> tuple[Path, str]:
+    """The split.json a run folder or file names, and how messages name it (demo mode: not by its path)."""
+    split_file = Path(text).expanduser()
+    split_file = split_file / SPLIT_FILE if split_file.is_dir() else split_file
+    if demo_mode():
+        return split_file, f"the run {split_file.parent.name}"
+    return split_file, str(split_file)
 
 
 def run_settings(model: ModelState, dataset: Dataset, scope: str) -> tuple[float, int, str]:
@@ -203,22 +245,21 @@ def show_groups(report: EvaluationReport, root: Path) -> None:
     """Dice per group (e.g. tumour type), from a CSV beside the dataset (figshare's labels.csv) or one given here."""
     default_groups = root / "labels.csv"
     with st.expander("By group (tumour type, scanner, ...)", expanded=default_groups.is_file()):
-        groups_text = st.text_input(
-            "Groups CSV",
-            value=str(default_groups) if default_groups.is_file() else "",
-            key="eval_groups",
-            placeholder="/data/figshare/labels.csv",
-            help="A CSV with a patient column (patient_id, patient, or file: counted by its stem) and a group "
-            "column (label_name, group or label), such as figshare's labels.csv. Defaults to labels.csv in the "
-            "dataset folder.",
-        ).strip()
-        if not groups_text:
+        groups_file, label = _groups_source(root, default_groups)
+        if not groups_file:
             st.caption("Give a CSV that maps patients to groups to see the Dice of each group.")
             return
         try:
-            group_of = read_groups(Path(groups_text).expanduser())
-        except ValueError as err:
-            st.error(str(err), icon=":material/error:")
+            group_of = read_groups(checked_file(groups_file, "a groups CSV"))
+        except ServerFileError as err:
+            st.error(f"{label} could not be used." if demo_mode() else str(err), icon=":material/error:")
+            group_of = {}
+        except ValueError:  # its message quotes the file's header: say what is needed instead
+            st.error(
+                f"{label} could not be used: a groups CSV is a readable UTF-8 CSV that needs a patient column "
+                f"({' or '.join(GROUP_ID_COLUMNS)}) and a group column ({' or '.join(GROUP_COLUMNS)}).",
+                icon=":material/error:",
+            )
             group_of = {}
         if not group_of:
             return
@@ -234,6 +275,27 @@ def show_groups(report: EvaluationReport, root: Path) -> None:
         )
         values = group_dice_values(report.patients, group_of, list(by_group))
         st.plotly_chart(group_dice_figure(values), key="eval_groups_box")
+
+
+def _groups_source(root: Path, default_groups: Path) -> tuple[str, str]:
+    """The groups CSV to read and how messages name it: typed, or (demo mode) chosen by name."""
+    help_text = (
+        "A CSV with a patient column (patient_id, patient, or file: counted by its stem) and a group "
+        "column (label_name, group or label), such as figshare's labels.csv."
+    )
+    if demo_mode():
+        named = named_groups(root)
+        names = [NONE_CHOICE, *named]
+        choice = st.selectbox("Groups", names, index=min(1, len(named)), key="eval_groups_choice", help=help_text)
+        return named.get(choice, ""), choice
+    text = st.text_input(
+        "Groups CSV",
+        value=str(default_groups) if default_groups.is_file() else "",
+        key="eval_groups",
+        placeholder="/data/figshare/labels.csv",
+        help=help_text + " Defaults to labels.csv in the dataset folder.",
+    ).strip()
+    return text, text
 
 
 def show_worst(result: DatasetEvaluation, synthetic: bool) -> None:

@@ -17,12 +17,11 @@ from brainviewer.data.datasets import DATA_ENV
 from brainviewer.data.split import SPLIT_FILE
 from brainviewer.model.segmenter import ARCHITECTURES
 from brainviewer.training.config import AUGMENTATIONS, LOSSES, SPLIT_MODES, TrainConfig
+from brainviewer.ui.server_files import DEMO_ENV, demo_mode
 from brainviewer.ui.sidebar import dataset_path
 from brainviewer.ui.state import FINETUNE_BASE_KEY, FINETUNE_FLASH_KEY, FINETUNE_RUN_KEY, state_index
 
-#: Set to 1 on a public demo: starting, resuming, promoting and deleting runs are disabled.
-DEMO_ENV = "BRAINVIEWER_DEMO"
-
+__all__ = ["DEMO_ENV", "finetune_demo_mode", "finetune_flash", "finetune_form", "finetune_start"]
 
 FROM_SCRATCH = "From scratch (untrained)"
 INPUT_SIZES = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
@@ -30,8 +29,9 @@ CROP_SIZES = (0, 32, 64, 96, 128, 160, 192, 224, 256, 320, 384)
 
 
 def finetune_demo_mode() -> bool:
-    """Whether ``$BRAINVIEWER_DEMO`` asks for a read-only page (public demo)."""
-    return os.environ.get(DEMO_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """Whether ``$BRAINVIEWER_DEMO`` asks for a read-only page (public demo); see
+    :func:`brainviewer.ui.server_files.demo_mode`."""
+    return demo_mode()
 
 
 def finetune_flash(kind: str | None = None, text: str = "") -> None:
@@ -66,8 +66,9 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
         )
         data = st.text_input(
             "Dataset (with ground-truth masks)",
-            value=dataset_path(),
+            value="" if disabled else dataset_path(),
             key="finetune_data",
+            disabled=disabled,
             placeholder="/data/lgg/kaggle_3m",
             help=f"Any layout brainviewer reads. Defaults to the sidebar's dataset or ${DATA_ENV}.",
         )
@@ -145,7 +146,7 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
         patience = c3.number_input(
             "Early-stop patience", 0, 1000, 12, key="finetune_patience", help="Epochs without a better Dice; 0 = never."
         )
-        run_name = c4.text_input("Run name", key="finetune_name", placeholder="dated default")
+        run_name = c4.text_input("Run name", key="finetune_name", placeholder="dated default", disabled=disabled)
         with st.expander("Sampling and cross-validation"):
             c1, c2, c3, c4 = st.columns(4)
             missing_sequence = c1.number_input(
@@ -183,7 +184,7 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
         with st.expander("From scratch only: architecture"):
             c1, c2, c3 = st.columns(3)
             arch = c1.selectbox("Architecture", list(ARCHITECTURES), key="finetune_arch")
-            encoder = c2.text_input("Encoder", value="resnet18", key="finetune_encoder")
+            encoder = c2.text_input("Encoder", value="resnet18", key="finetune_encoder", disabled=disabled)
             in_channels = c3.selectbox("Channels", (3, 1), key="finetune_channels", help="3 for LGG, 1 for grayscale.")
         submitted = st.form_submit_button("Start", type="primary", disabled=disabled, icon=":material/play_arrow:")
     if not submitted:

@@ -17,7 +17,8 @@ from brainviewer.model.weights import WEIGHTS_ENV, default_weights_spec, weights
 from brainviewer.runs import averages as average_jobs
 from brainviewer.ui.common import evaluate_with_progress
 from brainviewer.ui.finetune import finetune_flash
-from brainviewer.ui.sidebar import dataset_path, load_dataset, load_model_state
+from brainviewer.ui.server_files import demo_mode
+from brainviewer.ui.sidebar import choose_named_dataset, dataset_path, load_dataset, load_model_state
 from brainviewer.ui.state import (
     FINETUNE_CHOOSE_KEY,
     FINETUNE_DELETE_CONFIRM_KEY,
@@ -38,6 +39,8 @@ def finetune_compare(runs_dir: Path, run_list: list[runs_lib.RunInfo]) -> None:
 def _finetune_compare_body(runs_dir: str) -> None:
     run_list = runs_lib.list_runs(runs_dir)
     table = runs_lib.compare_runs(run_list).drop(columns=["duration_s"])
+    if demo_mode() and "dataset" in table:  # a demo names no server path
+        table["dataset"] = [Path(str(path)).name for path in table["dataset"]]
     st.dataframe(
         table,
         hide_index=True,
@@ -75,7 +78,11 @@ def finetune_choose(run_list: list[runs_lib.RunInfo]) -> runs_lib.RunInfo | None
 def finetune_evaluate(info: runs_lib.RunInfo) -> None:
     """Evaluate the run's best weights on a dataset (per patient, cached, with a progress bar)."""
     c1, c2 = st.columns([3, 2])
-    data = c1.text_input("Dataset", value=dataset_path() or info.dataset, key="finetune_eval_data")
+    demo = demo_mode()
+    if demo:  # only the datasets the operator offers
+        data = choose_named_dataset("Dataset", "finetune_eval_data_choice", c1)[1]
+    else:
+        data = c1.text_input("Dataset", value=dataset_path() or info.dataset, key="finetune_eval_data")
     scope = c2.radio(
         "Patients",
         ("The run's validation patients", "All patients"),
@@ -88,7 +95,10 @@ def finetune_evaluate(info: runs_lib.RunInfo) -> None:
     request = st.session_state.get(FINETUNE_EVAL_KEY)
     if not request or request["run"] != info.name:
         return
-    dataset, error = load_dataset(request["data"])
+    if not request["data"]:
+        st.info("Choose a dataset to evaluate the run on.", icon=":material/info:")
+        return
+    dataset, error = load_dataset(request["data"], confine=demo)
     if dataset is None:
         st.error(error)
         return
@@ -138,7 +148,7 @@ def finetune_promote(info: runs_lib.RunInfo, demo: bool) -> None:
     )
     if info.status == runs_lib.RUNNING:
         st.caption("This run is still training: its best weights so far are promoted.")
-    name = st.text_input("New weights folder name", key="finetune_promote_name", placeholder=info.name)
+    name = st.text_input("New weights folder name", key="finetune_promote_name", placeholder=info.name, disabled=demo)
     if st.button("Promote", key="finetune_promote", type="primary", icon=":material/upgrade:", disabled=demo):
         try:
             folder = runs_lib.promote_run(info.path, name=name.strip() or None)
@@ -169,7 +179,7 @@ def finetune_average(run_list: list[runs_lib.RunInfo], chosen: runs_lib.RunInfo,
     data = average_jobs.default_data(folders) if folders else ""
     c1, c2 = st.columns([2, 3])
     placeholder = f"avg-{picked[0]}" if picked else "avg"
-    name = c1.text_input("New weights folder name", key="finetune_average_name", placeholder=placeholder)
+    name = c1.text_input("New weights folder name", key="finetune_average_name", placeholder=placeholder, disabled=demo)
     score = c2.checkbox(
         "Choose the threshold on the runs' validation patients",
         value=True,
@@ -245,7 +255,7 @@ def _delete_run(path: str, name: str) -> None:
 
 def finetune_delete(info: runs_lib.RunInfo, demo: bool) -> None:
     """Delete (move to runs/.trash) after the user types the run's name."""
-    typed = st.text_input(f"Type **{info.name}** to delete this run", key=FINETUNE_DELETE_CONFIRM_KEY)
+    typed = st.text_input(f"Type **{info.name}** to delete this run", key=FINETUNE_DELETE_CONFIRM_KEY, disabled=demo)
     st.button(
         "Delete",
         key="finetune_delete",

@@ -13,6 +13,7 @@ from brainviewer import runs as runs_lib
 from brainviewer.data.datasets import Dataset
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.ui.finetune import finetune_flash
+from brainviewer.ui.server_files import demo_mode
 from brainviewer.ui.sidebar import load_model_state
 from brainviewer.ui.state import FINETUNE_RUN_KEY, state_index
 from brainviewer.views import figures
@@ -95,9 +96,10 @@ def finetune_status(info: runs_lib.RunInfo, run_list: list[runs_lib.RunInfo]) ->
     """Status line, progress bar with ETA, and metric cards of one run."""
     fmt = runs_lib.format_duration
     base = Path(info.base_weights).name if info.config.init_weights else info.base_weights
+    data = Path(info.dataset).name if demo_mode() else info.dataset  # a demo names no server path
     st.markdown(f"**{info.name}** · {STATUS_TEXT.get(info.status, info.status)}")
     st.caption(
-        f"base {base} · data {info.dataset} · {info.config.arch} {info.config.encoder} · device {info.device} · "
+        f"base {base} · data {data} · {info.config.arch} {info.config.encoder} · device {info.device} · "
         f"created {datetime.fromtimestamp(info.created):%Y-%m-%d %H:%M}"
     )
     epoch_text = f"epoch {min(info.epoch + 1, info.epochs)}/{info.epochs}"

@@ -15,9 +15,13 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from brainviewer.data.datasets import Dataset
+from brainviewer.data.volumes.base import MAX_DICOM_FILES, MAX_DICOM_FILES_ENV
+from brainviewer.limits import raise_hint
 from brainviewer.ui.common import first_held_out, no_dataset_help, patient_label, patient_split_note, phantom_dataset
-from brainviewer.ui.sidebar import ModelState
+from brainviewer.ui.server_files import NONE_CHOICE, demo_mode
+from brainviewer.ui.sidebar import ModelState, named_dataset_name
 from brainviewer.ui.state import (
+    DATASET_CHOICE_KEY,
     DATASET_PATH_INPUT_KEY,
     DATASET_PATH_KEY,
     OPEN_PATIENT_KEY,
@@ -56,6 +60,8 @@ def consume_open_patient_request() -> dict | None:
         if request.get("dataset_path"):
             st.session_state[DATASET_PATH_KEY] = request["dataset_path"]
             st.session_state[DATASET_PATH_INPUT_KEY] = request["dataset_path"]
+            if demo_mode():  # only a dataset the operator offers is chosen
+                st.session_state[DATASET_CHOICE_KEY] = named_dataset_name(request["dataset_path"]) or NONE_CHOICE
     st.session_state[PATIENT_PICK_KEY] = request["patient_id"]
     st.session_state[PATIENT_CURRENT_KEY] = None  # treat as a new patient ...
     st.session_state[PATIENT_OPEN_SLICE_KEY] = int(request.get("slice") or 0)  # ... opened on this slice
@@ -128,6 +134,16 @@ def volume_upload() -> tuple[Volume | None, str | None, str | None]:
     )
     if not files:
         return None, None, None
+    if len(files) > MAX_DICOM_FILES:
+        st.session_state.pop(PATIENT_UPLOAD_MEMO_KEY, None)
+        return (
+            None,
+            None,
+            (
+                f"{len(files)} files were uploaded; one series may have at most {MAX_DICOM_FILES}. "
+                + raise_hint(MAX_DICOM_FILES_ENV)
+            ),
+        )
     mask_file = None
     if any(is_nifti_name(f.name) for f in files):
         mask_file = st.file_uploader(

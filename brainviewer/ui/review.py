@@ -17,6 +17,7 @@ import streamlit as st
 
 from brainviewer.data.datasets import Dataset
 from brainviewer.data.io import IMAGE_SUFFIXES
+from brainviewer.limits import env_limit, raise_hint
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.ui.common import (
     first_held_out,
@@ -82,6 +83,12 @@ SOURCE_PHANTOM = "Synthetic phantom"
 SOURCES = (SOURCE_UPLOAD, SOURCE_DATASET, SOURCE_PHANTOM)
 #: Extensions the upload widget accepts (without the dot).
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
+MAX_UPLOAD_FILES_ENV = "BRAINVIEWER_MAX_UPLOAD_FILES"
+#: Files (scans and masks) one upload may hold; more are refused before any is decoded.
+MAX_UPLOAD_FILES = env_limit(MAX_UPLOAD_FILES_ENV, 40)
+MAX_SESSION_SCANS_ENV = "BRAINVIEWER_MAX_SESSION_SCANS"
+#: Decoded scans a session keeps from its uploads; the oldest are dropped beyond it.
+MAX_SESSION_SCANS = env_limit(MAX_SESSION_SCANS_ENV, 40)
 
 
 def source_picker(has_dataset: bool) -> str:
@@ -118,14 +125,35 @@ def upload_items() -> tuple[list[ReviewItem], list[str]]:
         ),
     )
     if not files:
+        st.session_state.pop(REVIEW_UPLOAD_MEMO_KEY, None)
         return [], []
+    if len(files) > MAX_UPLOAD_FILES:
+        st.session_state.pop(REVIEW_UPLOAD_MEMO_KEY, None)  # nothing decoded is kept
+        return [], [
+            f"{len(files)} files were uploaded; the app reads at most {MAX_UPLOAD_FILES} at a time (scans and "
+            f"masks together). Remove some files from the upload. {raise_hint(MAX_UPLOAD_FILES_ENV)}"
+        ]
     signature = tuple((f.file_id, f.name, f.size) for f in files)
     memo = st.session_state.get(REVIEW_UPLOAD_MEMO_KEY)
     if memo is not None and memo[0] == signature:
         return memo[1], memo[2]
+    st.session_state.pop(REVIEW_UPLOAD_MEMO_KEY, None)  # free the previous upload's scans first
     items, errors = items_from_uploads([(f.name, f.getvalue()) for f in files])
+    items, dropped = keep_newest(items, MAX_SESSION_SCANS)
+    if dropped:
+        errors = [
+            *errors,
+            f"Only the last {MAX_SESSION_SCANS} scans are kept; the {dropped} uploaded first were dropped. "
+            + raise_hint(MAX_SESSION_SCANS_ENV),
+        ]
     st.session_state[REVIEW_UPLOAD_MEMO_KEY] = (signature, items, errors)
     return items, errors
+
+
+def keep_newest(items: list[ReviewItem], cap: int) -> tuple[list[ReviewItem], int]:
+    """The last ``cap`` items (the newest uploads) and how many older ones were dropped."""
+    dropped = max(0, len(items) - cap)
+    return items[dropped:], dropped
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

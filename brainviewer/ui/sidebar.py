@@ -24,7 +24,15 @@ from brainviewer.data.datasets import DATA_ENV, Dataset, open_dataset
 from brainviewer.data.split import Split, weights_split
 from brainviewer.model.segmenter import CONFIG_FILE, WEIGHTS_FILE, Segmenter, default_device
 from brainviewer.model.weights import WEIGHTS_ENV, default_weights_spec, list_local_weights, resolve_weights_folder
-from brainviewer.ui.state import DATASET_PATH_INPUT_KEY, DATASET_PATH_KEY, MODEL_CHOICE_KEY, state_index
+from brainviewer.runs.promote import clean_stale_promotions_once
+from brainviewer.ui.server_files import NONE_CHOICE, demo_mode, named_datasets
+from brainviewer.ui.state import (
+    DATASET_CHOICE_KEY,
+    DATASET_PATH_INPUT_KEY,
+    DATASET_PATH_KEY,
+    MODEL_CHOICE_KEY,
+    state_index,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +114,11 @@ def _resolve(spec: str) -> Path:
 
 
 def _weights_choices() -> list[tuple[str, str]]:
-    """``[(label, spec), ...]``: the default weights first (when they exist or are named), then other local folders."""
+    """``[(label, spec), ...]``: the default weights first (when they exist or are named), then other local folders.
+
+    The first call in a process also removes what killed promotions left in the weights folder.
+    """
+    clean_stale_promotions_once()
     default = default_weights_spec()
     explicit = bool(os.environ.get(WEIGHTS_ENV))
     default_path = Path(default).expanduser()
@@ -215,31 +227,86 @@ def sidebar_model() -> ModelState:
 
 
 @st.cache_resource(max_entries=4, ttl=600, show_spinner="Indexing the dataset…")
-def _open_dataset(path: str, mtime_ns: int) -> Dataset:
-    return open_dataset(path)
+def _open_dataset(path: str, mtime_ns: int, confine: bool = False) -> Dataset:
+    return open_dataset(path, confine=confine)
 
 
 def dataset_path() -> str:
-    """The configured dataset folder: what the user typed this session, else ``$BRAINVIEWER_DATA``, else ``""``."""
+    """The configured dataset folder: what the user typed (or, in demo mode, chose) this session, else
+    ``$BRAINVIEWER_DATA`` (in demo mode: the first dataset the operator offers), else ``""``."""
     if DATASET_PATH_KEY not in st.session_state:
-        st.session_state[DATASET_PATH_KEY] = os.environ.get(DATA_ENV, "").strip()
+        if demo_mode():
+            st.session_state[DATASET_PATH_KEY] = next(iter(named_datasets().values()), "")
+        else:
+            st.session_state[DATASET_PATH_KEY] = os.environ.get(DATA_ENV, "").strip()
     return st.session_state[DATASET_PATH_KEY]
 
 
-def load_dataset(path: str) -> tuple[Dataset | None, str | None]:
-    """Open (cached) the dataset at ``path``: ``(dataset, None)`` or ``(None, error message)``."""
+def load_dataset(path: str, confine: bool = False) -> tuple[Dataset | None, str | None]:
+    """Open (cached) the dataset at ``path``: ``(dataset, None)`` or ``(None, error message)``.
+
+    With ``confine`` (demo mode) an index may not point outside its folder, and the message says only
+    that the dataset could not be opened (the details are logged).
+    """
     try:
         target = Path(path).expanduser()
-        dataset = _open_dataset(str(target.resolve()), target.stat().st_mtime_ns)
+        dataset = _open_dataset(str(target.resolve()), target.stat().st_mtime_ns, confine)
     except FileNotFoundError:
+        if confine:
+            logger.warning("dataset %s does not exist", path)
+            return None, "This dataset could not be opened."
         return None, f"{path} does not exist."
     except Exception as err:  # DatasetError, permissions, malformed CSV/JSON: say it, keep the page up
+        if confine:
+            logger.warning("could not open dataset %s: %s", path, err)
+            return None, "This dataset could not be opened."
         return None, str(err) or type(err).__name__
     return dataset, None
 
 
+def named_dataset_name(path: str) -> str:
+    """The name under which the operator offers the dataset at ``path`` (demo mode), or ``""``."""
+    return next((name for name, named in named_datasets().items() if named == path), "")
+
+
+def choose_named_dataset(label: str, key: str, container=st) -> tuple[str, str]:
+    """Demo mode: a selectbox of the datasets the operator offers (none typed). Returns ``(name, path)``;
+    ``("", "")`` when none is chosen or offered."""
+    named = named_datasets()
+    names = [NONE_CHOICE, *named]
+    if st.session_state.get(key) not in names:  # first render: the session's dataset, if offered
+        st.session_state[key] = named_dataset_name(dataset_path()) or NONE_CHOICE
+    name = container.selectbox(
+        label,
+        names,
+        key=key,
+        help="The datasets this demo offers. Run the app on your own machine to open your own.",
+    )
+    return (name, named[name]) if name in named else ("", "")
+
+
+def _sidebar_dataset_demo() -> Dataset | None:
+    sidebar = st.sidebar
+    if not named_datasets():
+        st.session_state[DATASET_PATH_KEY] = ""
+        sidebar.caption("This demo offers no dataset.")
+        return None
+    name, path = choose_named_dataset("Dataset", DATASET_CHOICE_KEY, sidebar)
+    st.session_state[DATASET_PATH_KEY] = path
+    if not path:
+        sidebar.caption("No dataset chosen.")
+        return None
+    dataset, _ = load_dataset(path, confine=True)
+    if dataset is None:
+        sidebar.error(f"The dataset {name} could not be opened.")
+        return None
+    sidebar.caption(f"{len(dataset.patients)} patients · {len(dataset):,} slices · {dataset.kind}")
+    return dataset
+
+
 def sidebar_dataset() -> Dataset | None:
-    """Sidebar section "Dataset": a folder (or data_mask.csv / COCO .json) remembered across pages.
+    """Sidebar section "Dataset": a folder (or data_mask.csv / COCO .json) remembered across pages; in demo
+    mode a choice among the datasets the operator offers (:mod:`brainviewer.ui.server_files`).
 
     Returns:
         The opened dataset, or ``None`` when none is configured or it cannot be opened
@@ -247,6 +314,8 @@ def sidebar_dataset() -> Dataset | None:
     """
     sidebar = st.sidebar
     sidebar.subheader("Dataset")
+    if demo_mode():
+        return _sidebar_dataset_demo()
     current = dataset_path()
     typed = sidebar.text_input(
         "Dataset folder",

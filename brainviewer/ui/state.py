@@ -17,6 +17,7 @@ import streamlit as st
 MODEL_CHOICE_KEY = "model_choice"  # the sidebar's weights selectbox (a label of the weights choices)
 DATASET_PATH_KEY = "dataset_path"  # the dataset folder, remembered across pages
 DATASET_PATH_INPUT_KEY = "dataset_path_input"  # the sidebar's "Dataset folder" text input
+DATASET_CHOICE_KEY = "dataset_choice"  # demo mode: the sidebar's selectbox of the datasets the operator offers
 
 # --- Review
 REVIEW_SOURCE_KEY = "review_source"  # the "Scans from" radio: upload, dataset sample or phantom

@@ -503,3 +503,91 @@ def test_serving_threads_leave_the_training_cores_alone() -> None:
     assert runs.serving_threads(6, default=8, cores=8) == 2
     assert runs.serving_threads(8, default=8, cores=8) == 1  # never less than one
     assert runs.serving_threads(2, default=4, cores=16) == 4  # never more than the default
+
+
+# ----------------------------------------------------------------------------- leftovers of killed writers
+def _age(path: Path, seconds: float) -> Path:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def test_stale_promotion_copies_and_active_temporaries_are_removed_live_ones_kept(
+    dirs, small_base: Path, sleeper: subprocess.Popen
+) -> None:
+    from brainviewer.runs.promote import clean_stale_promotions, clean_stale_promotions_once
+
+    _, weights_dir = dirs
+    complete = shutil.copytree(small_base, weights_dir / "current")
+    (weights_dir / "ACTIVE").write_text("current\n")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(10)
+    killed = shutil.copytree(small_base, weights_dir / f".lgg.promote-{dead.pid}-k3j_x9")  # its process is gone
+    live = shutil.copytree(small_base, weights_dir / f".lgg-2.promote-{sleeper.pid}-ab12")  # still copying
+    old_style = _age(shutil.copytree(small_base, weights_dir / ".old.promote-zz9_q1"), 2 * 3600)  # no pid, old
+    young_style = shutil.copytree(small_base, weights_dir / ".new.promote-yy8_p2")  # no pid, young
+    stale_tmp = weights_dir / ".ACTIVE.a1b2c3.tmp"  # a killed set_active's 0-byte file
+    stale_tmp.write_text("")
+    _age(stale_tmp, 2 * 3600)
+    fresh_tmp = weights_dir / ".ACTIVE.d4e5f6.tmp"
+    fresh_tmp.write_text("cur")
+
+    assert clean_stale_promotions_once(weights_dir)  # the first time in this process ...
+    assert not killed.exists() and not old_style.exists() and not stale_tmp.exists()
+    assert live.is_dir() and young_style.is_dir() and fresh_tmp.is_file()
+    assert runs.folders.complete_weights(complete) and runs.active_weights(weights_dir) == "current"
+    _age(fresh_tmp, 2 * 3600)
+    assert clean_stale_promotions_once(weights_dir) == []  # ... not again
+    assert fresh_tmp.is_file()
+
+    # while a promotion holds the weights folder's lock, no copy is touched (flock: per open descriptor)
+    again = shutil.copytree(small_base, weights_dir / f".x.promote-{dead.pid}-aa11")
+    with runs.folders.flock(weights_dir):
+        assert clean_stale_promotions(weights_dir) == [fresh_tmp]  # only the old temporary file goes
+    assert again.is_dir() and live.is_dir()
+    assert clean_stale_promotions(weights_dir) == [again]
+    assert live.is_dir() and young_style.is_dir() and complete.is_dir()
+
+
+def test_promotion_names_its_copy_with_its_process_id(dirs, small_base: Path, monkeypatch) -> None:
+    import tempfile as tempfile_module
+
+    runs_dir, weights_dir = dirs
+    run_dir = write_fake_run(runs_dir, "named", {"state": "finished"})
+    fake_best(run_dir, small_base)
+    prefixes: list[str] = []
+    original = tempfile_module.mkdtemp
+
+    def recording(*args, **kwargs):
+        prefixes.append(kwargs.get("prefix", ""))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile_module, "mkdtemp", recording)
+    runs.promote_run(run_dir, weights_dir=weights_dir)
+    assert prefixes == [f".named.promote-{os.getpid()}-"]
+
+
+def test_stale_run_temporaries_are_removed_on_the_first_listing(tmp_path: Path) -> None:
+    from brainviewer.runs import folders
+
+    runs_dir = tmp_path / "runs"
+    run_dir = write_fake_run(runs_dir, "killed", {"state": "stopped"})
+    status = (run_dir / "status.json").read_text()
+    stale = run_dir / ".status.json.q1w2e3.tmp"
+    stale.write_text("")
+    _age(stale, 2 * 3600)
+    fresh = run_dir / ".status.json.r4t5y6.tmp"  # a writer may still be at work
+    fresh.write_text("{")
+    stale_top = runs_dir / ".queue.json.u7i8o9.tmp"
+    stale_top.write_text("")
+    _age(stale_top, 2 * 3600)
+    assert [r.name for r in runs.list_runs(runs_dir)] == ["killed"]
+    assert not stale.exists() and not stale_top.exists() and fresh.is_file()
+    assert (run_dir / "status.json").read_text() == status and (run_dir / "config.json").is_file()
+
+    again = run_dir / ".status.json.p0a9s8.tmp"
+    again.write_text("")
+    _age(again, 2 * 3600)
+    runs.list_runs(runs_dir)
+    assert again.exists()  # cleaned once per process only
+    assert folders.remove_stale_temporaries(run_dir) == [again]

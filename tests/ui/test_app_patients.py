@@ -289,9 +289,8 @@ def test_pages_tell_held_out_patients_from_those_the_model_was_trained_on(
 
 
 def test_a_sagittal_dicom_upload_is_shown_axially_and_offers_a_nifti_mask(app_env: None, tmp_path: Path) -> None:
-    from tests.data.test_volumes import sagittal_series, zip_bytes
-
     from brainviewer.ui import patient_sources as ui
+    from tests.data.test_volumes import sagittal_series, zip_bytes
 
     at = open_page("pages/patients.py")
     at.radio(key="patient_source").set_value(ui.PATIENT_SOURCE_UPLOAD).run()

@@ -9,6 +9,7 @@ Modules, one per format:
 * :mod:`~brainviewer.data.volumes.nifti`: NIfTI reading, and predicted masks written as NIfTI;
 * :mod:`~brainviewer.data.volumes.png`: predicted masks written as PNG files;
 * :mod:`~brainviewer.data.volumes.dicom`: DICOM folders, zips and files;
+* :mod:`~brainviewer.data.volumes.compressed`: zip entries and ``.gz`` files inflated in chunks under the limits;
 * :mod:`~brainviewer.data.volumes.dicom_series`: one DICOM series (order, geometry, multi-frame, header summary);
 * :mod:`~brainviewer.data.volumes.dataset`: one patient of a 2-D slice dataset.
 
@@ -27,9 +28,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from brainviewer.data.volumes.base import (
+    MAX_COMPRESSION_RATIO,
     MAX_DICOM_FILES,
     MAX_PIXEL_ASPECT,
     MAX_RESAMPLED_SIDE,
+    MAX_VOLUME_BYTES,
     MAX_VOXELS,
     MAX_ZIP_BYTES,
     MIN_RESLICE_SLICES,
@@ -53,9 +56,11 @@ from brainviewer.data.volumes.nifti import (
 from brainviewer.data.volumes.png import safe_relative_name, write_png_masks
 
 __all__ = [
+    "MAX_COMPRESSION_RATIO",
     "MAX_DICOM_FILES",
     "MAX_PIXEL_ASPECT",
     "MAX_RESAMPLED_SIDE",
+    "MAX_VOLUME_BYTES",
     "MAX_VOXELS",
     "MAX_ZIP_BYTES",
     "MIN_RESLICE_SLICES",

@@ -38,18 +38,44 @@ export maps back to it.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-#: Largest volume accepted, in voxels (512 x 512 x 512); larger inputs are refused.
-MAX_VOXELS = 512 * 512 * 512
+from brainviewer.limits import MIB, env_limit, raise_hint
+
+#: Environment variable of :data:`MAX_VOXELS`.
+MAX_VOXELS_ENV = "BRAINVIEWER_MAX_VOLUME_VOXELS"
+#: Largest volume accepted, in voxels (default 512 x 512 x 512), checked from the headers (NIfTI header,
+#: DICOM Rows x Columns x frames of every slice of a series) before any voxel is decoded.
+MAX_VOXELS = env_limit(MAX_VOXELS_ENV, 512 * 512 * 512)
+#: Environment variable of :data:`MAX_VOLUME_BYTES` (in MiB).
+MAX_VOLUME_BYTES_ENV = "BRAINVIEWER_MAX_VOLUME_MB"
+#: Largest decoded volume accepted, in bytes (default 1 GiB): voxels x bytes per stored sample, plus 4 bytes a
+#: voxel for the ``float32`` copy of data that are not already ``uint8`` / ``uint16`` / ``float32``; checked from
+#: the headers before decoding. A 512^3 ``float64`` NIfTI (1.5 GiB) is refused, a 512^3 ``int16`` one is not.
+MAX_VOLUME_BYTES = env_limit(MAX_VOLUME_BYTES_ENV, 1024) * MIB
+#: Environment variable of :data:`MAX_DICOM_FILES`.
+MAX_DICOM_FILES_ENV = "BRAINVIEWER_MAX_DICOM_FILES"
 #: Largest number of files read from one DICOM folder or zip.
-MAX_DICOM_FILES = 5000
-#: Largest total uncompressed size read from one zip, in bytes.
-MAX_ZIP_BYTES = 2 * 1024**3
+MAX_DICOM_FILES = env_limit(MAX_DICOM_FILES_ENV, 5000)
+#: Environment variable of :data:`MAX_ZIP_BYTES` (in MiB).
+MAX_ZIP_BYTES_ENV = "BRAINVIEWER_MAX_ZIP_MB"
+#: Largest total uncompressed size read from one zip, in bytes (default 1 GiB), checked against the zip's
+#: headers first and against the bytes actually inflated while reading (headers can lie).
+MAX_ZIP_BYTES = env_limit(MAX_ZIP_BYTES_ENV, 1024) * MIB
+#: Environment variable of :data:`MAX_COMPRESSION_RATIO`.
+MAX_COMPRESSION_RATIO_ENV = "BRAINVIEWER_MAX_COMPRESSION_RATIO"
+#: Largest compression ratio (uncompressed / compressed bytes) accepted for a zip entry, a whole zip or a
+#: ``.nii.gz`` file once its uncompressed size passes :data:`RATIO_FLOOR_BYTES` (default 200: real scans
+#: compress 2-20 times; a zip or gzip bomb of zeros about 1000 times).
+MAX_COMPRESSION_RATIO = env_limit(MAX_COMPRESSION_RATIO_ENV, 200)
+#: Uncompressed size below which the compression ratio is not checked (a small, very compressible file
+#: such as an empty mask costs little).
+RATIO_FLOOR_BYTES = 16 * MIB
 #: Slices whose pixels are more elongated than this (long side / short side) are resampled to square pixels.
 MAX_PIXEL_ASPECT = 1.2
 #: A sagittal or coronal DICOM series of fewer slices is shown as stored, not resliced to axial.
@@ -186,10 +212,38 @@ def _neutral_id(prefix: str, key: bytes | str) -> str:
 
 
 def _check_voxels(shape: Sequence[int], label: str) -> None:
-    if int(np.prod(shape)) > MAX_VOXELS:
+    """Refuse a volume of more than :data:`MAX_VOXELS` voxels (``shape`` from a header, nothing decoded)."""
+    voxels = math.prod(int(n) for n in shape) if len(shape) else 0  # Python ints: no int64 overflow
+    if voxels > MAX_VOXELS:
         raise VolumeError(
-            f"{label} has {int(np.prod(shape)):,} voxels {tuple(shape)}, more than the {MAX_VOXELS:,} accepted. "
-            "Crop or downsample it first."
+            f"{label} has {voxels:,} voxels {tuple(int(n) for n in shape)}, more than the {MAX_VOXELS:,} accepted "
+            "(the volume limit). Crop or downsample it first. " + raise_hint(MAX_VOXELS_ENV)
+        )
+
+
+def _decoded_bytes(voxels: int, itemsize: int, converted: bool) -> int:
+    """Bytes a volume costs once decoded: ``voxels x itemsize``, plus 4 a voxel when it is ``converted`` to float32."""
+    return int(voxels) * int(itemsize) + (int(voxels) * 4 if converted else 0)
+
+
+def _check_decoded(voxels: int, itemsize: int, converted: bool, label: str, what: str) -> None:
+    """Refuse a volume whose decoded bytes (see :func:`_decoded_bytes`) pass :data:`MAX_VOLUME_BYTES`.
+
+    Args:
+        voxels: voxels (times samples per voxel) declared by the header.
+        itemsize: bytes per stored sample.
+        converted: whether the reader makes a ``float32`` copy (4 more bytes a voxel).
+        label: the input, for the message.
+        what: the stored data type in words, for the message (e.g. ``float64``).
+    """
+    size = _decoded_bytes(voxels, itemsize, converted)
+    if size > MAX_VOLUME_BYTES:
+        copy = " plus a 4-byte float32 copy" if converted else ""
+        raise VolumeError(
+            f"{label} decodes to {size / MIB:,.0f} MiB ({voxels:,} voxels of {what}, {itemsize} byte(s) each{copy}), "
+            f"more than the {MAX_VOLUME_BYTES / MIB:,.0f} MiB accepted per volume (the decoded-volume limit). Crop "
+            "or downsample it, or save it with a smaller data type (e.g. int16 or float32). "
+            + raise_hint(MAX_VOLUME_BYTES_ENV)
         )
 
 

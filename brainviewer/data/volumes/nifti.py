@@ -7,6 +7,8 @@ The display orientation and pixel resampling are those of :mod:`brainviewer.data
 from __future__ import annotations
 
 import gzip
+import hashlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,17 +19,27 @@ from brainviewer.data.volumes.base import (
     Volume,
     VolumeError,
     _axial_slices,
+    _check_decoded,
     _check_voxels,
-    _neutral_id,
     _resample_mask,
     _square_pixels,
     _to_canonical,
     canonical_slice,
     slices_to_canonical,
 )
+from brainviewer.data.volumes.compressed import gunzip_capped
 from brainviewer.files import write_new
+from brainviewer.limits import MIB
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: Largest absolute value accepted in a NIfTI affine, in mm (a scanner's field of view is well under a metre).
+MAX_AFFINE_MM = 1e6
+#: Voxel sizes accepted, in mm (smallest, largest): outside them the header's geometry is broken.
+VOXEL_MM_RANGE = (1e-3, 1e3)
+#: Largest offset of the voxel data in a NIfTI file (the header and its extensions), in bytes.
+MAX_NIFTI_OFFSET = 64 * MIB
+#: Bytes inflated first to read the header (a NIfTI-2 header is 540 bytes).
+_HEAD_BYTES = 544
 
 
 def is_nifti_name(name: str | Path) -> bool:
@@ -35,7 +47,108 @@ def is_nifti_name(name: str | Path) -> bool:
     return str(name).lower().endswith(NIFTI_SUFFIXES)
 
 
+def _nifti_header(head: bytes, label: str) -> Any:
+    """The NIfTI-1 or NIfTI-2 header at the start of ``head`` (the file's first bytes, inflated), checked by
+    nibabel, with nothing else read.
+
+    Raises:
+        VolumeError: neither kind of header (the message gives nibabel's reason).
+    """
+    import nibabel as nib
+
+    errors = []
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.template_dtype.itemsize  # 348 or 540 bytes
+        if len(head) < size:
+            errors.append(f"{len(head)} bytes, shorter than a {size}-byte header")
+            continue
+        try:
+            with nib.imageglobals.LoggingOutputSuppressor():
+                return klass(binaryblock=head[:size], check=True)
+        except Exception as err:  # nibabel raises several kinds (HeaderDataError, ValueError, ...)
+            errors.append(str(err))
+    raise VolumeError(
+        f"{label} could not be read as NIfTI ({errors[0]}). Give a .nii or .nii.gz file "
+        "(e.g. converted from DICOM with dcm2niix), or a .zip of the DICOM series."
+    )
+
+
+def _check_affine(affine: np.ndarray, label: str) -> None:
+    """Refuse a voxel-to-world affine that is not finite, holds an absurd value, is singular, or gives voxel
+    sizes outside :data:`VOXEL_MM_RANGE`."""
+    affine = np.asarray(affine, dtype=np.float64)
+    fix = "Fix the header (e.g. with fslorient or nibabel) or convert the scan again from DICOM."
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise VolumeError(f"{label}: the header's affine holds NaN or infinite values, so it has no geometry. {fix}")
+    if np.abs(affine).max() > MAX_AFFINE_MM:
+        raise VolumeError(
+            f"{label}: the header's affine holds {np.abs(affine).max():.3g}, beyond the {MAX_AFFINE_MM:.0e} mm "
+            f"a scan's geometry can have. {fix}"
+        )
+    axes = affine[:3, :3]
+    sizes = np.linalg.norm(axes, axis=0)
+    if sizes.min() == 0 or abs(np.linalg.det(axes)) <= 1e-6 * float(np.prod(sizes)):
+        raise VolumeError(
+            f"{label}: the header's affine is zero or singular (its voxel axes {np.round(sizes, 4).tolist()} mm do "
+            f"not span 3-D space), so the slices have no orientation. {fix}"
+        )
+    low, high = VOXEL_MM_RANGE
+    if sizes.min() < low or sizes.max() > high:
+        raise VolumeError(
+            f"{label}: the header gives voxel sizes of {np.round(sizes, 6).tolist()} mm, outside the "
+            f"{low:g}-{high:g} mm of a scan. {fix}"
+        )
+
+
+def _check_nifti_header(header: Any, label: str) -> int:
+    """Check a NIfTI header before any voxel is read: dimensions, data type, affine, and the voxel and
+    decoded-bytes budgets (:data:`MAX_VOXELS`, :data:`MAX_VOLUME_BYTES`).
+
+    Returns:
+        The file's expected size in bytes: the data offset plus voxels x bytes per voxel.
+
+    Raises:
+        VolumeError: the header is malformed or the volume is over a budget.
+    """
+    shape = tuple(int(n) for n in header.get_data_shape())
+    if not shape:
+        raise VolumeError(f"{label}: the header declares no dimensions. Convert the scan again.")
+    if min(shape) <= 0:
+        raise VolumeError(
+            f"{label}: the header declares a dimension of size 0 or less (shape {shape}), so the file holds no voxels. "
+            "Convert the scan again."
+        )
+    _check_voxels(shape, label)
+    dtype = np.dtype(header.get_data_dtype())
+    if dtype.kind not in "iuf" or dtype.fields:
+        raise VolumeError(f"{label} stores {dtype} voxels; give a scan of integer or real (float) values.")
+    slope, inter = header.get_slope_inter()
+    scaled = slope is not None and (slope != 1.0 or inter not in (None, 0.0))
+    voxels = math.prod(shape)
+    converted = scaled or dtype.newbyteorder("=") not in (np.uint8, np.uint16, np.float32)
+    stored = dtype.itemsize + (8 if scaled else 0)  # scale factors give a float64 array
+    _check_decoded(voxels, stored, converted, label, f"{dtype.name} data" + (" (scaled)" if scaled else ""))
+    try:
+        affine = header.get_best_affine()
+    except Exception as err:  # nibabel raises several kinds on a damaged qform / sform
+        raise VolumeError(
+            f"{label}: the header's orientation could not be read ({err}). Convert the scan again."
+        ) from err
+    _check_affine(affine, label)
+    offset = int(header.get_data_offset())
+    if offset > MAX_NIFTI_OFFSET:
+        raise VolumeError(
+            f"{label}: the header puts the voxel data {offset:,} bytes into the file, more than the "
+            f"{MAX_NIFTI_OFFSET:,} a header and its extensions can take. Convert the scan again."
+        )
+    return offset + voxels * dtype.itemsize
+
+
 def _load_nifti(source: str | Path | bytes, label: str) -> Any:
+    """A nibabel image of a ``.nii`` / ``.nii.gz`` file whose header passed :func:`_check_nifti_header`.
+
+    A ``.gz`` file is inflated in chunks, never past the size its header declares (nor past the ratio limit).
+    """
     import nibabel as nib
 
     if isinstance(source, (str, Path)):
@@ -47,11 +160,11 @@ def _load_nifti(source: str | Path | bytes, label: str) -> Any:
         data = bytes(source)
     if not data:
         raise VolumeError(f"{label} is empty (0 bytes). Choose the file again; it may not have uploaded.")
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise VolumeError(f"{label} is a damaged .gz file ({err}). Compress it again or use plain .nii.") from err
+    compressed = data[:2] == b"\x1f\x8b"
+    head = gunzip_capped(data, _HEAD_BYTES, label)[0] if compressed else data[:_HEAD_BYTES]
+    expected = _check_nifti_header(_nifti_header(head, label), label)
+    if compressed:
+        data = gunzip_capped(data, expected, label)[0]
     errors = []
     for klass in (nib.Nifti1Image, nib.Nifti2Image):
         try:
@@ -83,6 +196,13 @@ def _nifti_array(img: Any, label: str) -> np.ndarray:
         raise VolumeError(f"{label}: the voxel data could not be read ({err}). The file may be truncated.") from err
     raw = raw.reshape(shape)
     return raw.astype(np.float32) if raw.dtype.kind == "f" and raw.dtype != np.float32 else raw
+
+
+def _nifti_id(affine: np.ndarray, raw: np.ndarray) -> str:
+    """``nifti-<hash of the affine and voxels>``, hashed without copying the voxels."""
+    digest = hashlib.sha256(np.asarray(affine).tobytes())
+    digest.update(memoryview(np.ascontiguousarray(raw)).cast("B"))
+    return f"nifti-{digest.hexdigest()[:10]}"
 
 
 def read_nifti(
@@ -136,7 +256,7 @@ def read_nifti(
         ]
     header = img.header.copy()
     return Volume(
-        patient_id=patient_id or _neutral_id("nifti", np.asarray(img.affine).tobytes() + raw.tobytes()),
+        patient_id=patient_id or _nifti_id(img.affine, raw),
         slices=slices,
         masks=masks,
         spacing_mm=spacing,
