@@ -31,6 +31,7 @@ from brainviewer.ui.state import (
     DATASET_PATH_INPUT_KEY,
     DATASET_PATH_KEY,
     MODEL_CHOICE_KEY,
+    MODEL_SPEC_KEY,
     state_index,
 )
 
@@ -198,6 +199,10 @@ def sidebar_model() -> ModelState:
         return ModelState(None, None, None, 0.5, device_label(), f"{NO_WEIGHTS_TEXT}.")
     labels = [label for label, _ in choices]
     specs = dict(choices)
+    kept = st.session_state.get(MODEL_SPEC_KEY)
+    if MODEL_CHOICE_KEY not in st.session_state and kept in specs.values():
+        # another page was open: Streamlit forgot the widget's value, the session remembers the choice
+        st.session_state[MODEL_CHOICE_KEY] = next(label for label, spec in choices if spec == kept)
     label = sidebar.selectbox(
         "Weights",
         labels,
@@ -205,6 +210,7 @@ def sidebar_model() -> ModelState:
         key=MODEL_CHOICE_KEY,
         help="The default weights, then the other complete weights folders under weights/.",
     )
+    st.session_state[MODEL_SPEC_KEY] = specs[label]
     state = load_model_state(specs[label])
     if state.segmenter is None:
         sidebar.warning(f"{state.message}\n\nThe review still shows scans and ground truth, without predictions.")

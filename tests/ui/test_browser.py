@@ -178,3 +178,35 @@ def test_upload_threshold_and_screenshot(app_url, lgg_root, tiny_weights):
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 50_000
+
+
+def test_the_chosen_model_stays_chosen_from_page_to_page(app_url):
+    """A model picked in the sidebar on Review is still the one on Patients and Evaluation (a real browser:
+    Streamlit forgets a widget's value when another page is opened, which AppTest does not show)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(app_url)
+            picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text="Weights")
+            picker.wait_for(timeout=90_000)
+            picker.click()
+            options = page.locator('[role="option"]')
+            options.first.wait_for(timeout=30_000)
+            labels = [text.strip() for text in options.all_inner_texts()]
+            other = next((label for label in labels if "(default)" not in label), None)
+            if other is None:
+                pytest.skip(f"only one weights folder beside the app's model: {labels}")
+            options.filter(has_text=other).first.click()
+            expect(picker.locator("input")).to_have_value(other, timeout=30_000)
+            for title in ("Patients", "Evaluation", "Review"):
+                page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+                picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(
+                    has_text="Weights"
+                )
+                expect(picker.locator("input")).to_have_value(other, timeout=60_000)
+                expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        finally:
+            browser.close()
