@@ -14,8 +14,15 @@ import streamlit as st
 from brainviewer.data.datasets import DATA_ENV, Dataset
 from brainviewer.data.split import patient_of_file
 from brainviewer.model.segmenter import Segmenter
-from brainviewer.ui.sidebar import ModelState, load_dataset
-from brainviewer.ui.state import EVAL_DONE_KEY, OPACITY_KEY, THRESHOLD_KEY, THRESHOLD_MODEL_KEY
+from brainviewer.ui.sidebar import ModelState, load_dataset, other_models_preprocessing, use_model
+from brainviewer.ui.state import (
+    EVAL_DONE_KEY,
+    MODEL_CHOICE_KEY,
+    OPACITY_KEY,
+    THRESHOLD_KEY,
+    THRESHOLD_MODEL_KEY,
+    USE_FITTING_MODEL_KEY,
+)
 from brainviewer.views.dataset_evaluation import (
     DatasetEvaluation,
     evaluate_dataset,
@@ -23,7 +30,7 @@ from brainviewer.views.dataset_evaluation import (
     merge_evaluations,
 )
 from brainviewer.views.overlay import DEFAULT_ALPHA, placeholder_image
-from brainviewer.views.review import SYNTHETIC_LABEL, ReviewItem, ReviewView, input_kind_note
+from brainviewer.views.review import SYNTHETIC_LABEL, ReviewItem, ReviewView, fitting_model, input_kind_note
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +129,17 @@ def item_banner(item: ReviewItem, model: ModelState) -> None:
         note = input_kind_note(item.image, model.segmenter.prep, model.label) if model.segmenter else None
         if note:
             st.info(note, icon=":material/info:")
+            current = st.session_state.get(MODEL_CHOICE_KEY)
+            better = fitting_model(item.image, other_models_preprocessing(current))
+            if better is not None:
+                st.button(
+                    f"Use {better} for this scan",
+                    key=USE_FITTING_MODEL_KEY,
+                    icon=":material/swap_horiz:",
+                    on_click=use_model,
+                    args=(better,),
+                    help="Switches the sidebar's model to one trained on this kind of scan.",
+                )
         if item.source == "upload" and model.split is not None:  # a dataset pick has its note already
             patient_id = patient_of_file(item.name, model.split)
             if patient_id is not None:

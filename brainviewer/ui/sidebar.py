@@ -22,6 +22,7 @@ import torch
 from brainviewer import runs as runs_lib
 from brainviewer.data.datasets import DATA_ENV, Dataset, open_dataset
 from brainviewer.data.split import Split, weights_split
+from brainviewer.model.preprocessing import Preprocessing
 from brainviewer.model.segmenter import CONFIG_FILE, WEIGHTS_FILE, Segmenter, default_device
 from brainviewer.model.weights import WEIGHTS_ENV, default_weights_spec, list_local_weights, resolve_weights_folder
 from brainviewer.runs.promote import clean_stale_promotions_once
@@ -371,3 +372,24 @@ def share_cpu_with_training() -> tuple[int, int]:
         logger.info("CPU training takes %d thread(s): the app's inference now uses %d", training, want)
         torch.set_num_threads(want)
     return want, training
+
+
+def use_model(label: str) -> None:
+    """Choose the weights ``label`` in the sidebar (a button's callback: runs before the next script run)."""
+    specs = dict(_weights_choices())
+    if label in specs:
+        st.session_state[MODEL_CHOICE_KEY] = label
+        st.session_state[MODEL_SPEC_KEY] = specs[label]
+
+
+def other_models_preprocessing(current: str | None) -> list[tuple[str, Preprocessing]]:
+    """``(label, preprocessing)`` of every local weights choice but ``current`` (unreadable ones are skipped)."""
+    found = []
+    for label, spec in _weights_choices():
+        if label == current or not Path(spec).is_dir():
+            continue
+        try:
+            found.append((label, Preprocessing.load(spec)))
+        except (OSError, ValueError):
+            continue
+    return found

@@ -121,6 +121,15 @@ def input_kind_note(image: np.ndarray, prep: Preprocessing, model_label: str) ->
     return None
 
 
+def fitting_model(image: np.ndarray, candidates: list[tuple[str, Preprocessing]]) -> str | None:
+    """The first candidate ``(label, preprocessing)`` whose model reads ``image``'s kind of scan (no
+    :func:`input_kind_note` for it), or ``None``: what the Review page offers in one click."""
+    for label, prep in candidates:
+        if input_kind_note(image, prep, label) is None:
+            return label
+    return None
+
+
 @dataclass(frozen=True)
 class Areas:
     """Tumour areas in pixels; ``truth_px`` is ``None`` without ground truth."""

@@ -417,6 +417,30 @@ def test_a_grayscale_upload_to_a_model_trained_on_lgg_slices_says_so(app_env, mo
     assert any("A grayscale scan:" in str(info.value) for info in at.info)
 
 
+def test_a_scan_of_the_other_kind_offers_the_model_that_fits_in_one_click(app_env, monkeypatch, tiny_weights):
+    """A grayscale upload to an LGG-style model: one button switches the sidebar to the grayscale model."""
+    import shutil
+
+    from brainviewer.model.preprocessing import GRAY_CHANNEL_NAME, Preprocessing
+
+    gray = shutil.copytree(tiny_weights, app_env / "gray-model")
+    prep = Preprocessing.load(gray)
+    prep.channel_names = [GRAY_CHANNEL_NAME] * 3
+    prep.save(gray)
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(tiny_weights))
+    at = new_app().run()
+    at.radio(key="review_source").set_value("Upload").run()
+    at.file_uploader(key="review_upload").set_value(("t1ce.png", png_bytes(gradient(64, 64)), "image/png")).run()
+    assert any("A grayscale scan:" in str(info.value) for info in at.info)
+    button = at.button(key="use_fitting_model")
+    assert button.label == "Use gray-model for this scan"
+    button.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="model_choice").value == "gray-model"
+    assert not any("A grayscale scan:" in str(info.value) for info in at.info)
+    assert not [b for b in at.button if b.key == "use_fitting_model"]
+
+
 def test_configuring_a_dataset_while_the_phantom_is_shown_switches_to_it(app_env, phantom_dataset):
     at = new_app().run()
     assert at.radio(key="review_source").value == "Synthetic phantom"
