@@ -64,7 +64,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.quiet:
         print("\n".join(rows))
     print(json.dumps(report.summary(), indent=2))
+    _print_scores(report.scores())
     return 0
+
+
+def _print_scores(scores: dict) -> None:
+    """Per-patient score summaries (mean ± SD, median [IQR], bootstrap CI) on stderr: stdout stays one JSON."""
+    from brainviewer.evaluation.stats import format_summary
+
+    unit = scores.get("distance_unit") or ""
+    for name, summary in scores["per_patient_scores"].items():
+        if summary is not None:
+            print(f"{name:18s} {format_summary(summary, unit=unit if name == 'hd95' else '')}", file=sys.stderr)
+    if scores.get("surface_dice_tolerance") is not None:
+        print(f"surface_dice tolerance {scores['surface_dice_tolerance']:g} {unit}", file=sys.stderr)
 
 
 def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
@@ -92,7 +105,9 @@ def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
         for result in results:
             for p in result.report.patients:
                 print(f"{result.name:24s} {p.patient_id:32s} dice {p.volume_dice:.4f}")
-    print(json.dumps(pooled_summary(results, len(dataset.patient_ids)), indent=2))
+    pooled = pooled_summary(results, len(dataset.patient_ids))
+    print(json.dumps(pooled, indent=2))
+    _print_scores(pooled["scores"])
     return 0
 
 

@@ -29,6 +29,7 @@ from brainviewer.evaluation.evaluate import (
     PatientResult,
     evaluate_probs,
     patient_csv_cells,
+    score_summaries,
 )
 from brainviewer.model.inference import predict_volume_probs
 
@@ -149,12 +150,15 @@ def pooled_summary(results: Sequence[FoldResult], dataset_patients: int | None =
     """Scores over the patients of all folds together, plus each fold's own.
 
     Returns:
-        ``{"pooled": {...}, "folds": [{"fold", "weights", "summary"}, ...]}``. ``pooled`` has
+        ``{"pooled": {...}, "scores": {...}, "folds": [{"fold", "weights", "summary"}, ...]}``. ``pooled`` has
         ``patients``, ``mean_volume_dice``, ``median_volume_dice``, ``std_volume_dice``, ``micro_dice``
         (all voxels of all patients), ``fp_rate_empty_slices``, ``fold_mean_dice_mean`` /
         ``fold_mean_dice_std`` (the spread of the folds' means) and, given ``dataset_patients``,
         ``coverage`` (the share of the dataset's patients scored). ``seen_by_base`` counts the scored
         patients their fold's base model was trained on (fine-tuned folds; their scores flatter them).
+        ``scores`` is :func:`~brainviewer.evaluation.evaluate.score_summaries` over the patients of all
+        folds: mean ± SD, median [IQR] and bootstrap 95% interval of Dice, sensitivity, precision, volume
+        similarity, HD95 and surface Dice, with ``distance_unit`` and ``surface_dice_tolerance``.
     """
     patients = [p for r in results for p in r.report.patients]
     dice = np.array([p.volume_dice for p in patients], dtype=np.float64)
@@ -178,10 +182,12 @@ def pooled_summary(results: Sequence[FoldResult], dataset_patients: int | None =
         "fold_mean_dice_std": float(fold_means.std()) if len(fold_means) else None,
         "seen_by_base": sum(len({p.patient_id for p in r.report.patients} & set(r.split.base_train)) for r in results),
     }
+    tolerances = {r.report.surface_tolerance for r in results if r.report.surface_tolerance is not None}
     if dataset_patients:
         pooled["coverage"] = len(patients) / dataset_patients
     return {
         "pooled": pooled,
+        "scores": score_summaries(patients, tolerances.pop() if len(tolerances) == 1 else None),
         "folds": [{"fold": r.name, "weights": str(r.weights), "summary": r.report.summary()} for r in results],
     }
 

@@ -4,28 +4,55 @@ For each patient all slices are stacked into one volume:
 
 * ``volume_dice``: Dice of the stacked prediction against the stacked truth;
 * ``tumour_slice_dice``: mean Dice over the slices whose truth has tumour;
-* ``fp_rate``: fraction of tumour-free slices on which anything is predicted.
+* ``fp_rate``: fraction of tumour-free slices on which anything is predicted;
+* ``sensitivity``, ``precision``, ``volume_similarity`` of the stacked volume
+  (:mod:`brainviewer.evaluation.metrics`; empty masks: 1.0 when the denominator is 0);
+* ``hd95`` and ``surface_dice`` of the stacked volume (:mod:`brainviewer.evaluation.surface`, via
+  MONAI), in ``distance_unit``: ``"mm"`` where the patient's spacing is given, ``"px"`` otherwise
+  (kaggle_3m slices record none). Both empty: 0 and 1.0; exactly one empty: the volume diagonal
+  and 0.0.
 
-Dataset summaries are the mean and median of per-patient volume Dice, micro Dice
-(all pixels of all patients pooled), and the pooled false-positive slice rate.
+Dataset summaries (:meth:`EvaluationReport.summary`) are the mean and median of per-patient
+volume Dice, micro Dice (all pixels of all patients pooled), and the pooled false-positive slice
+rate; :meth:`EvaluationReport.scores` gives, per score, mean ± SD, median [IQR] and a seeded
+bootstrap 95% interval of the mean over patients (:func:`score_summaries`). The report's JSON
+carries both (``summary`` and ``scores``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from brainviewer.data.datasets import Dataset, load_arrays
-from brainviewer.evaluation.metrics import Counts, counts, dice_from_counts
+from brainviewer.evaluation.groups import (  # noqa: F401  (re-exported: the historical home of these names)
+    GROUP_COLUMNS,
+    GROUP_ID_COLUMNS,
+    NO_GROUP,
+    group_summaries,
+    read_groups,
+)
+from brainviewer.evaluation.metrics import (
+    Counts,
+    counts,
+    dice_from_counts,
+    precision_from_counts,
+    sensitivity_from_counts,
+    volume_similarity_from_counts,
+)
+from brainviewer.evaluation.report import (  # noqa: F401  (re-exported)
+    REPORT_PATIENT_COLUMNS,
+    patient_csv_cells,
+    report_patients_csv,
+    write_report,
+)
+from brainviewer.evaluation.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, describe
+from brainviewer.evaluation.surface import DEFAULT_TOLERANCE, stack_spacing, surface_scores
 from brainviewer.model.postprocess import postprocess_volume
 from brainviewer.model.preprocessing import volume_levels
 
@@ -54,6 +81,45 @@ class PatientResult:
     slice_truth_px: list[int] = field(default_factory=list)
     slice_pred_px: list[int] = field(default_factory=list)
     slice_max_prob: list[float] = field(default_factory=list)
+    sensitivity: float | None = None
+    """Volume ``TP / (TP + FN)``; 1.0 when the truth is empty."""
+    precision: float | None = None
+    """Volume ``TP / (TP + FP)``; 1.0 when nothing is predicted."""
+    volume_similarity: float | None = None
+    """Volume ``1 - |P - T| / (P + T)`` of voxel counts; 1.0 when both are empty."""
+    hd95: float | None = None
+    """95th percentile Hausdorff distance in ``distance_unit`` (``None``: not computed)."""
+    surface_dice: float | None = None
+    """Normalised surface Dice at the report's ``surface_tolerance`` (``None``: not computed)."""
+    distance_unit: str | None = None
+    """``"mm"`` or ``"px"`` for ``hd95`` and the tolerance (``None``: not computed)."""
+
+    @property
+    def hd95_worst_case(self) -> bool:
+        """Exactly one of prediction and truth is empty: ``hd95`` is the volume diagonal (a penalty)."""
+        return self.hd95 is not None and (self.truth_voxels == 0) != (self.pred_voxels == 0)
+
+
+SUMMARY_SCORES = ("volume_dice", "sensitivity", "precision", "volume_similarity", "hd95", "surface_dice")
+"""Per-patient scores summarised by :func:`score_summaries`."""
+
+
+def score_summaries(patients: Sequence[PatientResult], surface_tolerance: float | None) -> dict:
+    """``per_patient_scores`` (each of :data:`SUMMARY_SCORES` through
+    :func:`brainviewer.evaluation.stats.describe`; ``None`` where no patient has it) and how to read them.
+
+    Returns:
+        ``{"per_patient_scores", "distance_unit" ("mm", "px", "mixed" or None), "surface_dice_tolerance",
+        "hd95_worst_case_patients", "bootstrap" ({"resamples", "seed", "confidence"}, resampling patients)}``.
+    """
+    units = sorted({p.distance_unit for p in patients if p.distance_unit})
+    return {
+        "per_patient_scores": {name: describe(getattr(p, name) for p in patients) for name in SUMMARY_SCORES},
+        "distance_unit": units[0] if len(units) == 1 else "mixed" if units else None,
+        "surface_dice_tolerance": surface_tolerance if units else None,
+        "hd95_worst_case_patients": sum(p.hd95_worst_case for p in patients),
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "confidence": CONFIDENCE},
+    }
 
 
 @dataclass
@@ -73,6 +139,8 @@ class EvaluationReport:
     """Whether only the largest 3-D component of each patient's stacked prediction was kept."""
     group_of: dict[str, str] = field(default_factory=dict)
     """Patient id -> group (e.g. tumour type, see :func:`read_groups`); with it, the summary has per-group figures."""
+    surface_tolerance: float | None = None
+    """Surface Dice tolerance in the patients' ``distance_unit`` (``None``: boundary metrics not computed)."""
 
     @property
     def dice_values(self) -> list[float]:
@@ -110,16 +178,31 @@ class EvaluationReport:
             **({"groups": group_summaries(self.patients, self.group_of)} if self.group_of else {}),
         }
 
+    def scores(self) -> dict:
+        """Every per-patient score summarised over the patients (:func:`score_summaries`)."""
+        return score_summaries(self.patients, self.surface_tolerance)
+
     def to_json(self) -> dict:
-        return {"summary": self.summary(), "patients": [asdict(p) for p in self.patients]}
+        """``{"summary": summary(), "scores": scores(), "patients": [every PatientResult as a dict]}``."""
+        return {"summary": self.summary(), "scores": self.scores(), "patients": [asdict(p) for p in self.patients]}
 
 
 class _Accumulator:
-    """Accumulates counts for one (threshold, min_component_px, keep_largest, volume_keep_largest) setting."""
+    """Accumulates counts for one (threshold, min_component_px, keep_largest, volume_keep_largest) setting.
+
+    With ``surface_tolerance`` set, each patient also gets HD95 and surface Dice of its stacked
+    post-processed volume (``None``: skipped, e.g. for a sweep of many settings).
+    """
 
     def __init__(
-        self, threshold: float, min_component_px: int, keep_largest: bool, volume_keep_largest: bool = False
+        self,
+        threshold: float,
+        min_component_px: int,
+        keep_largest: bool,
+        volume_keep_largest: bool = False,
+        surface_tolerance: float | None = DEFAULT_TOLERANCE,
     ) -> None:
+        self.surface_tolerance = surface_tolerance
         self.threshold = threshold
         self.min_component_px = min_component_px
         self.keep_largest = keep_largest
@@ -129,7 +212,15 @@ class _Accumulator:
         self.fp_slices = 0
         self.empty_slices = 0
 
-    def add_patient(self, patient_id: str, probs: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> None:
+    def add_patient(
+        self,
+        patient_id: str,
+        probs: Sequence[np.ndarray],
+        truths: Sequence[np.ndarray],
+        spacing_mm: Sequence[float] | None = None,
+    ) -> None:
+        """Score one patient: ``(H, W)`` float probabilities and bool truths, slice by slice in order;
+        ``spacing_mm``: its ``(row, col, slice)`` millimetres, or ``None`` (distances in pixels)."""
         volume = Counts(0, 0, 0, 0)
         slice_dice, tumour_dice, truth_px, pred_px, max_prob = [], [], [], [], []
         fp = empty = 0
@@ -152,6 +243,11 @@ class _Accumulator:
             else:
                 empty += 1
                 fp += int(pred.any())
+        surface = (
+            surface_scores(np.stack(preds), np.stack(truths), stack_spacing(spacing_mm), self.surface_tolerance)
+            if self.surface_tolerance is not None and len(truths)
+            else None
+        )
         self.total = self.total + volume
         self.fp_slices += fp
         self.empty_slices += empty
@@ -169,6 +265,12 @@ class _Accumulator:
                 slice_truth_px=truth_px,
                 slice_pred_px=pred_px,
                 slice_max_prob=max_prob,
+                sensitivity=sensitivity_from_counts(volume),
+                precision=precision_from_counts(volume),
+                volume_similarity=volume_similarity_from_counts(volume),
+                hd95=surface.hd95 if surface else None,
+                surface_dice=surface.surface_dice if surface else None,
+                distance_unit=surface.unit if surface else None,
             )
         )
 
@@ -182,6 +284,7 @@ class _Accumulator:
             self.fp_slices,
             self.empty_slices,
             volume_keep_largest=self.volume_keep_largest,
+            surface_tolerance=self.surface_tolerance,
         )
 
 
@@ -190,6 +293,9 @@ def evaluate_probs(
     probs_fn: ProbsFn,
     settings: Sequence[tuple[float, int, bool] | tuple[float, int, bool, bool]],
     progress: Callable[[int, int], None] | None = None,
+    *,
+    surface_tolerance: float | None = DEFAULT_TOLERANCE,
+    spacing_mm: Mapping[str, Sequence[float]] | None = None,
 ) -> list[EvaluationReport]:
     """Score ``dataset`` for several post-processing settings with one pass of inference.
 
@@ -199,11 +305,22 @@ def evaluate_probs(
         settings: ``(threshold, min_component_px, keep_largest[, volume_keep_largest])`` tuples to score
             (see :mod:`brainviewer.model.postprocess`).
         progress: called with ``(patients done, patients total)``.
+        surface_tolerance: surface Dice tolerance (mm, or pixels without spacing); ``None`` skips HD95 and
+            surface Dice (they cost about 0.05-0.3 s per patient and setting on one CPU thread for 20-90 slices of
+            256 x 256, more when the prediction is scattered).
+        spacing_mm: patient id -> ``(row, col, slice)`` millimetres where known; others are in pixels.
 
     Returns:
         One :class:`EvaluationReport` per setting, in the same order.
     """
-    return evaluate_probs_variants(dataset, lambda scans: (probs_fn(scans),), [settings], progress)[0]
+    return evaluate_probs_variants(
+        dataset,
+        lambda scans: (probs_fn(scans),),
+        [settings],
+        progress,
+        surface_tolerance=surface_tolerance,
+        spacing_mm=spacing_mm,
+    )[0]
 
 
 def evaluate_probs_variants(
@@ -211,6 +328,9 @@ def evaluate_probs_variants(
     variants_fn: Callable[[list[np.ndarray]], Sequence[list[np.ndarray]]],
     settings: Sequence[Sequence[tuple[float, int, bool] | tuple[float, int, bool, bool]]],
     progress: Callable[[int, int], None] | None = None,
+    *,
+    surface_tolerance: float | None = DEFAULT_TOLERANCE,
+    spacing_mm: Mapping[str, Sequence[float]] | None = None,
 ) -> list[list[EvaluationReport]]:
     """:func:`evaluate_probs` for several kinds of probabilities from one pass over the data.
 
@@ -223,11 +343,16 @@ def evaluate_probs_variants(
         variants_fn: maps a list of scans to one list of ``(H, W)`` probabilities per variant.
         settings: for each variant, the post-processing settings to score.
         progress: called with ``(patients done, patients total)``.
+        surface_tolerance, spacing_mm: as for :func:`evaluate_probs`.
 
     Returns:
         For each variant, one :class:`EvaluationReport` per setting, in the same order.
     """
-    accumulators = [[_Accumulator(*setting) for setting in variant] for variant in settings]
+    accumulators = [
+        [_Accumulator(*_full_setting(setting), surface_tolerance=surface_tolerance) for setting in variant]
+        for variant in settings
+    ]
+    spacing_mm = spacing_mm or {}
     patients = dataset.patients
     for done, (pid, records) in enumerate(patients.items(), start=1):
         scans, truths = [], []
@@ -242,10 +367,16 @@ def evaluate_probs_variants(
             raise ValueError(f"variants_fn gave {len(variants)} kinds of probabilities for {len(settings)} settings")
         for probs, variant_accumulators in zip(variants, accumulators, strict=True):
             for acc in variant_accumulators:
-                acc.add_patient(pid, probs, truths)
+                acc.add_patient(pid, probs, truths, spacing_mm.get(pid))
         if progress:
             progress(done, len(patients))
     return [[acc.report() for acc in variant] for variant in accumulators]
+
+
+def _full_setting(setting: Sequence) -> tuple[float, int, bool, bool]:
+    """A 3- or 4-value setting as ``(threshold, min_component_px, keep_largest, volume_keep_largest)``."""
+    threshold, min_px, keep_largest, *rest = setting
+    return threshold, min_px, keep_largest, bool(rest[0]) if rest else False
 
 
 def default_sweep(base_threshold: float = 0.5) -> list[tuple[float, int, bool, bool]]:
@@ -264,63 +395,6 @@ def choose_setting(reports: Sequence[EvaluationReport], max_fp_rate: float = 0.0
     return min(reports, key=lambda r: (r.fp_rate or 0.0, -r.mean_dice))
 
 
-GROUP_ID_COLUMNS = ("patient_id", "patient", "file")
-"""Columns of a groups CSV that can name the patient (the first one present is used)."""
-GROUP_COLUMNS = ("label_name", "group", "label")
-"""Columns of a groups CSV that can name the group (the first one present is used)."""
-NO_GROUP = "(no group)"
-
-
-def read_groups(path: str | Path) -> dict[str, str]:
-    """Patient id -> group from a CSV such as figshare's ``labels.csv`` (``file,label,label_name``).
-
-    The patient column is the first of :data:`GROUP_ID_COLUMNS` present, the group column the first
-    of :data:`GROUP_COLUMNS`. A ``file`` value counts by its stem (``12.png`` is patient ``12``, as
-    in image/mask folder datasets).
-
-    Raises:
-        ValueError: unreadable file, or no patient or group column.
-    """
-    path = Path(path)
-    try:
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ValueError(f"cannot read groups from {path}: {err}") from None
-    columns = list(rows[0]) if rows else []
-    id_column = next((c for c in GROUP_ID_COLUMNS if c in columns), None)
-    group_column = next((c for c in GROUP_COLUMNS if c in columns), None)
-    if id_column is None or group_column is None:
-        raise ValueError(
-            f"{path} needs a patient column ({' or '.join(GROUP_ID_COLUMNS)}) and a group column "
-            f"({' or '.join(GROUP_COLUMNS)}); it has {columns or 'no rows'}"
-        )
-    groups = {}
-    for row in rows:
-        patient = (row[id_column] or "").strip()
-        if id_column == "file":
-            patient = Path(patient).stem
-        if patient:
-            groups[patient] = (row[group_column] or "").strip() or NO_GROUP
-    return groups
-
-
-def group_summaries(patients: Sequence[PatientResult], group_of: dict[str, str]) -> dict[str, dict]:
-    """Per group (sorted by name; patients the mapping lacks under ``"(no group)"``): the number of
-    patients and their mean and median volume Dice."""
-    dice: dict[str, list[float]] = {}
-    for patient in patients:
-        dice.setdefault(group_of.get(patient.patient_id, NO_GROUP), []).append(patient.volume_dice)
-    return {
-        name: {
-            "patients": len(values),
-            "mean_volume_dice": float(np.mean(values)),
-            "median_volume_dice": float(np.median(values)),
-        }
-        for name, values in sorted(dice.items())
-    }
-
-
 def choose_postprocessing(
     segmenter: Segmenter, dataset: Dataset, batch_size: int = 16
 ) -> tuple[EvaluationReport, list[EvaluationReport]]:
@@ -337,7 +411,8 @@ def choose_postprocessing(
     def both(scans: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         return segmenter.predict_probs_plain_and_flip(scans, batch_size, volume_levels(scans, segmenter.prep))
 
-    plain, flipped = evaluate_probs_variants(dataset, both, [sweep, sweep])
+    # the choice goes by Dice and FP rate: boundary metrics for 100+ settings would only cost time
+    plain, flipped = evaluate_probs_variants(dataset, both, [sweep, sweep], surface_tolerance=None)
     for report in flipped:
         report.tta_flip = True
     candidates = plain + flipped  # plain first: on a tie the cheaper setting wins
@@ -354,75 +429,3 @@ def with_setting(prep: Preprocessing, report: EvaluationReport) -> Preprocessing
         volume_keep_largest=report.volume_keep_largest,
         tta_flip=report.tta_flip,
     )
-
-
-REPORT_PATIENT_COLUMNS = (
-    "patient_id",
-    "n_slices",
-    "n_tumour_slices",
-    "volume_dice",
-    "tumour_slice_dice",
-    "fp_rate",
-    "truth_voxels",
-    "pred_voxels",
-)
-
-
-def patient_csv_cells(patient: PatientResult) -> list:
-    """The :data:`REPORT_PATIENT_COLUMNS` of one patient: rates with 6 decimals, missing values empty."""
-    values = asdict(patient)
-    return [
-        "" if values[c] is None else f"{values[c]:.6f}" if isinstance(values[c], float) else values[c]
-        for c in REPORT_PATIENT_COLUMNS
-    ]
-
-
-def report_patients_csv(report: EvaluationReport) -> str:
-    """One CSV row per patient (:data:`REPORT_PATIENT_COLUMNS`, see :func:`patient_csv_cells`)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(REPORT_PATIENT_COLUMNS)
-    for patient in report.patients:
-        writer.writerow(patient_csv_cells(patient))
-    return out.getvalue()
-
-
-def write_report(report: EvaluationReport, out_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
-    """Write ``evaluation.json``, ``per_patient.csv`` and ``per_patient_dice.png`` to ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out_dir / "evaluation.json",
-        "csv": out_dir / "per_patient.csv",
-        "plot": out_dir / "per_patient_dice.png",
-    }
-    if not overwrite:
-        clash = [str(p) for p in paths.values() if p.exists()]
-        if clash:
-            raise FileExistsError(f"{', '.join(clash)} already exist; choose another --out or pass --overwrite.")
-    paths["json"].write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    paths["csv"].write_text(report_patients_csv(report))
-    _plot(report, paths["plot"])
-    return paths
-
-
-def _plot(report: EvaluationReport, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ordered = sorted(report.patients, key=lambda p: p.volume_dice)
-    fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(ordered) + 2), 4), dpi=100)
-    ax.bar(range(len(ordered)), [p.volume_dice for p in ordered], color="#3b7dd8")
-    ax.axhline(report.mean_dice, color="#d62728", lw=1.5, label=f"mean {report.mean_dice:.3f}")
-    ax.axhline(report.median_dice, color="#2ca02c", lw=1.5, ls="--", label=f"median {report.median_dice:.3f}")
-    ax.set_xticks(range(len(ordered)))
-    ax.set_xticklabels([p.patient_id for p in ordered], rotation=90, fontsize=6)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("per-volume Dice")
-    ax.set_title(f"{len(ordered)} patients, threshold {report.threshold:.2f}")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -9,6 +9,11 @@ Every ratio whose denominator is 0 is 1.0 (nothing could go wrong), so:
 * truth empty, prediction not: Dice = IoU = precision = 0.0, recall = 1.0;
 * prediction empty, truth not: Dice = IoU = recall = 0.0, precision = 1.0.
 
+Per-volume sensitivity (recall), precision and volume similarity of the counts follow the
+same rule (:func:`sensitivity_from_counts`, :func:`precision_from_counts`,
+:func:`volume_similarity_from_counts`); boundary metrics (HD95, surface Dice) are in
+:mod:`brainviewer.evaluation.surface`.
+
 Masks are read as ``bool``: any non-zero value (255, or a probability) counts as tumour,
 so threshold probabilities before calling these functions.
 """
@@ -55,7 +60,35 @@ def _ratio(num: int, den: int) -> float:
 
 
 def dice_from_counts(c: Counts) -> float:
+    """Dice ``2TP / (2TP + FP + FN)`` in [0, 1]; 1.0 when both masks are empty."""
     return _ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn)
+
+
+def sensitivity_from_counts(c: Counts) -> float:
+    """Sensitivity (recall, true-positive rate) ``TP / (TP + FN)`` in [0, 1].
+
+    1.0 when the truth is empty (no tumour to miss), whatever is predicted.
+    """
+    return _ratio(c.tp, c.tp + c.fn)
+
+
+def precision_from_counts(c: Counts) -> float:
+    """Precision (positive predictive value) ``TP / (TP + FP)`` in [0, 1].
+
+    1.0 when nothing is predicted (no false alarm), whatever the truth.
+    """
+    return _ratio(c.tp, c.tp + c.fp)
+
+
+def volume_similarity_from_counts(c: Counts) -> float:
+    """Volume similarity ``1 - |FN - FP| / (2TP + FP + FN)`` = ``1 - |P - T| / (P + T)`` in [0, 1].
+
+    ``P`` and ``T`` are the predicted and true voxel counts: it compares sizes only, not where
+    they are (two disjoint masks of the same size score 1.0). 1.0 when both masks are empty,
+    0.0 when exactly one is.
+    """
+    den = 2 * c.tp + c.fp + c.fn
+    return 1.0 if den == 0 else 1.0 - abs(c.fn - c.fp) / den
 
 
 @dataclass(frozen=True)

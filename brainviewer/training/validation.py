@@ -19,6 +19,7 @@ from brainviewer.evaluation.evaluate import (
     evaluate_probs,
     with_setting,
 )
+from brainviewer.model.inference import predict_volume_probs
 from brainviewer.model.segmenter import Segmenter, save_weights
 from brainviewer.runs.layout import BEST, SPLIT_FILE
 from brainviewer.training.config import TrainConfig
@@ -35,7 +36,9 @@ def validate(
     prep = segmenter.prep
     base = (prep.threshold, prep.min_component_px, prep.keep_largest, prep.volume_keep_largest)
     settings = [base] + (default_sweep(base[0]) if sweep else [])
-    reports = evaluate_probs(val_set, lambda scans: segmenter.predict_probs_batch(scans, 16), settings)
+    reports = evaluate_probs(  # a patient's slices share their intensity levels, as at inference
+        val_set, lambda scans: predict_volume_probs(segmenter, scans, 16), settings, surface_tolerance=None
+    )
     return reports[0], reports
 
 

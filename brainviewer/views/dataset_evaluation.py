@@ -194,6 +194,7 @@ def merge_evaluations(parts: Sequence[DatasetEvaluation]) -> DatasetEvaluation:
         fp_slices,
         empty_slices,
         volume_keep_largest=volume_keep_largest,
+        surface_tolerance=parts[0].report.surface_tolerance,
     )
     return DatasetEvaluation(report, [s for part in parts for s in part.slices])
 
