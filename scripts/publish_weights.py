@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from brainviewer.model.modelcard import render_card
+from brainviewer.model.preprocessing import Preprocessing
 from brainviewer.runs import promote_run
 from brainviewer.runs.layout import CHECKPOINT
 from brainviewer.training.config import TrainConfig
@@ -36,7 +37,8 @@ def main() -> None:
     state = RunState(**torch.load(args.run_dir / CHECKPOINT, map_location="cpu", weights_only=True)["state"])
     folder = promote_run(args.run_dir, args.name, activate=False)
     summary = json.loads((folder / "validation.json").read_text())
-    card = render_card(config, state, summary, args.run_dir)
+    channel_names = Preprocessing.load(folder).channel_names  # says whether the weights read grayscale scans
+    card = render_card(config, state, summary, args.run_dir, channel_names)
     if args.base_note:
         card = card.replace("## Data\n", f"## Data\n- {args.base_note}\n", 1)
     (folder / "README.md").write_text(card)
