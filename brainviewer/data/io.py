@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from brainviewer.data.naming import UploadPair, is_mask_name, natural_key, pair_files, scan_stem_for_mask  # noqa: F401
+from brainviewer.data.pages import ScanInfo, choose_page, graded_mask_note, page_out_of_range
 from brainviewer.limits import MIB, env_limit, raise_hint
 
 logger = logging.getLogger(__name__)
@@ -46,8 +46,6 @@ MIN_SIDE = 8
 
 Image.MAX_IMAGE_PIXELS = max(MAX_PIXELS, 8192 * 8192)  # PIL's own guard, above ours: it raises at twice this
 
-_MASK_RE = re.compile(r"^(?P<stem>.+?)[_-]mask$", re.IGNORECASE)
-
 
 class ScanReadError(ValueError):
     """A file could not be read as a scan or mask. The message says why and what to do."""
@@ -58,83 +56,32 @@ def is_supported(name: str | Path) -> bool:
     return Path(str(name)).suffix.lower() in IMAGE_SUFFIXES
 
 
-def is_mask_name(name: str | Path) -> bool:
-    """True for ground-truth mask files named like ``<scan>_mask.<ext>``."""
-    return _MASK_RE.match(Path(str(name)).stem) is not None
+def _load_array(
+    data: bytes, suffix: str, label: str, page: int | None = None, any_page_if_single: bool = False
+) -> ScanInfo:
+    """Decode ``data`` (one page of it: ``page``, or the first that is not blank) into a raw array with notes.
 
-
-def scan_stem_for_mask(name: str | Path) -> str | None:
-    """The scan stem a mask file belongs to (``a_3_mask.tif`` -> ``a_3``), else ``None``."""
-    match = _MASK_RE.match(Path(str(name)).stem)
-    return match.group("stem") if match else None
-
-
-def natural_key(text: str) -> list[object]:
-    """Sort key that orders embedded numbers numerically: ``_2`` before ``_10``.
-
-    Text and numbers alternate in the key (it always starts with text, maybe ``""``), so
-    any two keys compare without mixing ``str`` and ``int``. Letters compare case-blind.
+    With ``any_page_if_single``, a single-page file is read whatever ``page`` says. Every failure
+    becomes a :class:`ScanReadError`.
     """
-    parts = re.split(r"(\d+)", str(text))
-    return [int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)]
-
-
-@dataclass(frozen=True)
-class UploadPair:
-    """A scan and, when one was given, its ground-truth mask (file names and bytes)."""
-
-    scan_name: str
-    scan_bytes: bytes
-    mask_name: str | None = None
-    mask_bytes: bytes | None = None
-
-
-def pair_files(files: Iterable[tuple[str, bytes]]) -> tuple[list[UploadPair], list[str]]:
-    """Pair scans with their ``_mask`` files by name.
-
-    Args:
-        files: ``(file name, content)`` tuples, e.g. from an upload widget.
-
-    Returns:
-        ``(pairs, orphan_masks)``: one :class:`UploadPair` per scan in natural name order,
-        and the names of mask files that matched no scan.
-    """
-    scans: dict[str, tuple[str, bytes]] = {}
-    masks: dict[str, tuple[str, bytes]] = {}
-    for name, content in files:
-        stem = scan_stem_for_mask(name)
-        if stem is not None:
-            masks[stem] = (name, content)
-        else:
-            scans[Path(name).stem] = (name, content)
-    pairs = []
-    for stem in sorted(scans, key=natural_key):
-        name, content = scans[stem]
-        mask = masks.pop(stem, None)
-        pairs.append(UploadPair(name, content, mask[0] if mask else None, mask[1] if mask else None))
-    orphans = sorted((name for name, _ in masks.values()), key=natural_key)
-    return pairs, orphans
-
-
-def _load_array(data: bytes, suffix: str, label: str) -> np.ndarray:
-    """Decode ``data`` into an array. Every failure becomes a :class:`ScanReadError`."""
     if not data:
         raise ScanReadError(f"{label} is empty (0 bytes). Choose the file again; it may not have uploaded.")
     if suffix == ".npy":
-        return _load_npy(data, label)
+        _check_page(label, None if any_page_if_single else page, 1, "page")
+        return ScanInfo(_load_npy(data, label))
     if suffix in (".tif", ".tiff"):
-        array = _load_tiff(data, label)
-        if array is not None:
-            return array
+        info = _load_tiff(data, label, page, any_page_if_single)
+        if info is not None:
+            return info
     try:
         # PIL warns about large images (refused explicitly below) and about damaged metadata
         # (logged, not shown: the file is either read or refused with a message).
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            array = _load_with_pil(data, label)
+            info = _load_with_pil(data, label, page, any_page_if_single)
         for warning in caught:
             logger.debug("reading %s: %s", label, warning.message)
-        return array
+        return info
     except ScanReadError:
         raise
     except Image.DecompressionBombError as err:
@@ -149,16 +96,34 @@ def _load_array(data: bytes, suffix: str, label: str) -> np.ndarray:
         ) from err
 
 
-def _load_with_pil(data: bytes, label: str) -> np.ndarray:
+def _load_with_pil(data: bytes, label: str, page: int | None = None, any_page_if_single: bool = False) -> ScanInfo:
     with Image.open(io.BytesIO(data)) as img:
-        # The header is read lazily: refuse oversized images before decoding any pixels.
-        if img.width * img.height > MAX_PIXELS:
-            raise ScanReadError(_too_large(label, (img.height, img.width)))
-        _check_decoded(label, (img.height, img.width), len(img.getbands()), _PIL_SAMPLE_BYTES.get(img.mode, 1))
-        if img.format == "PNG" and img.mode in ("RGB", "RGBA") and _png_bit_depth(data) == 16:
-            return _load_png16_colour(data, label)  # PIL would keep only the top 8 bits
-        img.load()
-        return _pil_to_array(img)
+        count = max(1, int(getattr(img, "n_frames", 1)))
+        kind = "frame" if getattr(img, "is_animated", False) and img.format != "TIFF" else "page"
+        page = _check_page(label, page, count, kind, any_page_if_single)
+
+        def decode(index: int) -> np.ndarray:
+            img.seek(index)
+            # The header is read lazily: refuse oversized images before decoding any pixels.
+            if img.width * img.height > MAX_PIXELS:
+                raise ScanReadError(_too_large(label, (img.height, img.width)))
+            _check_decoded(label, (img.height, img.width), len(img.getbands()), _PIL_SAMPLE_BYTES.get(img.mode, 1))
+            if count == 1 and img.format == "PNG" and img.mode in ("RGB", "RGBA") and _png_bit_depth(data) == 16:
+                return _load_png16_colour(data, label)  # PIL would keep only the top 8 bits
+            img.load()
+            return _pil_to_array(img)
+
+        array, index, notes = choose_page(count, decode, page, label, kind)
+        return ScanInfo(array, notes, index, count)
+
+
+def _check_page(label: str, page: int | None, count: int, kind: str, any_page_if_single: bool = False) -> int | None:
+    """The page to read: refuses an index the file does not have (``None`` lets the reader choose)."""
+    if page is None or (any_page_if_single and count == 1):
+        return None
+    if message := page_out_of_range(label, int(page), count, kind):
+        raise ScanReadError(message)
+    return int(page)
 
 
 #: Bytes per sample of PIL modes that use more than one (the rest use one).
@@ -232,23 +197,31 @@ def _load_npy(data: bytes, label: str) -> np.ndarray:
         ) from err
 
 
-def _load_tiff(data: bytes, label: str) -> np.ndarray | None:
-    """First page of a TIFF through tifffile (keeps 16-bit and float data); ``None`` to let PIL try."""
+def _load_tiff(data: bytes, label: str, page: int | None = None, any_page_if_single: bool = False) -> ScanInfo | None:
+    """One page of a TIFF through tifffile (keeps 16-bit and float data); ``None`` to let PIL try."""
     try:
         import tifffile
 
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            page = tif.pages[0]
-            width, height = int(page.imagewidth), int(page.imagelength)
-            if width * height > MAX_PIXELS:
-                raise ScanReadError(_too_large(label, (height, width)))
-            _check_decoded(label, (height, width), int(page.samplesperpixel), np.dtype(page.dtype).itemsize)
-            if page.photometric == tifffile.PHOTOMETRIC.PALETTE:
+            count = len(tif.pages)
+            if count == 0 or tif.pages[0].photometric == tifffile.PHOTOMETRIC.PALETTE:
                 return None  # tifffile returns palette indices; PIL applies the colour map
-            array = page.asarray()
-            if page.photometric == tifffile.PHOTOMETRIC.MINISWHITE and array.dtype.kind == "u":
-                array = np.iinfo(array.dtype).max - array  # stored inverted: 0 means white
-            return array
+            page = _check_page(label, page, count, "page", any_page_if_single)
+
+            def decode(index: int) -> np.ndarray:
+                tiff_page = tif.pages[index]
+                width, height = int(tiff_page.imagewidth), int(tiff_page.imagelength)
+                if width * height > MAX_PIXELS:
+                    raise ScanReadError(_too_large(label, (height, width)))
+                itemsize = np.dtype(tiff_page.dtype).itemsize
+                _check_decoded(label, (height, width), int(tiff_page.samplesperpixel), itemsize)
+                array = tiff_page.asarray()
+                if tiff_page.photometric == tifffile.PHOTOMETRIC.MINISWHITE and array.dtype.kind == "u":
+                    array = np.iinfo(array.dtype).max - array  # stored inverted: 0 means white
+                return array
+
+            array, index, notes = choose_page(count, decode, page, label, "page")
+            return ScanInfo(array, notes, index, count)
     except ScanReadError:
         raise
     except Exception as err:  # tifffile raises many kinds (and needs imagecodecs for some compressions)
@@ -323,25 +296,39 @@ def _as_scan(array: np.ndarray, label: str) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
-    """Read one scan from a path or from bytes.
+def read_image(source: str | Path | bytes, name: str | None = None, page: int | None = None) -> np.ndarray:
+    """Read one scan from a path or from bytes (:func:`read_image_with_notes` also says what was done).
 
     Args:
         source: a file path, or the file's bytes (then ``name`` gives its suffix).
         name: the file name, used for the suffix and in messages.
+        page: 0-based page (multi-page TIFF) or frame (animated GIF/PNG/WebP) to read; by default
+            the first that is not blank.
 
     Returns:
         ``image``: ``(H, W)`` or ``(H, W, 3)``, dtype ``uint8``, ``uint16`` or ``float32``.
 
     Raises:
-        ScanReadError: unreadable, unsupported, too small, too large or wrongly shaped input.
+        ScanReadError: unreadable, unsupported, too small, too large or wrongly shaped input, or a
+            ``page`` the file does not have.
+    """
+    return read_image_with_notes(source, name, page).image
+
+
+def read_image_with_notes(source: str | Path | bytes, name: str | None = None, page: int | None = None) -> ScanInfo:
+    """Like :func:`read_image`, with notes for the user: which page of a multi-page file (or frame of an
+    animated image) is shown and why, and how many there are (:class:`~brainviewer.data.pages.ScanInfo`).
     """
     data, label, suffix = _source_bytes(source, name)
-    return _as_scan(_load_array(data, suffix, label), label)
+    info = _load_array(data, suffix, label, page)
+    info.image = _as_scan(info.image, label)
+    return info
 
 
-def read_mask(source: str | Path | bytes, name: str | None = None, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """Read a ground-truth mask as a boolean array.
+def read_mask(
+    source: str | Path | bytes, name: str | None = None, shape: tuple[int, ...] | None = None, page: int | None = None
+) -> np.ndarray:
+    """Read a ground-truth mask as a boolean array (:func:`read_mask_with_notes` also says what was done).
 
     Values ``> 0`` are tumour for label maps (few distinct values, e.g. {0, 255} or {0, 1});
     for lossy files (JPEG, or any file with many grey levels) the cut is half the maximum,
@@ -353,6 +340,9 @@ def read_mask(source: str | Path | bytes, name: str | None = None, shape: tuple[
         name: file name when ``source`` is bytes.
         shape: the scan's ``(H, W)`` (a scan's full ``(H, W, 3)`` shape is accepted too);
             when given, a mask of another size raises.
+        page: 0-based page of a multi-page mask (default the first; a blank page is a valid empty
+            mask, so none is skipped). A single-page mask is used whatever ``page`` says, so the
+            page shown of a multi-page scan can be passed as is.
 
     Returns:
         ``mask``: ``(H, W)`` bool.
@@ -360,17 +350,32 @@ def read_mask(source: str | Path | bytes, name: str | None = None, shape: tuple[
     Raises:
         ScanReadError: unreadable file or a size that differs from ``shape``.
     """
+    return read_mask_with_notes(source, name, shape, page).image
+
+
+def read_mask_with_notes(
+    source: str | Path | bytes, name: str | None = None, shape: tuple[int, ...] | None = None, page: int | None = None
+) -> ScanInfo:
+    """Like :func:`read_mask`, with notes for the user: the page used, and the cut of a graded mask
+    (e.g. values 0-99 binarised at > 49.5, half the maximum).
+    """
     data, label, suffix = _source_bytes(source, name)
-    array = _as_scan(_load_array(data, suffix, label), label)
-    mask = mask_from_array(array, lossy=suffix in LOSSY_SUFFIXES)
+    info = _load_array(data, suffix, label, 0 if page is None else page, any_page_if_single=True)
+    array = _as_scan(info.image, label)
+    lossy = suffix in LOSSY_SUFFIXES
+    info.image = mask_from_array(array, lossy=lossy)
+    flat = array.max(axis=2) if array.ndim == 3 else array
+    peak = float(flat.max()) if flat.size else 0.0
+    if not lossy and peak > 0 and len(np.unique(flat)) > 8:
+        info.notes.append(graded_mask_note(label, flat, peak / 2))
     if shape is not None:
         height, width = (int(v) for v in tuple(shape)[:2])
-        if mask.shape != (height, width):
+        if info.image.shape != (height, width):
             raise ScanReadError(
-                f"{label} is {mask.shape[1]}x{mask.shape[0]} (width x height) but its scan is {width}x{height}. "
-                "A mask must have exactly the scan's size: check that it belongs to this scan."
+                f"{label} is {info.image.shape[1]}x{info.image.shape[0]} (width x height) but its scan is "
+                f"{width}x{height}. A mask must have exactly the scan's size: check that it belongs to this scan."
             )
-    return mask
+    return info
 
 
 def mask_from_array(array: np.ndarray, lossy: bool = False) -> np.ndarray:

@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from brainviewer.data.datasets import Dataset, SliceRecord
-from brainviewer.data.io import ScanReadError, pair_files, read_image, read_mask, scan_stem_for_mask
+from brainviewer.data.io import (
+    ScanReadError,
+    pair_files,
+    read_image,
+    read_image_with_notes,
+    read_mask_with_notes,
+    scan_stem_for_mask,
+)
 from brainviewer.data.phantom import PHANTOM_NOTE, phantom_slice
 from brainviewer.views.review import SYNTHETIC_LABEL, ReviewItem
 
@@ -35,6 +42,8 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
     * Two files with one stem and no ``_mask`` in either name (figshare's ``images/1.png`` and
       ``masks/1.png``): when exactly one of them holds at most two values, it is the other's mask.
     * A mask with no matching scan, and any other second file with the same stem, go to ``errors``.
+    * What the readers did is said in :attr:`ReviewItem.messages`: which page of a multi-page TIFF (the first
+      that is not blank) or frame of an animated image is shown, and how a graded mask was binarised.
 
     Args:
         files: ``(file name, content)`` tuples in upload order.
@@ -86,7 +95,7 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
     items: list[ReviewItem] = []
     for pair in pairs:
         try:
-            image = read_image(pair.scan_bytes, pair.scan_name)
+            info = read_image_with_notes(pair.scan_bytes, pair.scan_name)
         except ScanReadError as err:
             errors.append(str(err))
             continue
@@ -94,13 +103,14 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
             logger.exception("unexpected error reading %s", pair.scan_name)
             errors.append(f"{pair.scan_name} could not be read ({type(err).__name__}: {err}).")
             continue
-        item = ReviewItem(pair.scan_name, image, source="upload")
+        item = ReviewItem(pair.scan_name, info.image, source="upload")
+        item.messages.extend(info.notes)  # which page of a multi-page file, which frame of an animation
         if pair.scan_name in notes:
             item.messages.append(notes[pair.scan_name])
         if pair.mask_name is not None and pair.mask_bytes is not None:
-            item.truth, message = _read_upload_mask(pair.mask_name, pair.mask_bytes, item.shape)
-            if message:
-                item.messages.append(message)
+            page = info.page if info.pages > 1 else None  # a multi-page mask follows its scan's page
+            item.truth, mask_notes = _read_upload_mask(pair.mask_name, pair.mask_bytes, item.shape, page)
+            item.messages.extend(mask_notes)
         items.append(item)
     return items, errors
 
@@ -113,14 +123,19 @@ def _mask_like(content: bytes, name: str) -> bool:
         return False
 
 
-def _read_upload_mask(name: str, content: bytes, shape: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
+def _read_upload_mask(
+    name: str, content: bytes, shape: tuple[int, int], page: int | None = None
+) -> tuple[np.ndarray | None, list[str]]:
+    """``(mask, notes)``: the mask (``None`` when unusable) and notes on how it was read or why it was dropped."""
     try:
-        return read_mask(content, name, shape=shape), None
+        info = read_mask_with_notes(content, name, shape=shape, page=page)
+        return info.image, info.notes
     except ScanReadError as err:
-        return None, f"{err} The scan is shown without ground truth."
+        return None, [f"{err} The scan is shown without ground truth."]
     except Exception as err:
         logger.exception("unexpected error reading mask %s", name)
-        return None, f"{name} could not be read ({type(err).__name__}: {err}). The scan is shown without ground truth."
+        reason = f"{type(err).__name__}: {err}"
+        return None, [f"{name} could not be read ({reason}). The scan is shown without ground truth."]
 
 
 def item_from_record(dataset: Dataset, record: SliceRecord) -> ReviewItem:

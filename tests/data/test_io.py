@@ -578,3 +578,97 @@ def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     for bad in ("", "lots", "0", "-3"):
         monkeypatch.setenv("BRAINVIEWER_TEST_LIMIT", bad)
         assert env_limit("BRAINVIEWER_TEST_LIMIT", 5) == 5
+
+
+# --- pages, frames and graded masks: the readers say what they did -------------------------------
+
+
+def _stack_tiff(pages: list[np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.stack(pages), photometric="minisblack")
+    return buffer.getvalue()
+
+
+def _ramp(value: int = 0) -> np.ndarray:
+    return (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) + value).astype(np.uint16)
+
+
+def test_multi_page_tiff_shows_the_first_page_that_is_not_blank_and_says_so() -> None:
+    from brainviewer.data.io import read_image_with_notes
+
+    blank = np.zeros((32, 32), np.uint16)
+    data = _stack_tiff([blank, blank, _ramp(), _ramp(7), _ramp(9), _ramp(11)])
+    info = read_image_with_notes(data, "stack.tif")
+    assert (info.page, info.pages) == (2, 6)
+    np.testing.assert_array_equal(info.image, _ramp())
+    assert info.notes == [
+        "stack.tif has 6 pages: page 3 of 6 is shown because pages 1-2 are blank. "
+        "Only one page is reviewed; to review another, save it as its own file."
+    ]
+    np.testing.assert_array_equal(read_image(data, "stack.tif"), _ramp())  # same choice, same return type
+
+
+def test_a_page_can_be_chosen_and_a_missing_one_is_refused() -> None:
+    from brainviewer.data.io import read_image_with_notes
+
+    data = _stack_tiff([np.zeros((32, 32), np.uint16), _ramp(), _ramp(5)])
+    info = read_image_with_notes(data, "stack.tif", page=0)
+    assert info.page == 0 and not info.image.any() and "page 1 of 3 is shown" in info.notes[0]
+    np.testing.assert_array_equal(read_image(data, "stack.tif", page=2), _ramp(5))
+    with pytest.raises(ScanReadError, match=r"3 page\(s\), so page index 3 \(counted from 0\) does not exist"):
+        read_image(data, "stack.tif", page=3)
+    with pytest.raises(ScanReadError, match="does not exist"):
+        read_image(encode(np.zeros((16, 16), np.uint8), ".png"), "one.png", page=1)
+
+
+def test_single_page_files_carry_no_notes() -> None:
+    from brainviewer.data.io import read_image_with_notes
+
+    for suffix in LOSSLESS:
+        info = read_image_with_notes(encode(np.zeros((16, 16), np.uint8), suffix), f"flat{suffix}")
+        assert (info.notes, info.page, info.pages) == ([], 0, 1), suffix
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF"])
+def test_animated_images_say_which_frame_is_shown(fmt: str) -> None:
+    from brainviewer.data.io import read_image_with_notes
+
+    frames = [Image.fromarray(np.full((24, 24), 0, np.uint8))] + [
+        Image.fromarray(((np.indices((24, 24)).sum(0) * (k + 1)) % 256).astype(np.uint8)) for k in range(3)
+    ]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format=fmt, save_all=True, append_images=frames[1:], duration=40, lossless=True)
+    name = "clip.webp" if fmt == "WEBP" else "clip.png"  # a GIF named .png is read by its content
+    info = read_image_with_notes(buffer.getvalue(), name)
+    assert info.pages == 4 and info.page == 1
+    assert info.notes[0].startswith(f"{name} is an animated image: frame 2 of 4 is shown because frame 1 is blank.")
+    assert read_image_with_notes(buffer.getvalue(), name, page=3).page == 3
+
+
+def test_graded_mask_is_binarised_at_half_its_maximum_with_a_note() -> None:
+    from brainviewer.data.io import read_mask_with_notes
+
+    graded = np.tile(np.arange(100, dtype=np.uint8), (16, 1))
+    info = read_mask_with_notes(encode(graded, ".png"), "g_mask.png", shape=(16, 100))
+    np.testing.assert_array_equal(info.image, graded > 49.5)
+    np.testing.assert_array_equal(read_mask(encode(graded, ".png"), "g_mask.png"), info.image)
+    assert len(info.notes) == 1
+    assert (
+        "graded mask (0-99, 100 levels)" in info.notes[0] and "binarised at > 49.5, half its maximum" in info.notes[0]
+    )
+    labels = np.zeros((16, 16), np.uint8)
+    labels[4:8, 4:8] = 255
+    assert read_mask_with_notes(encode(labels, ".png"), "l_mask.png").notes == []  # a label map: nothing to say
+    assert read_mask_with_notes(encode(labels, ".jpg"), "l_mask.jpg").notes == []  # JPEG: the half cut is the rule
+
+
+def test_multi_page_mask_follows_the_page_asked_for_and_single_page_masks_any_page() -> None:
+    from brainviewer.data.io import read_mask_with_notes
+
+    first, second = np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8)
+    second[3:9, 3:9] = 255
+    data = _stack_tiff([first, second])
+    assert not read_mask(data, "m_mask.tif").any()  # a blank mask page is an empty mask, never skipped
+    assert read_mask(data, "m_mask.tif", page=1).sum() == 36
+    assert "page 2 of 2 is shown" in read_mask_with_notes(data, "m_mask.tif", page=1).notes[0]
+    assert read_mask(encode(second, ".png"), "s_mask.png", page=4).sum() == 36
