@@ -28,6 +28,13 @@ from brainviewer.ui.state import (
 )
 from brainviewer.views import figures
 
+#: Under the runs table: why a run's two Dice columns differ.
+FINAL_DICE_NOTE = (
+    "Best vs final Dice: *best* is the highest validation Dice during training, at the training threshold; "
+    "*final* re-scores those best weights after the threshold and post-processing were chosen at the end, "
+    "so the two differ (final is blank until the run finishes)."
+)
+
 
 def finetune_compare(runs_dir: Path, run_list: list[runs_lib.RunInfo]) -> None:
     """The runs table and their validation curves in one figure; re-read from disk every 10 s
@@ -53,6 +60,7 @@ def _finetune_compare_body(runs_dir: str) -> None:
         },
         key="finetune_table",
     )
+    st.caption(FINAL_DICE_NOTE)
     with_curves = [r.name for r in run_list if runs_lib.read_metrics(r.path)[1]]
     if not with_curves:
         return

@@ -87,9 +87,10 @@ def _finetune_watch_body(run_path: str, signature: tuple, demo: bool) -> None:
     with left:
         finetune_samples(info)
     with right:
-        st.markdown("**Log**")
+        st.markdown("**Log** (newest line first)")
         lines = runs_lib.tail_log(info.path, 14)
-        st.code("\n".join(lines) if lines else "(no log yet)", language=None, height=320, wrap_lines=True)
+        # newest first: a code block cannot follow its end, so the latest line is where the eye starts
+        st.code("\n".join(reversed(lines)) if lines else "(no log yet)", language=None, height=320, wrap_lines=True)
 
 
 def finetune_status(info: runs_lib.RunInfo, run_list: list[runs_lib.RunInfo]) -> None:

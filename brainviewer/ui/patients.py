@@ -31,6 +31,7 @@ from brainviewer.views.patient import (
     predicted_masks,
     summarise_patient,
     tumour_gif,
+    volume_step_note,
 )
 from brainviewer.views.review import SYNTHETIC_LABEL, ReviewItem, render_review
 
@@ -175,6 +176,13 @@ def show_slice(
     )
     item_banner(item, model)
     show_panels(view)
+    if model.volume_keep_largest and probs is not None and pred_masks is not None:
+        note = volume_step_note(probs[index], pred_masks[index], threshold, model.min_component_px, model.keep_largest)
+        if note:
+            st.caption(
+                f"{note} on this slice: these weights keep only the patient's largest 3-D tumour component, so "
+                "the Review page, which sees one slice at a time, shows more predicted pixels here."
+            )
 
 
 def show_strip(summary: PatientSummary, index: int, predicted: bool) -> None:

@@ -280,21 +280,10 @@ def show_metrics(view: ReviewView, model: ModelState) -> None:
     """Metric cards (Dice, IoU, precision, recall, pixel accuracy; tumour areas) or a plain statement why not."""
     areas = view.areas
     if view.metrics is not None:
-        m = view.metrics
-        scores = [
-            ("Dice", f"{m.dice:.3f}", "2|P∩T| / (|P|+|T|). 1.000 when both masks are empty."),
-            ("IoU", f"{m.iou:.3f}", "|P∩T| / |P∪T|. 1.000 when both masks are empty."),
-            ("Precision", f"{m.precision:.3f}", "Share of predicted pixels that are tumour."),
-            ("Recall", f"{m.recall:.3f}", "Share of tumour pixels that were found."),
-            ("Pixel accuracy", f"{m.accuracy:.4f}", "Share of all pixels labelled right (mostly background)."),
-        ]
+        scores = view.score_cards()  # n/a where a ratio has nothing to divide by
         for column, (label, value, help_text) in zip(st.columns(5, gap="small"), scores, strict=True):
             column.metric(label, value, help=help_text, border=True)
-        areas_row = [
-            ("Truth area (px)", f"{m.truth_area_px:,}", "Ground-truth tumour pixels."),
-            ("Predicted area (px)", f"{m.pred_area_px:,}", "Predicted tumour pixels at this threshold."),
-            ("Difference (px)", f"{m.pred_area_px - m.truth_area_px:+,}", "Predicted minus ground-truth area."),
-        ]
+        areas_row = view.area_cards()
         for column, (label, value, help_text) in zip(st.columns(5, gap="small"), areas_row, strict=False):
             column.metric(label, value, help=help_text, border=True)
         return

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 
 def loss_figure(train_rows: Sequence[dict]):
-    """Training loss against the global step (a plotly Figure; empty axes without rows)."""
+    """Training loss against the global step (a plotly Figure; empty axes without rows). The loss axis
+    starts at 0, also for a single logged step."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -28,10 +29,16 @@ def loss_figure(train_rows: Sequence[dict]):
             line={"width": 1.5, "color": "#1f6feb"},
         )
     )
+    # a loss is never negative: start the axis at 0 (plotly pads a single point to about -0.5 otherwise)
+    losses = [float(r["loss"]) for r in train_rows if isinstance(r.get("loss"), int | float)]
+    losses = [loss for loss in losses if math.isfinite(loss)]
+    yaxis: dict = {"title": "loss", "rangemode": "nonnegative"}
+    if len(losses) == 1:
+        yaxis["range"] = [0, max(losses[0], 0.0) * 1.5 or 1.0]
     fig.update_layout(
         title="Training loss",
         xaxis_title="step",
-        yaxis_title="loss",
+        yaxis=yaxis,
         height=320,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         showlegend=False,
@@ -121,13 +128,16 @@ def compare_figure(curves: dict[str, Sequence[dict]]):
 
 def patient_dice_figure(patients: Sequence[object], mean: float | None = None, median: float | None = None):
     """Per-patient volume Dice as bars, lowest first, with optional mean and median lines
-    (``patients``: objects with ``patient_id`` and ``volume_dice``)."""
+    (``patients``: objects with ``patient_id`` and ``volume_dice``).
+
+    The x axis is categorical with the ids as strings: numeric ids (figshare's ``1``, ``2``, ``10``) would
+    otherwise be placed on a numeric axis, as slivers at their values instead of one bar each."""
     import plotly.graph_objects as go
 
     ordered = sorted(patients, key=lambda p: (p.volume_dice, p.patient_id))
     fig = go.Figure(
         go.Bar(
-            x=[p.patient_id for p in ordered],
+            x=[str(p.patient_id) for p in ordered],
             y=[p.volume_dice for p in ordered],
             marker_color="#3b7dd8",
             hovertemplate="%{x}<br>Dice %{y:.3f}<extra></extra>",
@@ -147,7 +157,7 @@ def patient_dice_figure(patients: Sequence[object], mean: float | None = None, m
     fig.update_layout(
         title="Per-patient volume Dice",
         yaxis={"range": [0, 1.02], "title": "Dice"},
-        xaxis={"title": None, "tickangle": -60},
+        xaxis={"title": None, "tickangle": -60, "type": "category"},
         height=380,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )

@@ -24,7 +24,7 @@ from PIL import Image
 from brainviewer.data.volumes import Volume
 from brainviewer.evaluation.metrics import counts, dice_from_counts
 from brainviewer.model.inference import patient_levels, predict_batch
-from brainviewer.model.postprocess import postprocess_volume
+from brainviewer.model.postprocess import postprocess, postprocess_volume
 from brainviewer.views.overlay import DEFAULT_DISPLAY_CHANNEL, GT_COLOR, PRED_COLOR, display_rgb, overlay
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,27 @@ def predicted_masks(
     return postprocess_volume(
         [np.asarray(p) >= threshold for p in probs], min_component_px, keep_largest, volume_keep_largest
     )
+
+
+def volume_step_note(
+    prob: np.ndarray,
+    pred_mask: np.ndarray,
+    threshold: float,
+    min_component_px: int = 0,
+    keep_largest: bool = False,
+) -> str | None:
+    """Why one slice of a whole-patient prediction has fewer pixels than the same slice predicted alone.
+
+    ``pred_mask`` is the slice's mask after the largest-3-D-component step; ``prob`` its probabilities,
+    cut and post-processed slice by slice as the Review page does. ``None`` when the 3-D step removed
+    nothing on this slice, else e.g. ``"Predicted: 103 px after keeping the largest 3-D component
+    (138 px before)"``.
+    """
+    after = int(np.count_nonzero(pred_mask))
+    before = int(np.count_nonzero(postprocess(np.asarray(prob) >= threshold, min_component_px, keep_largest)))
+    if before <= after:
+        return None
+    return f"Predicted: {after:,} px after keeping the largest 3-D component ({before:,} px before)"
 
 
 @dataclass

@@ -221,6 +221,15 @@ class ReviewView:
     probs: np.ndarray | None = None
     display_channel: int | None = None
 
+    def score_cards(self) -> list[MetricCard]:
+        """The score cards as text (``n/a`` where a ratio is undefined, see :func:`score_cards`); empty
+        without metrics."""
+        return [] if self.metrics is None else score_cards(self.metrics)
+
+    def area_cards(self) -> list[MetricCard]:
+        """The area cards as text (see :func:`area_cards`); empty without metrics."""
+        return [] if self.metrics is None else area_cards(self.metrics)
+
     def mask_png(self) -> bytes | None:
         """The predicted mask as a {0, 255} PNG at the scan's size, or ``None``."""
         return None if self.pred_mask is None else mask_to_png_bytes(self.pred_mask)
@@ -245,6 +254,66 @@ class ReviewView:
             heading=self.item.name,
             display_channel=self.display_channel,
         )
+
+
+#: What a score card shows when its ratio has nothing to divide by (e.g. Dice on a tumour-free slice).
+NOT_APPLICABLE = "n/a"
+
+
+class MetricCard(NamedTuple):
+    """One metric card of the Review page: its label, the value as shown, and the help text."""
+
+    label: str
+    value: str
+    help: str
+
+
+def score_cards(m: SliceMetrics) -> list[MetricCard]:
+    """The five score cards (Dice, IoU, precision, recall, pixel accuracy) of ``m`` as text.
+
+    A ratio with nothing to divide by is shown as ``n/a`` with the reason, not as the 1.000 the metric
+    functions return: Dice and IoU when neither truth nor prediction has tumour (a tumour-free slice
+    predicted empty), precision without predicted pixels, recall without ground-truth tumour.
+    """
+    both_empty = m.truth_area_px == 0 and m.pred_area_px == 0
+    no_overlap_reason = "n/a: no tumour in the ground truth or the prediction, so there is no overlap to score."
+    cards = [
+        MetricCard(
+            "Dice",
+            NOT_APPLICABLE if both_empty else f"{m.dice:.3f}",
+            no_overlap_reason if both_empty else "2|P∩T| / (|P|+|T|).",
+        ),
+        MetricCard(
+            "IoU",
+            NOT_APPLICABLE if both_empty else f"{m.iou:.3f}",
+            no_overlap_reason if both_empty else "|P∩T| / |P∪T|.",
+        ),
+        MetricCard(
+            "Precision",
+            NOT_APPLICABLE if m.pred_area_px == 0 else f"{m.precision:.3f}",
+            "n/a: nothing was predicted as tumour, so there is no predicted pixel to be right or wrong."
+            if m.pred_area_px == 0
+            else "Share of predicted pixels that are tumour.",
+        ),
+        MetricCard(
+            "Recall",
+            NOT_APPLICABLE if m.truth_area_px == 0 else f"{m.recall:.3f}",
+            "n/a: the ground truth has no tumour on this slice, so there is nothing to find."
+            if m.truth_area_px == 0
+            else "Share of tumour pixels that were found.",
+        ),
+        MetricCard("Pixel accuracy", f"{m.accuracy:.4f}", "Share of all pixels labelled right (mostly background)."),
+    ]
+    return cards
+
+
+def area_cards(m: SliceMetrics) -> list[MetricCard]:
+    """The area cards (truth, predicted, difference in pixels) of ``m`` as text."""
+    return [
+        MetricCard("Truth area (px)", f"{m.truth_area_px:,}", "Ground-truth tumour pixels."),
+        MetricCard("Predicted area (px)", f"{m.pred_area_px:,}", "Predicted tumour pixels at this threshold."),
+        MetricCard("Difference (px)", f"{m.pred_area_px - m.truth_area_px:+,}", "Predicted minus ground-truth area."),
+    ]
 
 
 def download_names(item: ReviewItem) -> dict[str, str]:

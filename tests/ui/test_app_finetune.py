@@ -286,3 +286,19 @@ def test_average_two_runs_from_the_page_and_use_the_result(page_env, small_base:
     at.text_input(key="finetune_average_name").set_value("soup").run()
     button(at, "Average").click().run()
     assert "Cannot average" in page_text(at) and "already exists" in page_text(at)
+
+
+def test_log_pane_shows_the_newest_line_first_and_the_table_explains_final_dice(page_env) -> None:
+    runs_dir, _ = page_env
+    proc = subprocess.Popen([sys.executable, "-c", "pass", "brainviewer-test"])
+    proc.wait(30)  # its pid is no longer alive: a dead run, nothing refreshes it
+    run_dir = write_run(
+        runs_dir, "logged", {"state": "running", "pid": proc.pid, "host": socket.gethostname(), "global_step": 1}
+    )
+    (run_dir / "train.log").write_text("line 1 oldest\nline 2\nline 3 newest\n")
+    at = new_page().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "**Log** (newest line first)" in page_text(at)
+    (log,) = [c for c in at.code if "line 2" in c.value]
+    assert log.value.splitlines() == ["line 3 newest", "line 2", "line 1 oldest"]
+    assert "*final* re-scores those best weights after the threshold and post-processing" in page_text(at)

@@ -306,3 +306,44 @@ def test_a_sagittal_dicom_upload_is_shown_axially_and_offers_a_nifti_mask(app_en
     assert "No ground truth: add its mask volume under 'Optional: its ground-truth mask volume'" in texts(at)
     # the NIfTI file itself is built on click; test_volumes checks it lands on the series' grid
     assert "Predicted mask (NIfTI)" in [b.proto.label for b in at.get("download_button")]
+
+
+def test_patients_page_says_when_the_3d_step_removed_pixels_on_the_slice(
+    app_env: None, monkeypatch: pytest.MonkeyPatch, phantom_dataset: Path, tiny_weights: Path, tmp_path: Path
+) -> None:
+    """The Review page predicts a slice alone; the Patients page keeps the largest 3-D component and says
+    so under the panels where that removed pixels on the slice shown."""
+    import json
+    import shutil
+
+    from brainviewer.views.patient import predicted_masks
+
+    folder = tmp_path / "tiny-volume"
+    shutil.copytree(tiny_weights, folder)
+    segmenter = Segmenter.from_folder(folder, device="cpu")
+    dataset = open_dataset(phantom_dataset)
+    patient = dataset.patient_ids[0]
+    probs = segmenter.predict_probs_batch([dataset.load_image(r) for r in dataset.patients[patient]])
+    threshold = round(float(np.quantile(np.stack(probs), 0.97)), 2)
+    prep = json.loads((folder / "preprocessing.json").read_text())
+    prep.update(volume_keep_largest=True, threshold=threshold)
+    (folder / "preprocessing.json").write_text(json.dumps(prep))
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(folder))
+    monkeypatch.setenv("BRAINVIEWER_DATA", str(phantom_dataset))
+
+    masks = predicted_masks(probs, threshold, volume_keep_largest=True)
+    before = [int((p >= threshold).sum()) for p in probs]
+    cut = [i for i, m in enumerate(masks) if int(m.sum()) < before[i]]
+    kept = [i for i, m in enumerate(masks) if int(m.sum()) == before[i]]
+    assert cut  # the untrained model's scattered blobs: the 3-D step removes some
+
+    at = open_page("pages/patients.py")
+    at.slider(key="patient_slice").set_value(cut[0] + 1).run()
+    assert not at.exception, at.exception
+    after = int(masks[cut[0]].sum())
+    assert at.image[3].captions[0] == f"Predicted: {after:,} px"  # the panel itself is unchanged
+    expected = f"Predicted: {after:,} px after keeping the largest 3-D component ({before[cut[0]]:,} px before)"
+    assert expected in texts(at, "caption")
+    if kept:  # a slice the 3-D step left alone has no note
+        at.slider(key="patient_slice").set_value(kept[0] + 1).run()
+        assert "largest 3-D component" not in texts(at, "caption")

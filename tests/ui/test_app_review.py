@@ -607,3 +607,25 @@ def test_a_cpu_training_run_makes_the_app_keep_to_the_cores_it_leaves(app_env, m
     at = new_app().run()
     assert "A training run is using the CPU" not in page_text(at)
     assert (calls[-1] if calls else ui._DEFAULT_TORCH_THREADS) == ui._DEFAULT_TORCH_THREADS
+
+
+def test_a_tumour_free_slice_predicted_empty_shows_n_a_not_1(app_env, monkeypatch, tiny_weights):
+    """No tumour in the truth and none predicted: Dice, IoU, precision and recall read n/a, not 1.000."""
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(tiny_weights))
+    at = new_app().run()
+    at.radio(key="review_source").set_value("Upload").run()
+    scan = np.stack([gradient(64, 64)] * 3, axis=-1)
+    at.file_uploader(key="review_upload").set_value(
+        [
+            ("healthy.png", png_bytes(scan), "image/png"),
+            ("healthy_mask.png", png_bytes(np.zeros((64, 64), np.uint8)), "image/png"),
+        ]
+    ).run()
+    at.slider(key="threshold").set_value(at.slider(key="threshold").max).run()
+    assert not at.exception, [e.value for e in at.exception]
+    cards = {m.label: m.value for m in at.metric}
+    if cards.get("Predicted area (px)") != "0":
+        pytest.skip("the untrained test model predicts tumour even at the highest threshold")
+    for name in ("Dice", "IoU", "Precision", "Recall"):
+        assert cards[name] == "n/a", (name, cards)
+    assert cards["Truth area (px)"] == "0"

@@ -280,3 +280,19 @@ def test_outlined_shows_a_three_channel_scan_as_flair_in_grayscale() -> None:
     picture = outlined(image, None, None)
     assert (picture[..., 0] == picture[..., 1]).all() and (picture[..., 1] == picture[..., 2]).all()
     assert not (outlined(image, None, None, channel=None)[5, 5] == picture[5, 5]).all()  # the RGB composite
+
+
+def test_volume_step_note_says_when_the_3d_step_removed_pixels_on_a_slice() -> None:
+    from brainviewer.views.patient import volume_step_note
+
+    probs = [np.zeros((12, 12), np.float32) for _ in range(3)]
+    probs[0][1:5, 1:5] = 0.9  # a 16 px blob on slice 0 only
+    for p in probs:
+        p[6:11, 6:11] = 0.9  # a 25 px blob through all three slices: the largest 3-D component
+    masks = predicted_masks(probs, 0.5, volume_keep_largest=True)
+    assert volume_step_note(probs[0], masks[0], 0.5) == (
+        "Predicted: 25 px after keeping the largest 3-D component (41 px before)"
+    )
+    assert volume_step_note(probs[1], masks[1], 0.5) is None  # nothing removed on this slice
+    plain = predicted_masks(probs, 0.5)
+    assert volume_step_note(probs[0], plain[0], 0.5) is None
