@@ -35,6 +35,7 @@ from brainviewer.ui.state import (
     REVIEW_PATIENT_KEY,
     REVIEW_SOURCE_KEY,
     REVIEW_UPLOAD_MEMO_KEY,
+    REVIEW_UPLOAD_NAMES_KEY,
     state_index,
 )
 from brainviewer.views.overlay import DEFAULT_DISPLAY_CHANNEL, DISPLAY_CHANNELS, probs_to_rgb
@@ -126,6 +127,7 @@ def upload_items() -> tuple[list[ReviewItem], list[str]]:
     )
     if not files:
         st.session_state.pop(REVIEW_UPLOAD_MEMO_KEY, None)
+        st.session_state.pop(REVIEW_UPLOAD_NAMES_KEY, None)
         return [], []
     if len(files) > MAX_UPLOAD_FILES:
         st.session_state.pop(REVIEW_UPLOAD_MEMO_KEY, None)  # nothing decoded is kept
@@ -147,7 +149,17 @@ def upload_items() -> tuple[list[ReviewItem], list[str]]:
             + raise_hint(MAX_SESSION_SCANS_ENV),
         ]
     st.session_state[REVIEW_UPLOAD_MEMO_KEY] = (signature, items, errors)
+    select_new_scan([item.name for item in items])
     return items, errors
+
+
+def select_new_scan(names: list[str]) -> None:
+    """When an upload adds scans to the previous one, point the scan picker at the first added scan."""
+    before = st.session_state.get(REVIEW_UPLOAD_NAMES_KEY)
+    st.session_state[REVIEW_UPLOAD_NAMES_KEY] = names
+    added = [name for name in names if before is not None and name not in before]
+    if added:
+        st.session_state[REVIEW_ITEM_KEY] = added[0]  # set before the picker is made this run
 
 
 def keep_newest(items: list[ReviewItem], cap: int) -> tuple[list[ReviewItem], int]:
@@ -242,16 +254,41 @@ def source_items(
 
 
 def pick_item(items: list[ReviewItem]) -> ReviewItem | None:
-    """A selectbox (key ``review_item``) when there are several items; the chosen one (or ``None``)."""
+    """A selectbox (key ``review_item``) with Previous / Next buttons (keys ``review_prev``, ``review_next``)
+    when there are several items; the chosen one (or ``None``)."""
     if not items:
         return None
     if len(items) == 1:
         return items[0]
     names = [item.name for item in items]
-    chosen = st.selectbox(
+    picker, back, forward = st.columns([6, 1, 1], vertical_alignment="bottom")
+    chosen = picker.selectbox(
         f"Scan ({len(items)} loaded)", names, index=state_index(REVIEW_ITEM_KEY, names), key=REVIEW_ITEM_KEY
     )
+    back.button(
+        "Previous",
+        key="review_prev",
+        on_click=step_item,
+        args=(names, -1),
+        width="stretch",
+        help="Show the scan before this one; it wraps around: from the first scan it goes to the last.",
+    )
+    forward.button(
+        "Next",
+        key="review_next",
+        on_click=step_item,
+        args=(names, 1),
+        width="stretch",
+        help="Show the scan after this one; it wraps around: from the last scan it goes to the first.",
+    )
     return items[names.index(chosen)]
+
+
+def step_item(names: list[str], step: int) -> None:
+    """Button callback: move the scan picker ``step`` places through ``names``, wrapping around at the ends."""
+    current = st.session_state.get(REVIEW_ITEM_KEY)
+    index = names.index(current) if current in names else 0
+    st.session_state[REVIEW_ITEM_KEY] = names[(index + step) % len(names)]
 
 
 # === Display =================================================================================

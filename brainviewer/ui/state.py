@@ -25,6 +25,7 @@ DATASET_CHOICE_KEY = "dataset_choice"  # demo mode: the sidebar's selectbox of t
 REVIEW_SOURCE_KEY = "review_source"  # the "Scans from" radio: upload, dataset sample or phantom
 REVIEW_HAD_DATASET_KEY = "_review_had_dataset"  # whether a dataset was configured at the last run
 REVIEW_UPLOAD_MEMO_KEY = "_review_upload_memo"  # (upload signature, items, errors) of the last upload
+REVIEW_UPLOAD_NAMES_KEY = "_review_upload_names"  # scan names of the last upload (to show a new one)
 REVIEW_PATIENT_KEY = "review_patient"  # the dataset patient selectbox
 REVIEW_ITEM_KEY = "review_item"  # the scan selectbox when several are loaded
 THRESHOLD_KEY = "threshold"  # the probability-threshold slider (Review and Patients)

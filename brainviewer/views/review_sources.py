@@ -41,6 +41,7 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
       keeps its scan and carries the reason in :attr:`ReviewItem.messages`.
     * Two files with one stem and no ``_mask`` in either name (figshare's ``images/1.png`` and
       ``masks/1.png``): when exactly one of them holds at most two values, it is the other's mask.
+    * A file added twice (same name, same bytes) is read once, without a message.
     * A mask with no matching scan, and any other second file with the same stem, go to ``errors``.
     * What the readers did is said in :attr:`ReviewItem.messages`: which page of a multi-page TIFF (the first
       that is not blank) or frame of an animated image is shown, and how a graded mask was binarised.
@@ -56,7 +57,11 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
     unique: list[tuple[str, bytes]] = []
     seen: dict[tuple[bool, str], int] = {}  # (is a mask name, stem) -> index in unique
     notes: dict[str, str] = {}  # scan name -> how its same-named mask was recognised
+    copies: set[tuple[str, bytes]] = set()  # (name, content) already taken
     for name, content in files:
+        if (name, content) in copies:
+            continue  # the same file added again (re-adding to an upload): read it once
+        copies.add((name, content))
         mask_stem = scan_stem_for_mask(name)
         slot = (mask_stem is not None, (mask_stem or Path(name).stem).lower())
         if slot not in seen:

@@ -629,3 +629,46 @@ def test_a_tumour_free_slice_predicted_empty_shows_n_a_not_1(app_env, monkeypatc
     for name in ("Dice", "IoU", "Precision", "Recall"):
         assert cards[name] == "n/a", (name, cards)
     assert cards["Truth area (px)"] == "0"
+
+
+def upload(name: str, image: np.ndarray) -> tuple[str, bytes, str]:
+    return (name, png_bytes(image), "image/png")
+
+
+def test_adding_a_scan_to_an_upload_shows_the_new_scan(app_env):
+    at = new_app().run()
+    at.radio(key="review_source").set_value("Upload").run()
+    at.file_uploader(key="review_upload").set_value([upload("a.png", gradient())]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.file_uploader(key="review_upload").set_value(
+        [upload("a.png", gradient()), upload("b.png", gradient()[::-1].copy())]
+    ).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="review_item").value == "b.png"
+    assert "b.png" in page_text(at) and not at.error
+
+
+def test_the_same_file_uploaded_twice_is_read_once_without_an_error(app_env):
+    at = new_app().run()
+    at.radio(key="review_source").set_value("Upload").run()
+    at.file_uploader(key="review_upload").set_value([upload("a.png", gradient()), upload("a.png", gradient())]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert not [s for s in at.selectbox if s.key == "review_item"]  # one scan: no picker
+    assert len(panel_captions(at)) == 5
+
+
+def test_previous_and_next_move_between_uploaded_scans_and_wrap_around(app_env):
+    at = new_app().run()
+    at.radio(key="review_source").set_value("Upload").run()
+    at.file_uploader(key="review_upload").set_value(
+        [upload(f"{name}.png", gradient() + step) for step, name in enumerate("abc")]
+    ).run()
+    assert at.selectbox(key="review_item").value == "a.png"
+    seen = []
+    for key in ("review_next", "review_next", "review_next", "review_prev", "review_prev"):
+        at.button(key=key).click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        seen.append(at.selectbox(key="review_item").value)
+    assert seen == ["b.png", "c.png", "a.png", "c.png", "b.png"]
+    assert "b.png" in page_text(at)
