@@ -67,3 +67,15 @@ def read_json_object(path: str | Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (any program, any user): decides whether the writer
+    of a temporary file (a per-process folder, a partial copy) may still be using it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

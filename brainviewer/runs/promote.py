@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from brainviewer.files import read_json_object, write_atomic
+from brainviewer.files import pid_exists, read_json_object, write_atomic
 from brainviewer.model.weights import list_local_weights, weights_root
 from brainviewer.runs.folders import (
     MODEL_CONFIG_FILE,
@@ -138,16 +138,6 @@ def promote_run(
 _PROMOTE_TMP_RE = re.compile(r"^\..+\.promote-(?:(\d+)-)?[^-]*$")
 
 
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_promotions(
     weights_dir: str | Path | None = None, min_age_s: float = STALE_TEMP_AGE_S, now: float | None = None
 ) -> list[Path]:
@@ -178,7 +168,7 @@ def clean_stale_promotions(
                 if match is None or path.is_symlink() or not path.is_dir():
                     continue
                 if match.group(1) is not None:
-                    stale = int(match.group(1)) != os.getpid() and not _pid_exists(int(match.group(1)))
+                    stale = int(match.group(1)) != os.getpid() and not pid_exists(int(match.group(1)))
                 else:
                     stale = now - path.stat().st_mtime >= min_age_s
             except OSError:
