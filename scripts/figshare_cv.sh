@@ -3,7 +3,7 @@
 #
 #   bash scripts/figshare_cv.sh [FOLD ...]      # default: folds 0-4; a fold already started is resumed
 #
-# The folds run with the code of commit 5ba2698 (checked out once into ../brainviewer-cv, a git worktree), the
+# The folds run with the code of commit 5ba2698 (checked out once into ../train-wt, a git worktree), the
 # commit fold 0 was trained with, so every fold uses the same base weights (the LGG model before its per-patient
 # normalisation) and the same normalisation target (0.7). Runs go to runs/figshare-norm-cv5-f<k>; one at a time.
 # Afterwards:
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
-CODE="$ROOT/../brainviewer-cv"
+CODE="$(cd "$ROOT/.." && pwd)/train-wt"  # where folds 0 and 1 ran: their config.json names its weights
 [ -d "$CODE" ] || git worktree add "$CODE" 5ba2698
 DATA="$(cd "$ROOT/../shared/data/figshare" && pwd)"
 for k in "${@:-0 1 2 3 4}"; do

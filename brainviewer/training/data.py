@@ -46,15 +46,16 @@ class SliceCache:
         size, channels = prep.input_size, prep.in_channels
         images = np.zeros((len(dataset), size, size, channels), dtype=np.float16)
         masks = np.zeros((len(dataset), size, size), dtype=np.uint8)
-        levels: dict[str, np.ndarray | None] = {}  # per patient, as inference takes them
-        if prep.intensity_norm == "volume_percentile":
-            for pid, records in dataset.patients.items():
-                levels[pid] = volume_levels([dataset.load_image(r) for r in records], prep)
+        by_patient: dict[str, list[int]] = {}
         for i, record in enumerate(dataset):
-            image, mask = load_arrays(dataset, record)
-            images[i] = prepare_unit(image, prep, levels.get(record.patient_id))
-            if mask is not None:
-                masks[i] = letterbox(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+            by_patient.setdefault(record.patient_id, []).append(i)
+        for indices in by_patient.values():  # one patient at a time: its levels come from its own slices
+            pairs = [load_arrays(dataset, dataset.records[i]) for i in indices]
+            levels = volume_levels([image for image, _ in pairs], prep)  # None unless per-patient norm
+            for i, (image, mask) in zip(indices, pairs, strict=True):
+                images[i] = prepare_unit(image, prep, levels)
+                if mask is not None:
+                    masks[i] = letterbox(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
         return cls(images, masks, masks.reshape(len(masks), -1).any(axis=1))
 
 

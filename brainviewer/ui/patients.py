@@ -50,6 +50,13 @@ def _batch_probs(
     return [np.asarray(p, dtype=np.float32) for p in predict_batch(_segmenter, _images, len(_images), _levels)]
 
 
+@st.cache_data(max_entries=40, show_spinner=False)
+def _patient_levels(model_id: str, volume_key: str, _segmenter: Segmenter, _images: list) -> object:
+    """The patient's intensity levels for this model (``None`` unless it normalises per patient), computed
+    once per (model, patient): every rerun (scrubbing, threshold) reads them from the cache."""
+    return patient_levels(_segmenter, _images)
+
+
 def volume_probs(model: ModelState, volume: Volume, volume_key: str) -> list[np.ndarray] | None:
     """Whole-patient probabilities, computed once per (model, patient) in cached batches of
     :data:`PATIENT_BATCH` slices with a progress bar; later reruns (scrubbing, threshold) read the cache.
@@ -60,7 +67,7 @@ def volume_probs(model: ModelState, volume: Volume, volume_key: str) -> list[np.
         return None
     images = model_inputs(volume)
     total = len(images)
-    levels = patient_levels(model.segmenter, images)  # one patient's slices are normalised together
+    levels = _patient_levels(model.model_id, volume_key, model.segmenter, images)
     done = st.session_state.setdefault(PATIENT_PROBS_DONE_KEY, set())
     show = (model.model_id, volume_key) not in done  # no progress bar flashing on cached reruns
     placeholder = st.empty()
