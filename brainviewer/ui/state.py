@@ -46,6 +46,7 @@ OPEN_PATIENT_KEY = "open_patient"  # a request to show a patient: {"source", "da
 # --- Evaluation
 EVAL_REQUESTED_KEY = "eval_requested"  # the evaluation request of the last "Run evaluation" press
 EVAL_DONE_KEY = "_eval_done"  # evaluation requests already finished (no progress bar on reruns)
+COMPARE_REQUEST_KEY = "compare_request"  # a request to compare models: {"models": [weights labels], "dataset_path"}
 
 # --- Fine-tuning
 FINETUNE_FLASH_KEY = "finetune_flash"  # [(kind, text)] messages shown once at the next run
