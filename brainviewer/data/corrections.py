@@ -7,7 +7,8 @@ Layout (``kaggle_3m``-like, so :func:`brainviewer.data.datasets.open_dataset` op
       <patient>/<name>_mask.png     the corrected mask, 0/255
       <patient>/<name>.json         provenance: source scan (name, path, sha256), model, threshold, time,
                                     pixels added and removed
-      .mixes/<stamp>/data_mask.csv  indexes written to train on the corrections (alone or with a dataset)
+      .mixes/<stamp>/data_mask.csv  indexes written to train on the corrections (alone or with a dataset),
+                                    with mix.json (what was mixed) and split.json (mixed: the split kept)
 
 Nothing is ever overwritten: a scan corrected again is saved as ``<name>-v2`` (``-v3`` ...), every file is
 created with :func:`brainviewer.files.write_new`, and the newest version of each source scan is the one
@@ -43,6 +44,7 @@ DEFAULT_FOLDER = "corrections"
 MIXES_FOLDER = ".mixes"
 INDEX_FILE = "data_mask.csv"
 MIX_SPLIT_FILE = "split.json"
+MIX_INFO_FILE = "mix.json"
 PROVENANCE_SCHEMA = "brainviewer-correction/1"
 #: Versions of one scan tried before giving up (each save of the same slice takes the next free one).
 MAX_VERSIONS = 1000
@@ -296,6 +298,12 @@ def write_training_index(
         records += [r for r in dataset if r.patient_id not in set(corrected)]
     folder = _new_mix_folder(root, "alone" if dataset_path is None else "mixed")
     csv_path = write_data_mask_csv(Dataset(root, "data_mask_csv", records), folder / INDEX_FILE, relative=False)
+    info = {
+        "corrections": str(root.resolve()),
+        "dataset": None if dataset_path is None else str(Path(dataset_path).resolve()),
+        "corrected_patients": corrected,
+    }
+    write_new(folder / MIX_INFO_FILE, json.dumps(info, indent=2) + "\n")
     if dataset_path is None:
         return TrainingIndex(csv_path, None, corrected)
     seen = base.seen if base is not None else set()
