@@ -104,7 +104,8 @@ def _form(runs_dir: Path) -> TrainConfig | None:
 
 
 def _labels(info: runs_lib.RunInfo) -> tuple[str | None, str | None]:
-    """The run's base weights and its best weights as labels of :func:`brainviewer.runs.base_weight_choices`."""
+    """The run's base weights and its best weights as labels of :func:`brainviewer.runs.base_weight_choices`
+    (of a folder listed twice, the stable ``weights/<name>`` rather than ``current model (<name>)``)."""
     by_path = {str(Path(path).resolve()): label for label, path in runs_lib.base_weight_choices().items()}
     base = by_path.get(str(Path(info.config.init_weights).resolve())) if info.config.init_weights else None
     return base, by_path.get(str(info.best_dir.resolve()))
