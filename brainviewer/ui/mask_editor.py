@@ -202,9 +202,6 @@ def mask_editor(
     """
     if pred_mask is None:
         return
-    key = edit_key(item, pred_mask, model.model_id)
-    edit = _edits().get(key) or MaskEdit.start(pred_mask)
-    demo = demo_mode()
     on = st.toggle(
         "Correct the mask",
         key="mask_edit_on",
@@ -213,8 +210,11 @@ def mask_editor(
     )
     if not on:
         return
+    key = edit_key(item, pred_mask, model.model_id)
+    edit = _edits().get(key) or MaskEdit.start(pred_mask)
     if key not in _edits():
         _store(key, edit)
+    demo = demo_mode()
     with st.container(border=True):
         _flash()
         left, middle, right = st.columns([3, 2, 3], vertical_alignment="bottom")
