@@ -25,6 +25,7 @@ from PIL import Image
 from brainviewer.data.corrections import SourceScan, corrections_root, mask_png, save_correction
 from brainviewer.data.datasets import Dataset
 from brainviewer.data.volumes import Volume
+from brainviewer.evaluation.metrics import slice_metrics
 from brainviewer.ui.server_files import demo_mode
 from brainviewer.ui.sidebar import ModelState
 from brainviewer.ui.state import MASK_EDIT_FLASH_KEY, MASK_EDIT_KEY, MASK_EDIT_REV_KEY
@@ -175,6 +176,14 @@ def _save(item: ReviewItem, edit: MaskEdit, model: ModelState, threshold: float 
     )
 
 
+def truth_note(edit: MaskEdit, truth: np.ndarray | None) -> str:
+    """`` · Dice with the ground truth: prediction x → corrected y.`` when the scan has ground truth, else ``.``."""
+    if truth is None or truth.shape != edit.shape:
+        return "."
+    before, after = slice_metrics(edit.base_mask, truth), slice_metrics(edit.mask, truth)
+    return f" · Dice with the ground truth: prediction {before.dice:.3f} → corrected {after.dice:.3f}."
+
+
 def _flash() -> None:
     message = st.session_state.pop(MASK_EDIT_FLASH_KEY, None)
     if message is not None:
@@ -241,7 +250,8 @@ def mask_editor(
         added, removed = edit.changes()
         st.caption(
             f"Green: the corrected mask ({int(edit.mask.sum()):,} px) · against the prediction at threshold "
-            f"{threshold if threshold is None else f'{threshold:.2f}'}: +{added:,} px added, −{removed:,} px removed."
+            f"{threshold if threshold is None else f'{threshold:.2f}'}: +{added:,} px added, −{removed:,} px removed"
+            + truth_note(edit, item.truth)
         )
         with st.container(horizontal=True, gap="small"):
             if st.button(

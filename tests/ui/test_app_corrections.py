@@ -74,7 +74,7 @@ def test_a_painted_correction_is_saved_with_its_provenance_and_nothing_is_overwr
     at.run()
     assert not at.button(key="mask_edit_undo").disabled
     added = int((stroke & ~predicted).sum())
-    assert any(f"+{added:,} px added" in c.value for c in at.caption)
+    assert any(f"+{added:,} px added" in c.value and "Dice with the ground truth" in c.value for c in at.caption)
 
     at.button(key="mask_edit_save").click().run()
     assert not at.exception, at.exception
