@@ -8,7 +8,8 @@ Layout (``kaggle_3m``-like, so :func:`brainviewer.data.datasets.open_dataset` op
       <patient>/<name>.json         provenance: source scan (name, path, sha256), model, threshold, time,
                                     pixels added and removed
       .mixes/<stamp>/data_mask.csv  indexes written to train on the corrections (alone or with a dataset),
-                                    with mix.json (what was mixed) and split.json (mixed: the split kept)
+                                    with mix.json (what was mixed), split.json (mixed: the split kept) and
+                                    corrected.csv (mixed: the corrected slices alone, for the comparison)
 
 Nothing is ever overwritten: a scan corrected again is saved as ``<name>-v2`` (``-v3`` ...), every file is
 created with :func:`brainviewer.files.write_new`, and the newest version of each source scan is the one
@@ -45,6 +46,7 @@ MIXES_FOLDER = ".mixes"
 INDEX_FILE = "data_mask.csv"
 MIX_SPLIT_FILE = "split.json"
 MIX_INFO_FILE = "mix.json"
+CORRECTED_INDEX_FILE = "corrected.csv"
 PROVENANCE_SCHEMA = "brainviewer-correction/1"
 #: Versions of one scan tried before giving up (each save of the same slice takes the next free one).
 MAX_VERSIONS = 1000
@@ -298,10 +300,16 @@ def write_training_index(
         records += [r for r in dataset if r.patient_id not in set(corrected)]
     folder = _new_mix_folder(root, "alone" if dataset_path is None else "mixed")
     csv_path = write_data_mask_csv(Dataset(root, "data_mask_csv", records), folder / INDEX_FILE, relative=False)
+    corrected_csv = csv_path
+    if dataset_path is not None:  # the corrected slices alone, to score the run on what it learned from
+        corrected_csv = write_data_mask_csv(
+            Dataset(root, "data_mask_csv", corrections), folder / CORRECTED_INDEX_FILE, relative=False
+        )
     info = {
         "corrections": str(root.resolve()),
         "dataset": None if dataset_path is None else str(Path(dataset_path).resolve()),
         "corrected_patients": corrected,
+        "corrected_index": str(corrected_csv.resolve()),
     }
     write_new(folder / MIX_INFO_FILE, json.dumps(info, indent=2) + "\n")
     if dataset_path is None:
@@ -316,9 +324,3 @@ def write_training_index(
     )
     split_path = write_new(folder / MIX_SPLIT_FILE, json.dumps(asdict(split), indent=2) + "\n")
     return TrainingIndex(csv_path, split_path, corrected)
-
-
-def corrections_index(root: str | Path) -> Path:
-    """A ``data_mask.csv`` of the newest corrections alone (written fresh): what the Evaluation page scores
-    "on the corrected patients"."""
-    return write_training_index(root).csv

@@ -18,10 +18,11 @@ from pathlib import Path
 import streamlit as st
 
 from brainviewer import runs as runs_lib
-from brainviewer.data.corrections import corrections_index, corrections_root, latest_corrections
+from brainviewer.data.corrections import corrections_root, latest_corrections
 from brainviewer.runs.corrections import corrections_config, corrections_run_info, describe
 from brainviewer.training.config import TrainConfig
 from brainviewer.ui.finetune import FROM_SCRATCH, finetune_flash
+from brainviewer.ui.server_files import demo_mode
 from brainviewer.ui.sidebar import dataset_path
 from brainviewer.ui.state import COMPARE_REQUEST_KEY, FINETUNE_RUN_KEY
 
@@ -34,12 +35,12 @@ MIXED = "The corrections and a dataset"
 
 def corrections_start(runs_dir: Path, demo: bool) -> None:
     """The "Learn from corrections" expander: what is saved, and a form that starts a run on it."""
-    root = corrections_root()
-    slices = latest_corrections(root)
     with st.expander("Learn from corrections", icon=":material/school:"):
         if demo:
             st.info("This is a public demo: corrections are not saved and runs cannot be started.")
             return
+        root = corrections_root()
+        slices = latest_corrections(root)
         if not slices:
             st.info(
                 f"No corrections saved yet in {root}. Correct a mask on the Review or Patients page "
@@ -124,6 +125,8 @@ def corrections_compare(info: runs_lib.RunInfo) -> None:
     if mix is None:
         return
     st.caption(f"{info.name} learned from {describe(mix)}.")
+    if demo_mode():
+        return  # the comparison reads server paths from the run's records: not in a public demo
     base, run = _labels(info)
     if base is None or run is None:
         st.caption("Its base model or its best weights are not among the weights to compare (from scratch?).")
@@ -136,10 +139,7 @@ def corrections_compare(info: runs_lib.RunInfo) -> None:
         icon=":material/compare:",
         help="The gain: both models scored on the newest corrected masks (which the run trained on).",
     ):
-        try:
-            request_compare([base, run], str(corrections_index(mix["corrections"])))
-        except (ValueError, OSError) as err:
-            st.error(f"Cannot compare: {err}")
+        request_compare([base, run], mix.get("corrected_index") or info.config.data)
     if right.button(
         "Compare with the base model on held-out patients",
         key="corrections_compare_held_out",

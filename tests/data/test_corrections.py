@@ -105,6 +105,8 @@ def test_training_index_alone_and_mixed_keep_the_corrected_patients_in_training(
     mixed_data = open_dataset(mixed.csv)
     assert set(mixed_data.patient_ids) == set(dataset.patient_ids) | {"other"}
     assert len(mixed_data.patients[corrected_patient]) == 1  # only its corrected slice
+    corrected_only = open_dataset(json.loads((mixed.csv.parent / "mix.json").read_text())["corrected_index"])
+    assert set(corrected_only.patient_ids) == {corrected_patient, "other"} and len(corrected_only) == 2
     split = load_split_file(mixed.split_file)
     assert corrected_patient in split.train and "other" in split.train
     assert split.val == [dataset.patient_ids[1]]  # the base's other held-out patient stays held out

@@ -62,6 +62,7 @@ def test_start_a_run_on_the_corrections_and_request_the_comparisons(
     assert done.has_best
     mix = json.loads((Path(done.config.data).parent / "mix.json").read_text())
     assert mix["dataset"] is None and sorted(mix["corrected_patients"]) == sorted(patients)
+    assert mix["corrected_index"] == done.config.data  # alone: the run's own index holds the corrections only
 
     at = finetune_page()
     assert not at.exception, at.exception
