@@ -35,7 +35,7 @@ from PIL import Image
 
 from brainviewer.data.datasets import Dataset, SliceRecord, open_dataset, write_data_mask_csv
 from brainviewer.data.naming import natural_key
-from brainviewer.data.split import Split
+from brainviewer.data.split import SPLIT_FILE, Split
 from brainviewer.files import write_new
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ CORRECTIONS_ENV = "BRAINVIEWER_CORRECTIONS_DIR"
 DEFAULT_FOLDER = "corrections"
 MIXES_FOLDER = ".mixes"
 INDEX_FILE = "data_mask.csv"
-MIX_SPLIT_FILE = "split.json"
 MIX_INFO_FILE = "mix.json"
 CORRECTED_INDEX_FILE = "corrected.csv"
 PROVENANCE_SCHEMA = "brainviewer-correction/1"
@@ -322,5 +321,5 @@ def write_training_index(
         mode=base.mode if base is not None else "random",
         seed=base.seed if base is not None else 42,
     )
-    split_path = write_new(folder / MIX_SPLIT_FILE, json.dumps(asdict(split), indent=2) + "\n")
+    split_path = write_new(folder / SPLIT_FILE, json.dumps(asdict(split), indent=2) + "\n")
     return TrainingIndex(csv_path, split_path, corrected)
