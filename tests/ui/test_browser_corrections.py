@@ -2,7 +2,8 @@
 
 Opens the Review page on a synthetic phantom slice, turns on "Correct the mask", paints one stroke with the
 brush on the canvas, saves, and checks that the saved mask differs from the model's prediction exactly where
-the stroke went. Skips when Chromium (/usr/bin/chromium) or the playwright package is missing.
+the stroke went; then removes the stroke again with one click of "Remove component". Skips when Chromium
+(/usr/bin/chromium) or the playwright package is missing.
 """
 
 from __future__ import annotations
@@ -91,6 +92,15 @@ def test_paint_a_stroke_and_save_the_correction(corrections_app):
             expect(page.get_by_text("px added").first).not_to_contain_text("+0 px added", timeout=60_000)
             page.get_by_role("button", name="Save correction").click()
             expect(page.get_by_text("Saved ").first).to_be_visible(timeout=60_000)
+
+            # a click with "Remove component" on the stroke (apart from the predicted tumour) removes it
+            page.get_by_text("Remove component", exact=True).click()
+            page.wait_for_timeout(2_000)
+            canvas = page.locator("canvas.upper-canvas").first
+            box = canvas.bounding_box()
+            assert box is not None
+            page.mouse.click(box["x"] + (COL_START + COL_END) / 2 * scale, box["y"] + (ROW + 0.5) * scale)
+            expect(page.get_by_text("px added").first).to_contain_text("+0 px added, −0 px removed", timeout=60_000)
         finally:
             browser.close()
 
