@@ -147,7 +147,10 @@ def _apply_canvas(key: str, edit: MaskEdit, tool: str, result, scale: float) -> 
             return
         new = edit.remove_component_at(*pixel)
         if new is edit:
-            st.session_state[MASK_EDIT_FLASH_KEY] = ("info", "No predicted tumour there: click inside a component.")
+            st.session_state[MASK_EDIT_FLASH_KEY] = (
+                "info",
+                "No tumour in the mask there: click inside a green component to remove it.",
+            )
     else:
         rgba = result.image_data
         if rgba is None or not np.asarray(rgba)[..., 3].any():
