@@ -9,6 +9,7 @@ import streamlit as st
 
 from brainviewer import runs
 from brainviewer.ui.finetune import finetune_demo_mode, finetune_flash, finetune_start
+from brainviewer.ui.finetune_corrections import corrections_compare, corrections_start
 from brainviewer.ui.finetune_results import (
     finetune_average,
     finetune_choose,
@@ -35,6 +36,7 @@ if not demo:
     runs.process_queue(runs_dir)  # start a queued run whose device is free
 run_list = runs.list_runs(runs_dir)
 finetune_start(runs_dir, run_list, demo)
+corrections_start(runs_dir, demo)
 
 st.subheader("Runs", anchor=False)
 st.caption("The runs of this demo." if demo else f"Run folders in {runs_dir}.")
@@ -50,6 +52,7 @@ if watched is not None:
     if chosen is not None:
         evaluate, promote, average = st.tabs(["Evaluate", "Promote", "Average runs"])
         with evaluate:
+            corrections_compare(chosen)
             finetune_evaluate(chosen)
         with promote:
             finetune_promote(chosen, demo)

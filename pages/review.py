@@ -16,4 +16,4 @@ dataset = sidebar_dataset()
 
 item = review.choose_item(model, dataset)
 st.divider()
-review.show_item(item, model)
+review.show_item(item, model, dataset)

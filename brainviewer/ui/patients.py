@@ -18,6 +18,7 @@ from brainviewer.data.volumes import Volume, nifti_mask_bytes
 from brainviewer.model.inference import patient_levels, predict_batch
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.ui.common import PATIENT_BATCH, item_banner, show_panels
+from brainviewer.ui.mask_editor import mask_editor, volume_source
 from brainviewer.ui.patient_sources import PATIENT_SOURCE_UPLOAD
 from brainviewer.ui.sidebar import ModelState
 from brainviewer.ui.state import PATIENT_CURRENT_KEY, PATIENT_OPEN_SLICE_KEY, PATIENT_PROBS_DONE_KEY, PATIENT_SLICE_KEY
@@ -183,6 +184,7 @@ def show_slice(
     )
     item_banner(item, model)
     show_panels(view)
+    mask_editor(item, view.pred_mask, model, threshold, volume_source(volume, index, synthetic))
     if model.volume_keep_largest and probs is not None and pred_masks is not None:
         note = volume_step_note(probs[index], pred_masks[index], threshold, model.min_component_px, model.keep_largest)
         if note:

@@ -27,6 +27,7 @@ from brainviewer.ui.common import (
     review_controls,
     show_panels,
 )
+from brainviewer.ui.mask_editor import mask_editor, review_source
 from brainviewer.ui.sidebar import ModelState
 from brainviewer.ui.state import (
     DISPLAY_CHANNEL_KEY,
@@ -408,8 +409,9 @@ def choose_item(model: ModelState, dataset: Dataset | None) -> ReviewItem:
     return item
 
 
-def show_item(item: ReviewItem, model: ModelState) -> None:
-    """One scan beside the model: banner, sliders, the five panels, metrics, downloads and probability map."""
+def show_item(item: ReviewItem, model: ModelState, dataset: Dataset | None = None) -> None:
+    """One scan beside the model: banner, sliders, the five panels, the mask editor, metrics, downloads and
+    probability map."""
     item_banner(item, model)
     threshold, opacity = review_controls(model)
     channel = display_channel_control(item)
@@ -425,6 +427,7 @@ def show_item(item: ReviewItem, model: ModelState) -> None:
         display_channel=channel,
     )
     show_panels(view)
+    mask_editor(item, view.pred_mask, model, view.threshold, review_source(item, dataset), channel)
     show_metrics(view, model)
     show_downloads(view, model)
     show_probability_map(view)

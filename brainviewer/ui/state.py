@@ -33,6 +33,11 @@ THRESHOLD_MODEL_KEY = "_threshold_model"  # the model id the threshold slider wa
 OPACITY_KEY = "opacity"  # the mask-opacity slider (Review and Patients)
 DISPLAY_CHANNEL_KEY = "display_channel"  # the channel shown under the overlays of a 3-channel scan
 
+# --- Correcting the mask (Review and Patients)
+MASK_EDIT_KEY = "_mask_edit"  # {edit key: MaskEdit} of this session's mask corrections (a few, newest last)
+MASK_EDIT_REV_KEY = "_mask_edit_rev"  # revision in the canvas key: bumped to remount the canvas empty
+MASK_EDIT_FLASH_KEY = "_mask_edit_flash"  # (kind, text) shown once in the editor after a save or a click
+
 # --- Patients
 PATIENT_SOURCE_KEY = "patient_source"  # the "Patient from" radio: dataset, NIfTI/DICOM upload or phantom
 PATIENT_PICK_KEY = "patient_pick"  # the patient selectbox

@@ -1,0 +1,79 @@
+"""Learning from corrections on the Fine-tuning page (AppTest): start a run on the corrections, then ask the
+Evaluation page to compare it with its base model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from brainviewer import runs
+from brainviewer.data.datasets import open_dataset
+from brainviewer.ui.finetune_corrections import ALONE
+from brainviewer.ui.state import COMPARE_REQUEST_KEY
+from tests.runs.test_corrections_run import correct_patients
+from tests.runs.test_runs import wait_for
+from tests.ui.test_app_finetune import page_env, page_text, small_base  # noqa: F401 (fixtures)
+
+APP = "../../app.py"  # AppTest resolves paths against this test file
+
+
+def finetune_page():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.switch_page("pages/finetune.py")
+    return at.run()
+
+
+def test_without_corrections_the_page_says_how_to_make_them(page_env, monkeypatch, tmp_path):  # noqa: F811
+    monkeypatch.setenv("BRAINVIEWER_CORRECTIONS_DIR", str(tmp_path / "none"))
+    at = finetune_page()
+    assert not at.exception, at.exception
+    assert "No corrections saved yet" in page_text(at)
+
+
+def test_start_a_run_on_the_corrections_and_request_the_comparisons(
+    page_env,  # noqa: F811
+    phantom_dataset: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+):
+    runs_dir, _ = page_env
+    root = tmp_path / "corrections"
+    patients = open_dataset(phantom_dataset).patient_ids[:3]
+    correct_patients(root, phantom_dataset, patients)
+    monkeypatch.setenv("BRAINVIEWER_CORRECTIONS_DIR", str(root))
+    monkeypatch.setenv("BRAINVIEWER_DATA", str(phantom_dataset))
+
+    at = finetune_page()
+    assert not at.exception, at.exception
+    assert f"{len(patients) * 8} corrected slice(s) of {len(patients)} patient(s)" in page_text(at)
+    at.radio(key="corrections_what").set_value(ALONE)
+    at.number_input(key="corrections_epochs").set_value(1)
+    at.number_input(key="corrections_batch").set_value(4)
+    at.number_input(key="corrections_threads").set_value(1)
+    at.text_input(key="corrections_name").set_value("learn")
+    (start,) = [b for b in at.button if b.label == "Start" and b.proto.form_id == "corrections_form"]
+    start.click().run()
+    assert not at.exception, at.exception
+    done = wait_for(runs_dir / "learn", lambda r: r.status == "finished", what="corrections run finished")
+    assert done.has_best
+    mix = json.loads((Path(done.config.data).parent / "mix.json").read_text())
+    assert mix["dataset"] is None and sorted(mix["corrected_patients"]) == sorted(patients)
+    assert mix["corrected_index"] == done.config.data  # alone: the run's own index holds the corrections only
+
+    at = finetune_page()
+    assert not at.exception, at.exception
+    assert "learn learned from corrections of 3 patient(s)" in page_text(at)
+    at.button(key="corrections_compare_corrected").click().run()
+    request = at.session_state[COMPARE_REQUEST_KEY]
+    assert request["models"] == ["weights/current", "run learn (best)"]  # stable labels, not "current model"
+    compared = open_dataset(request["dataset_path"])
+    assert sorted(compared.patient_ids) == sorted(patients) and len(compared) == len(patients) * 8
+
+    at = finetune_page()
+    at.button(key="corrections_compare_held_out").click().run()
+    assert at.session_state[COMPARE_REQUEST_KEY]["dataset_path"] == str(phantom_dataset)
+    assert runs.read_run(runs_dir / "learn").status == "finished"

@@ -1,0 +1,131 @@
+"""Correcting a mask in a real browser: streamlit run app.py, driven by headless Chromium through Playwright.
+
+Opens the Review page on a synthetic phantom slice, turns on "Correct the mask", paints one stroke with the
+brush on the canvas, saves, and checks that the saved mask differs from the model's prediction exactly where
+the stroke went; then removes the stroke again with one click of "Remove component". Skips when Chromium
+(/usr/bin/chromium) or the playwright package is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainviewer.data.io import read_image, read_mask
+from brainviewer.model.segmenter import Segmenter
+from brainviewer.views.review import threshold_view
+from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, _free_port, _wait_healthy, _weights_for_screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+BRUSH = 6  # scan pixels, the editor's default
+ROW, COL_START, COL_END = 30, 20, 100  # the stroke, in scan pixels of the 256x256 phantom slice
+
+
+@pytest.fixture
+def corrections_app(tiny_weights: Path, tmp_path: Path):
+    """A running app (real weights when present, else the tiny model) saving corrections under ``tmp_path``."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    weights = _weights_for_screenshot(tiny_weights)
+    corrections = tmp_path / "corrections"
+    env = {k: v for k, v in os.environ.items() if k not in ("BRAINVIEWER_DATA", "BRAINVIEWER_DEMO")}
+    env.update(
+        BRAINVIEWER_WEIGHTS=str(weights),
+        BRAINVIEWER_WEIGHTS_DIR=str(weights.parent),
+        BRAINVIEWER_CORRECTIONS_DIR=str(corrections),
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+    )
+    port = _free_port()
+    log = tmp_path / "streamlit.log"
+    command = [
+        sys.executable, "-m", "streamlit", "run", "app.py",
+        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, process, log)
+        yield url, corrections, weights
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+def test_paint_a_stroke_and_save_the_correction(corrections_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, corrections, weights = corrections_app
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(url)
+            page.get_by_text("Correct the mask").first.wait_for(timeout=120_000)
+            page.get_by_text("Correct the mask").first.click()
+            canvas = page.locator("canvas.upper-canvas").first
+            canvas.wait_for(timeout=60_000)
+            canvas.scroll_into_view_if_needed()
+            box = canvas.bounding_box()
+            assert box is not None and round(box["width"]) == 512  # 256 px scan at twice its size
+            scale = box["width"] / 256
+            y = box["y"] + (ROW + 0.5) * scale
+            page.mouse.move(box["x"] + (COL_START + 0.5) * scale, y)
+            page.mouse.down()
+            for col in range(COL_START, COL_END + 1, 4):
+                page.mouse.move(box["x"] + (col + 0.5) * scale, y)
+            page.mouse.up()
+            expect(page.get_by_text("px added").first).not_to_contain_text("+0 px added", timeout=60_000)
+            page.get_by_role("button", name="Save correction").click()
+            expect(page.get_by_text("Saved ").first).to_be_visible(timeout=60_000)
+
+            # a click with "Remove component" on the stroke (apart from the predicted tumour) removes it
+            page.get_by_text("Remove component", exact=True).click()
+            page.wait_for_timeout(2_000)
+            canvas = page.locator("canvas.upper-canvas").first
+            box = canvas.bounding_box()
+            assert box is not None
+            page.mouse.click(box["x"] + (COL_START + COL_END) / 2 * scale, box["y"] + (ROW + 0.5) * scale)
+            expect(page.get_by_text("px added").first).to_contain_text("+0 px added, −0 px removed", timeout=60_000)
+        finally:
+            browser.close()
+
+    (record_path,) = corrections.rglob("*.json")
+    record = json.loads(record_path.read_text())
+    saved = read_mask(record_path.with_name(record["mask"]))
+    scan = read_image(record_path.with_name(record["scan"]))
+    segmenter = Segmenter.from_folder(weights, device="cpu")
+    predicted = threshold_view(
+        segmenter.predict_probs(scan),
+        record["threshold"],
+        min_component_px=segmenter.prep.min_component_px,
+        keep_largest=segmenter.prep.keep_largest,
+    ).pred_mask
+    rows, cols = np.indices(saved.shape)
+    # within the brush's reach of the stroke's path (half a brush, plus a pixel of anti-aliasing)
+    reach = (
+        (np.abs(rows - ROW) <= BRUSH // 2 + 1)
+        & (cols >= COL_START - BRUSH // 2 - 1)
+        & (cols <= COL_END + BRUSH // 2 + 1)
+    )
+    core = (np.abs(rows - ROW) <= BRUSH // 2 - 2) & (cols >= COL_START + 2) & (cols <= COL_END - 2)
+    changed = saved ^ predicted
+    assert changed.any()
+    assert not (changed & ~reach).any(), "the saved mask changed outside the painted stroke"
+    assert saved[core].all(), "the painted stroke is not tumour in the saved mask"
+    assert not (predicted & ~saved).any()  # painting removes nothing
+    assert record["pixels"]["added"] == int(changed.sum()) and record["pixels"]["removed"] == 0
