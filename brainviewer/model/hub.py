@@ -263,12 +263,13 @@ def download_weights(
 # -- push -------------------------------------------------------------------------------------------------------
 def _card_for(folder: Path, repo_id: str) -> str:
     """A minimal model card for a folder that has none (the folder itself is not modified)."""
-    return (
-        "---\nlibrary_name: segmentation-models-pytorch\n"
-        "tags: [medical-imaging, brain-mri, tumour-segmentation, brainviewer]\n---\n"
-        f"# {repo_id}\n\nbrainviewer tumour-segmentation weights (`{folder.name}`). No training record was "
+    from brainviewer.model.hub_card import folder_card_data, with_front_matter
+
+    body = (
+        f"# {repo_id}\n\nbrainviewer tumour-segmentation weights (`{folder.name}`). No model card was "
         "saved with this folder. Not a medical device: for research and review, never for diagnosis.\n"
     )
+    return with_front_matter(body, folder_card_data(folder))
 
 
 def push_weights(
