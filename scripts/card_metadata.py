@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"{folder}/README.md: metadata out of date; run python scripts/card_metadata.py {folder}")
         else:
-            write_atomic(folder / "README.md", new)
+            card = folder / "README.md"
+            mode = card.stat().st_mode & 0o777 if card.exists() else 0o644
+            write_atomic(card, new)
+            card.chmod(mode)  # the temporary file it was written through is private (0600)
             print(f"{folder}/README.md: metadata written{note}")
     return 1 if args.check and stale else 0
 

@@ -169,3 +169,14 @@ def test_the_script_checks_and_writes_only_the_front_matter(folder: Path) -> Non
     assert card_metadata.main([str(folder)]) == 0
     assert card_metadata.main(["--check", str(folder)]) == 0
     assert split_front_matter((folder / "README.md").read_text())[1] == "# tiny test model\n"
+
+
+def test_the_script_keeps_the_cards_file_mode(folder: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import card_metadata
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    (folder / "README.md").chmod(0o644)
+    assert card_metadata.main([str(folder)]) == 0
+    assert (folder / "README.md").stat().st_mode & 0o777 == 0o644
