@@ -229,3 +229,12 @@ def test_inputs_that_cannot_make_a_seg_say_what_to_do(tmp_path: Path) -> None:
     nifti = read_nifti(path)
     with pytest.raises(VolumeError, match="NIfTI or PNG"):
         dicom_seg_bytes([np.zeros(nifti.shape, bool)] * nifti.n_slices, nifti, files, "m")
+
+
+def test_an_upload_of_two_series_refers_to_the_one_shown() -> None:
+    shown, other = make_series(n=6), make_series(n=3, series_uid="1.2.826.0.1.3680043.8.498.80")
+    files = shown + [(f"other/{name}", data) for name, data in other]
+    volume = read_dicom_files(files)
+    assert volume.n_slices == 6 and any("2 series" in note for note in volume.notes)
+    masks = [np.asarray(image) >= 1000 for image in volume.slices]
+    _check_round_trip(shown, dicom_seg_bytes(masks, volume, files, "lgg-unet-resnet18"), _expected_markers(shown))
