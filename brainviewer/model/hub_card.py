@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from brainviewer.model.hub import EVALUATION_SUBDIR as EVALUATION_DIR  # pushed and downloaded with the weights
+
 logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = "segmentation-models-pytorch"
@@ -51,7 +53,6 @@ SCORE_METRICS: dict[str, tuple[str, str]] = {
     "precision": ("precision", "precision"),
     "volume_similarity": ("volume_similarity", "volume similarity"),
 }
-EVALUATION_DIR = "evaluation"
 EVALUATION_FILE = "evaluation.json"
 CV_EVALUATION_FILE = "cv_evaluation.json"
 

@@ -21,6 +21,7 @@ from brainviewer.model.hub_card import (
 )
 from brainviewer.model.modelcard import front_matter
 from brainviewer.model.weights import WEIGHTS_DIR, list_local_weights
+from tests.model.test_hub import hub  # noqa: F401  (the stand-in Hub fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = list_local_weights(WEIGHTS_DIR)
@@ -180,3 +181,31 @@ def test_the_script_keeps_the_cards_file_mode(folder: Path) -> None:
     (folder / "README.md").chmod(0o644)
     assert card_metadata.main([str(folder)]) == 0
     assert (folder / "README.md").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_pushed_folder_takes_its_evaluation_report_and_card_metadata_to_the_hub(
+    request: pytest.FixtureRequest, folder: Path
+) -> None:
+    """Push (stand-in Hub, see tests/model/test_hub.py) a folder with a report; download it; load it with smp."""
+    from brainviewer.compat import import_smp
+    from brainviewer.model.hub import download_weights, push_weights
+    from tests.model.test_hub import ALICE
+
+    stand_in = request.getfixturevalue("hub")
+    (folder / "evaluation").mkdir()
+    (folder / "evaluation" / "evaluation.json").write_text(json.dumps({"summary": {"patients": 2}, "scores": SCORES}))
+    (folder / "evaluation" / "per_patient.csv").write_text("patient_id\nd\ne\n")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import card_metadata
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert card_metadata.main([str(folder)]) == 0
+    sha = push_weights(folder, "alice/carded", token=ALICE).rsplit("/", 1)[1]
+    pushed = stand_in.repos["alice/carded"].commits[sha]
+    assert {"evaluation/evaluation.json", "evaluation/per_patient.csv", "README.md", "split.json"} <= set(pushed)
+    local = download_weights("alice/carded", revision=sha, token=ALICE)
+    assert (local / "evaluation" / "evaluation.json").is_file()
+    data = check_card((local / "README.md").read_text())
+    assert _results(data)["dice"][0][0] == 0.8
+    assert type(import_smp().from_pretrained(str(local))).__name__ == "Unet"
