@@ -125,6 +125,11 @@ def folder_records(folder: str | Path, weights_root: Path | None = None, _depth:
     )
 
 
+def _noun(n: object, plural: str) -> str:
+    """``plural`` for ``n`` things (``patients`` -> ``patient`` for 1)."""
+    return plural[:-1] if n == 1 and plural.endswith("s") else plural
+
+
 def split_text(split: dict, per: str = "patients") -> str:
     """The held-out patients of a ``split.json``, in words (``13 held-out patients (random split by patient,
     seed 42; split.json)``); ``per``: what a patient is in this dataset (``images`` for figshare)."""
@@ -134,7 +139,7 @@ def split_text(split: dict, per: str = "patients") -> str:
     how = f"{split.get('mode', 'random')} split by patient, seed {split.get('seed', '?')}"
     if split.get("folds"):
         how = f"fold {int(split.get('fold', 0)) + 1} of {split['folds']} of a cross-validation, {how}"
-    return f"{n_val} held-out {per} ({how}; split.json)"
+    return f"{n_val} held-out {_noun(n_val, per)} ({how}; split.json)"
 
 
 def _interval(summary: dict, digits: int = 3) -> str:
@@ -152,7 +157,7 @@ def _score_results(scores: dict, n: int, where: str) -> list[tuple[str, float, s
         if not summary or summary.get("mean") is None:
             continue
         digits = 2 if key == "hd95" else 3
-        text = f"{label}, mean of {n} {where}"
+        text = f"{label}, mean of {n} {_noun(n, where)}"
         if key == "hd95" and unit:
             text += f", {unit}"
         if key == "surface_dice" and tolerance is not None:
@@ -175,11 +180,10 @@ def results(records: CardRecords) -> tuple[str, list[tuple[str, float, str]]]:
     if records.validation and records.validation.get("mean_volume_dice") is not None:
         v = records.validation
         n = v.get("patients", "?")
-        out = [("dice", round(float(v["mean_volume_dice"]), 4), f"Dice, mean of {n} {per} (at training time)")]
+        of = f"of {n} {_noun(n, per)} (at training time)"
+        out = [("dice", round(float(v["mean_volume_dice"]), 4), f"Dice, mean {of}")]
         if v.get("median_volume_dice") is not None:
-            out.append(
-                ("dice", round(float(v["median_volume_dice"]), 4), f"Dice, median of {n} {per} (at training time)")
-            )
+            out.append(("dice", round(float(v["median_volume_dice"]), 4), f"Dice, median {of}"))
         return split_text(records.split, per), out
     return split_text(records.split, per), []
 

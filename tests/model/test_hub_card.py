@@ -209,3 +209,33 @@ def test_a_pushed_folder_takes_its_evaluation_report_and_card_metadata_to_the_hu
     data = check_card((local / "README.md").read_text())
     assert _results(data)["dice"][0][0] == 0.8
     assert type(import_smp().from_pretrained(str(local))).__name__ == "Unet"
+
+
+def test_a_trained_and_published_run_carries_its_results(
+    phantom_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tiny training run: its best/ card and the card publish_weights writes hold the run's validation."""
+    from brainviewer.compat import import_smp
+    from brainviewer.training.loop import train
+    from tests.training.test_train import tiny_config
+
+    run = train(tiny_config(phantom_dataset, tmp_path / "runs", "hubrun", epochs=1))
+    validation = json.loads((run / "best" / "validation.json").read_text())
+    data = check_card((run / "best" / "README.md").read_text())
+    assert data.model_name == "hubrun" and data.datasets == [phantom_dataset.name]
+    assert _results(data)["dice"][0][0] == round(validation["mean_volume_dice"], 4)
+    assert data.eval_results[0].dataset_split.startswith("1 held-out patient (")
+
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setattr(sys, "argv", ["publish_weights.py", str(run), "published"])
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import publish_weights
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    publish_weights.main()
+    published = tmp_path / "weights" / "published"
+    data = check_card((published / "README.md").read_text())
+    assert data.model_name == "published"
+    assert refresh_card(published)[0] == refresh_card(published)[1]  # as scripts/card_metadata.py would write it
+    assert type(import_smp().from_pretrained(str(published))).__name__ == "Unet"
