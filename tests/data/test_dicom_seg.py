@@ -86,6 +86,12 @@ def _sources_by_uid(files: list[tuple[str, bytes]]) -> dict[str, object]:
     return {str(ds.SOPInstanceUID): ds for ds in datasets}
 
 
+def _dataset_bytes(ds: object) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def _blocks(volume: object) -> list[np.ndarray]:
     """A mask per display slice: an asymmetric block at the slice's marker (a 2x3 block below-right of it)."""
     masks = []
@@ -142,6 +148,20 @@ def _check_round_trip(files: list[tuple[str, bytes]], seg_bytes: bytes, expected
         pixels = seg.get_pixels_by_source_instance([uid], segment_numbers=[1])
         np.testing.assert_array_equal(pixels[0, :, :, 0].astype(bool), expected[uid])
     assert pydicom.dcmread(io.BytesIO(seg_bytes)).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    # and as volumes (highdicom): the SEG's voxel grid is the source series' grid, voxel for voxel
+    seg_volume = seg.get_volume()
+    source_volume = hd.get_volume_from_series(list(sources.values()))
+    assert seg_volume.geometry_equal(source_volume)
+    np.testing.assert_allclose(seg_volume.affine, source_volume.affine)
+    truth = []  # the source images with the expected mask as their pixels: the expected volume, same grid
+    for uid, ds in sources.items():
+        copy = pydicom.dcmread(io.BytesIO(_dataset_bytes(ds)))
+        copy.PixelData = expected[uid].astype(np.uint16).tobytes()
+        truth.append(copy)
+    expected_volume = hd.get_volume_from_series(truth)
+    np.testing.assert_array_equal(
+        seg_volume.array.reshape(seg_volume.spatial_shape).astype(bool), expected_volume.array.astype(bool)
+    )
 
 
 def test_axial_series_round_trips_through_a_seg() -> None:
