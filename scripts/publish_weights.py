@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from brainviewer.model.hub_card import folder_card_data, with_front_matter
 from brainviewer.model.modelcard import render_card
 from brainviewer.model.preprocessing import Preprocessing
 from brainviewer.runs import promote_run
@@ -41,6 +42,7 @@ def main() -> None:
     card = render_card(config, state, summary, args.run_dir, channel_names)
     if args.base_note:
         card = card.replace("## Data\n", f"## Data\n- {args.base_note}\n", 1)
+    card = with_front_matter(card, folder_card_data(folder))  # the Hub metadata of the folder as published
     (folder / "README.md").write_text(card)
     print(folder)
 

@@ -37,7 +37,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Files of a Hub repo that make up a weights folder (everything else in the repo is not downloaded).
-ALLOW_PATTERNS: list[str] = ["config.json", "model.safetensors", "preprocessing.json", "README.md", "*.json"]
+ALLOW_PATTERNS: list[str] = [
+    "config.json",
+    "model.safetensors",
+    "preprocessing.json",
+    "README.md",
+    "*.json",
+    "evaluation/*",  # the evaluate report the card's Hub metadata quotes (brainviewer.model.hub_card)
+]
+#: The weights folder's sub-folder of an evaluate report, pushed with it.
+EVALUATION_SUBDIR = "evaluation"
 #: Environment variable: seconds a Hub request may wait for data while downloading (default 10).
 TIMEOUT_ENV = "BRAINVIEWER_HUB_TIMEOUT"
 DEFAULT_TIMEOUT_S = 10.0
@@ -263,12 +272,13 @@ def download_weights(
 # -- push -------------------------------------------------------------------------------------------------------
 def _card_for(folder: Path, repo_id: str) -> str:
     """A minimal model card for a folder that has none (the folder itself is not modified)."""
-    return (
-        "---\nlibrary_name: segmentation-models-pytorch\n"
-        "tags: [medical-imaging, brain-mri, tumour-segmentation, brainviewer]\n---\n"
-        f"# {repo_id}\n\nbrainviewer tumour-segmentation weights (`{folder.name}`). No training record was "
+    from brainviewer.model.hub_card import folder_card_data, with_front_matter
+
+    body = (
+        f"# {repo_id}\n\nbrainviewer tumour-segmentation weights (`{folder.name}`). No model card was "
         "saved with this folder. Not a medical device: for research and review, never for diagnosis.\n"
     )
+    return with_front_matter(body, folder_card_data(folder))
 
 
 def push_weights(
@@ -281,8 +291,8 @@ def push_weights(
     """Upload a weights folder and its model card to a Hub model repo, creating the repo if needed.
 
     Only the weights files are uploaded (``config.json``, ``model.safetensors``, ``preprocessing.json``,
-    ``README.md`` and other top-level ``*.json``). A folder without ``README.md`` gets a minimal card
-    (written to the Hub only; the folder is left as it is).
+    ``README.md``, other top-level ``*.json`` and the files of an ``evaluation/`` report). A folder
+    without ``README.md`` gets a minimal card (written to the Hub only; the folder is left as it is).
 
     Args:
         folder: a complete weights folder.
@@ -319,6 +329,11 @@ def push_weights(
         if p.is_file()
         and (p.name in (WEIGHTS_FILE, "README.md") or (p.suffix == ".json" and not p.name.startswith(".")))
     )
+    report = folder / EVALUATION_SUBDIR
+    if report.is_dir():  # the evaluate report whose numbers the card's model-index carries
+        names += sorted(
+            f"{EVALUATION_SUBDIR}/{p.name}" for p in report.iterdir() if p.is_file() and not p.name.startswith(".")
+        )
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in names]
     if "README.md" not in names:
         card = _card_for(folder, repo_id).encode()

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from brainviewer.data.split import Split, base_trained_val, weights_split
+from brainviewer.model.hub_card import CardRecords, card_data, dataset_short_name, folder_records, front_matter_lines
 from brainviewer.model.preprocessing import trained_on_grayscale
 from brainviewer.training.config import TrainConfig
 
@@ -41,15 +42,17 @@ def _trained_on_lines(config: TrainConfig, split: dict) -> list[str]:
 
 
 def front_matter(
-    title: str, origin: str, in_channels: int, input_size: int, channel_names: Sequence[str] | None = None
+    title: str,
+    origin: str,
+    in_channels: int,
+    input_size: int,
+    channel_names: Sequence[str] | None = None,
+    records: CardRecords | None = None,
 ) -> list[str]:
-    """Card lines up to the data section: Hub metadata, title, origin sentence, caution, input."""
+    """Card lines up to the data section: Hub metadata (:mod:`brainviewer.model.hub_card`, with the results of
+    ``records`` where given), title, origin sentence, caution, input."""
     return [
-        "---",
-        "library_name: segmentation-models-pytorch",
-        "tags: [medical-imaging, brain-mri, tumour-segmentation, brainviewer]",
-        "license: mit",
-        "---",
+        *front_matter_lines(card_data(records or CardRecords(name=title))),
         f"# brainviewer model: {title}",
         "",
         origin,
@@ -71,6 +74,15 @@ def front_matter(
         "scan's size. Preprocessing and the chosen threshold are in `preprocessing.json`.",
         "",
     ]
+
+
+def _records(config: TrainConfig, split: dict, summary: dict, run_dir: Path) -> CardRecords:
+    """The Hub metadata's records of a run: its data, its base model's data, split and validation summary."""
+    base: list[str] = []
+    if config.init_weights and Path(config.init_weights).is_dir():
+        found = folder_records(config.init_weights, Path(config.init_weights).parent)
+        base = [d for d in [dataset_short_name(found.dataset_path), *found.base_datasets] if d]
+    return CardRecords(name=run_dir.name, dataset_path=config.data, base_datasets=base, split=split, validation=summary)
 
 
 def render_card(
@@ -96,6 +108,7 @@ def render_card(
             config.in_channels,
             config.input_size,
             channel_names,
+            _records(config, split, summary, run_dir),
         ),
         "## Data",
         f"- Dataset: `{Path(config.data).name}` (path at training time: `{config.data}`)"

@@ -6,6 +6,11 @@ A weights folder is smp's ``save_pretrained`` layout plus what inference needs::
     weights/<name>/model.safetensors    the parameters (safetensors: no pickle is ever loaded)
     weights/<name>/preprocessing.json   :class:`~brainviewer.model.preprocessing.Preprocessing`
     weights/<name>/README.md            the model card
+
+``config.json`` and ``model.safetensors`` are exactly what ``segmentation_models_pytorch.from_pretrained``
+(smp 0.6) reads, so ``smp.from_pretrained("weights/<name>")`` or ``smp.from_pretrained("user/model")`` (a
+pushed folder) builds the same network as :func:`load_model`, without brainviewer's preprocessing
+(tests/model/test_smp_pretrained.py checks both loaders give equal outputs).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from torch import nn
 from brainviewer.data.io import natural_key
 from brainviewer.data.split import SPLIT_FILE, Split, weights_split
 from brainviewer.files import read_json_object
+from brainviewer.model.hub_card import CardRecords
 from brainviewer.model.modelcard import front_matter, validation_table
 from brainviewer.model.preprocessing import Preprocessing
 from brainviewer.model.segmenter import Segmenter, default_device, load_model, save_weights
@@ -140,8 +141,16 @@ def _source(folder: str | Path) -> Source:
     )
 
 
-def render_average_card(sources: Sequence[Source], model: nn.Module, prep: Preprocessing, summary: dict | None) -> str:
-    """Model card of averaged weights: the sources, their figures and the average's validation."""
+def render_average_card(
+    sources: Sequence[Source],
+    model: nn.Module,
+    prep: Preprocessing,
+    summary: dict | None,
+    split: dict | None = None,
+    name: str = "weight-average",
+) -> str:
+    """Model card of averaged weights: the sources, their figures and the average's validation (``split``: the
+    sources' common split as saved in ``split.json``; ``name``: the new folder's name, for the Hub metadata)."""
     encoder = (getattr(model, "_hub_mixin_config", None) or {}).get("encoder_name", "?")
     lines = front_matter(
         f"{type(model).__name__} / {encoder} (weight average)",
@@ -150,6 +159,12 @@ def render_average_card(sources: Sequence[Source], model: nn.Module, prep: Prepr
         prep.in_channels,
         prep.input_size,
         prep.channel_names,
+        CardRecords(
+            name=name,
+            dataset_path=next((s.train_config.get("data") for s in sources if s.train_config), None),
+            split=split or {},
+            validation=summary,
+        ),
     )
     lines += ["## Sources", "| folder | sha256 (first 12) | validation mean per-volume Dice |", "|---|---|---|"]
     for source in sources:
@@ -235,6 +250,6 @@ def write_average(
     if summary is not None:
         extra["validation.json"] = json.dumps(summary, indent=2) + "\n"
         extra["threshold_sweep.json"] = json.dumps(sweep, indent=2) + "\n"
-    card = render_average_card(sources, model, prep, summary)
+    card = render_average_card(sources, model, prep, summary, asdict(split) if split else None, out.name)
     folder = save_weights(model.cpu(), out, prep, card=card, extra_files=extra, overwrite=overwrite)
     return folder, summary

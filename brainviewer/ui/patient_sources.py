@@ -29,6 +29,7 @@ from brainviewer.ui.state import (
     PATIENT_OPEN_SLICE_KEY,
     PATIENT_PICK_KEY,
     PATIENT_SOURCE_KEY,
+    PATIENT_UPLOAD_KEY,
     PATIENT_UPLOAD_MEMO_KEY,
     state_index,
 )
@@ -129,7 +130,7 @@ def volume_upload() -> tuple[Volume | None, str | None, str | None]:
         "A NIfTI volume (.nii, .nii.gz), a DICOM series as .zip, or the .dcm files of one series",
         type=["nii", "gz", "zip", "dcm"],
         accept_multiple_files=True,
-        key="patient_upload",
+        key=PATIENT_UPLOAD_KEY,
         help="Identifying DICOM fields (names, ids, dates, institutions) are never shown or exported.",
     )
     if not files:

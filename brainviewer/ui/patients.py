@@ -18,6 +18,7 @@ from brainviewer.data.volumes import Volume, nifti_mask_bytes
 from brainviewer.model.inference import patient_levels, predict_batch
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.ui.common import PATIENT_BATCH, item_banner, show_panels
+from brainviewer.ui.dicom_seg_download import dicom_seg_button
 from brainviewer.ui.mask_editor import mask_editor, volume_source
 from brainviewer.ui.patient_sources import PATIENT_SOURCE_UPLOAD
 from brainviewer.ui.sidebar import ModelState
@@ -305,6 +306,7 @@ def show_patient_downloads(
                 icon=":material/download:",
                 help="uint8 mask on the input's grid, with its affine.",
             )
+        dicom_seg_button(volume, pred_masks, model.label, stem)
         st.download_button(
             "Per-slice metrics (CSV)",
             data=slices_csv(summary, volume),

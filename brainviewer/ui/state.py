@@ -44,6 +44,7 @@ PATIENT_PICK_KEY = "patient_pick"  # the patient selectbox
 PATIENT_SLICE_KEY = "patient_slice"  # the slice slider (1-based)
 PATIENT_CURRENT_KEY = "_patient_current"  # the cache key of the patient shown at the last run
 PATIENT_OPEN_SLICE_KEY = "_patient_open_slice"  # the slice (1-based) a patient opened from elsewhere shows
+PATIENT_UPLOAD_KEY = "patient_upload"  # the NIfTI / DICOM file uploader (its files make a DICOM SEG export)
 PATIENT_UPLOAD_MEMO_KEY = "_patient_upload_memo"  # (upload signature, volume, key, error) of the last upload
 PATIENT_PROBS_DONE_KEY = "_patient_probs_done"  # {(model id, volume key)} already segmented (no progress bar)
 OPEN_PATIENT_KEY = "open_patient"  # a request to show a patient: {"source", "dataset_path", "patient_id", "slice"}

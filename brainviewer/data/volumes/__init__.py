@@ -12,6 +12,7 @@ Modules, one per format:
 * :mod:`~brainviewer.data.volumes.compressed`: zip entries and ``.gz`` files inflated in chunks under the limits;
 * :mod:`~brainviewer.data.volumes.dicom_series`: one DICOM series (order, geometry, multi-frame, header summary);
 * :mod:`~brainviewer.data.volumes.dataset`: one patient of a 2-D slice dataset.
+* :mod:`~brainviewer.data.volumes.dicom_seg`: a predicted mask of a DICOM series as a DICOM SEG (highdicom).
 
 :func:`open_volume` (here) picks the reader from the input.
 
