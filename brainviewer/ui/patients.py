@@ -19,8 +19,15 @@ from brainviewer.model.inference import patient_levels, predict_batch
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.ui.common import PATIENT_BATCH, item_banner, show_panels
 from brainviewer.ui.patient_sources import PATIENT_SOURCE_UPLOAD
+from brainviewer.ui.reading_view import review_reading_view
 from brainviewer.ui.sidebar import ModelState
-from brainviewer.ui.state import PATIENT_CURRENT_KEY, PATIENT_OPEN_SLICE_KEY, PATIENT_PROBS_DONE_KEY, PATIENT_SLICE_KEY
+from brainviewer.ui.state import (
+    PATIENT_CURRENT_KEY,
+    PATIENT_OPEN_SLICE_KEY,
+    PATIENT_PROBS_DONE_KEY,
+    PATIENT_SLICE_KEY,
+    READING_PATIENT,
+)
 from brainviewer.views.exports import masks_zip_bytes, patient_report_html, patients_csv, safe_file_stem, slices_csv
 from brainviewer.views.figures import patient_strip_figure
 from brainviewer.views.patient import (
@@ -105,7 +112,9 @@ def slice_scrubber(n_slices: int, default: int) -> int:
     if not isinstance(value, int) or not 1 <= value <= n_slices:
         st.session_state[PATIENT_SLICE_KEY] = default + 1
     left, middle, right = st.columns([1, 12, 1], vertical_alignment="bottom")
-    left.button("◀", key="patient_prev", on_click=step, args=(-1,), help="Previous slice", width="stretch")
+    left.button(
+        "◀", key="patient_prev", on_click=step, args=(-1,), help="Previous slice", width="stretch", shortcut="B"
+    )
     number = middle.slider(
         "Slice",
         1,
@@ -113,7 +122,7 @@ def slice_scrubber(n_slices: int, default: int) -> int:
         key=PATIENT_SLICE_KEY,
         help="Drag, or click the slider and use the arrow keys.",
     )
-    right.button("▶", key="patient_next", on_click=step, args=(1,), help="Next slice", width="stretch")
+    right.button("▶", key="patient_next", on_click=step, args=(1,), help="Next slice", width="stretch", shortcut="N")
     return int(number) - 1
 
 
@@ -190,6 +199,7 @@ def show_slice(
                 f"{note} on this slice: these weights keep only the patient's largest 3-D tumour component, so "
                 "the Review page, which sees one slice at a time, shows more predicted pixels here."
             )
+    review_reading_view(view, READING_PATIENT, view_id=volume.patient_id)
 
 
 def show_strip(summary: PatientSummary, index: int, predicted: bool) -> None:

@@ -27,9 +27,11 @@ from brainviewer.ui.common import (
     review_controls,
     show_panels,
 )
+from brainviewer.ui.reading_view import review_reading_view
 from brainviewer.ui.sidebar import ModelState
 from brainviewer.ui.state import (
     DISPLAY_CHANNEL_KEY,
+    READING_REVIEW,
     REVIEW_HAD_DATASET_KEY,
     REVIEW_ITEM_KEY,
     REVIEW_PATIENT_KEY,
@@ -271,6 +273,7 @@ def pick_item(items: list[ReviewItem]) -> ReviewItem | None:
         on_click=step_item,
         args=(names, -1),
         width="stretch",
+        shortcut="B",
         help="Show the scan before this one; it wraps around: from the first scan it goes to the last.",
     )
     forward.button(
@@ -279,6 +282,7 @@ def pick_item(items: list[ReviewItem]) -> ReviewItem | None:
         on_click=step_item,
         args=(names, 1),
         width="stretch",
+        shortcut="N",
         help="Show the scan after this one; it wraps around: from the last scan it goes to the first.",
     )
     return items[names.index(chosen)]
@@ -426,5 +430,6 @@ def show_item(item: ReviewItem, model: ModelState) -> None:
     )
     show_panels(view)
     show_metrics(view, model)
+    review_reading_view(view, READING_REVIEW, view_id=item.key)
     show_downloads(view, model)
     show_probability_map(view)

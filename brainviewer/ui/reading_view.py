@@ -1,0 +1,350 @@
+"""The reading view of Review and Patients: one large picture of the scan with zoom and pan, window/level
+with presets and a reset, ground truth and prediction over it (filled or as outlines, each switchable),
+keyboard shortcuts, and the uncertainty map beside it.
+
+API (what the pages call)::
+
+    reading_view(scan, gt, prob, threshold, READING_REVIEW, pred=view.pred_mask, alpha=opacity, view_id=item.key)
+    review_reading_view(view, READING_REVIEW, view_id=item.key)   # the same, from a ReviewView
+    window = current_window(READING_REVIEW, scan)     # the window the user set, e.g. for an editor below it
+
+The large picture is a plotly image (a PNG made on the server, zoom and pan in the browser; the zoom is
+kept while the window or the layers change, through plotly's ``uirevision``). The controls live in an
+``st.fragment``, so moving window/level or switching a layer reruns only this view, not the page. The
+picture work is in :mod:`brainviewer.views.reading`, the entropy in :mod:`brainviewer.model.uncertainty`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import streamlit as st
+
+from brainviewer.model.uncertainty import UNCERTAIN_BITS, binary_entropy, uncertainty_rgb
+from brainviewer.ui.state import (
+    READING_CHART,
+    READING_LEVEL,
+    READING_OUTLINE,
+    READING_OUTLINE_ON,
+    READING_PRED,
+    READING_PRED_ON,
+    READING_PRESET,
+    READING_RESET,
+    READING_REVISION,
+    READING_TRUTH,
+    READING_TRUTH_ON,
+    READING_WHOLE,
+    READING_WIDTH,
+    READING_ZOOM,
+    READING_ZOOMED,
+    reading_key,
+)
+from brainviewer.views.overlay import DEFAULT_ALPHA
+from brainviewer.views.reading import (
+    FULL_WINDOW,
+    MAX_WIDTH,
+    MIN_WIDTH,
+    PRESET_FULL,
+    PRESET_HELP,
+    PRESETS,
+    STYLE_FILLED,
+    STYLE_OUTLINE,
+    Window,
+    apply_window,
+    compose,
+    png_data_uri,
+    preset_window,
+    zoom_box,
+)
+from brainviewer.views.review import ReviewView
+
+#: The radio choice that keeps the window the sliders set.
+PRESET_CUSTOM = "Custom"
+#: Height of the large picture in CSS pixels (it is as wide as its column allows, square pixels).
+VIEW_HEIGHT_PX = 640
+#: Keyboard shortcuts of the view's buttons (Streamlit's ``shortcut=``; C and R are Streamlit's own).
+SHORTCUTS = {"truth": "G", "pred": "P", "outline": "O", "reset": "W", "zoom": "Z", "whole": "A"}
+UNCERTAINTY_HELP = (
+    "Binary entropy of the model's tumour probability, per pixel: 0 bits where the model is sure (p near 0 or "
+    "1, dark), 1 bit where it is 50/50 (yellow). It is computed from the probabilities already shown, so it "
+    "costs no extra model run. It marks where to look twice (tumour borders, faint or odd tissue). It is NOT a "
+    "calibrated probability of error, and low uncertainty does NOT mean correct: a model can be confidently "
+    "wrong (a missed tumour or a bright artefact both look certain)."
+)
+
+
+def current_window(key_prefix: str, scan: np.ndarray) -> Window:
+    """The window the user set in the reading view ``key_prefix`` (the preset's window for ``scan`` when a
+    preset is chosen; :data:`~brainviewer.views.reading.FULL_WINDOW` before the view was shown)."""
+    key = functools.partial(reading_key, key_prefix)
+    preset = st.session_state.get(key(READING_PRESET), PRESET_FULL)
+    if preset in PRESETS:
+        return _rounded(preset_window(preset, scan))
+    level, width = st.session_state.get(key(READING_LEVEL)), st.session_state.get(key(READING_WIDTH))
+    if level is None or width is None:
+        return FULL_WINDOW
+    return Window(float(level), float(width))
+
+
+def reading_view(
+    scan: np.ndarray,
+    gt: np.ndarray | None,
+    prob: np.ndarray | None,
+    threshold: float | None,
+    key_prefix: str,
+    *,
+    pred: np.ndarray | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    view_id: str = "",
+) -> None:
+    """The reading view: the large picture on the left, its controls and the uncertainty map on the right.
+
+    Args:
+        scan: ``(H, W, 3)`` uint8 display image (what the five panels show, e.g. ``view.panels[0].image``).
+        gt: ``(H, W)`` bool ground truth, or ``None``.
+        prob: ``(H, W)`` float tumour probabilities in ``[0, 1]``, or ``None`` without a model.
+        threshold: the probability cut of the prediction (``None`` without a model).
+        key_prefix: the page's key prefix (``READING_REVIEW`` or ``READING_PATIENT`` in ui/state.py).
+        pred: the post-processed predicted mask; ``None`` cuts ``prob`` at ``threshold``.
+        alpha: opacity of the filled overlays.
+        view_id: what the zoom belongs to (a scan hash, a patient): a new id resets the zoom.
+    """
+    if pred is None and prob is not None and threshold is not None:
+        pred = np.asarray(prob) >= threshold
+    key = functools.partial(reading_key, key_prefix)
+    for part, default in ((READING_TRUTH_ON, True), (READING_PRED_ON, True), (READING_OUTLINE_ON, False)):
+        st.session_state.setdefault(key(part), default)
+    st.session_state.setdefault(key(READING_ZOOMED), False)
+    st.session_state.setdefault(key(READING_REVISION), 0)
+    st.session_state.setdefault(key(READING_PRESET), PRESET_FULL)
+    st.markdown(
+        "**Reading view**",
+        help="Scroll to zoom, drag to pan, double-click for the whole slice. Keys: "
+        + ", ".join(f"{k} {what}" for what, k in SHORTCUTS.items())
+        + " (when the page, not a text box, has the focus).",
+    )
+    _reading_fragment(scan, gt, prob, pred, key_prefix, float(alpha), view_id)
+
+
+def review_reading_view(view: ReviewView, key_prefix: str, view_id: str = "") -> None:
+    """:func:`reading_view` of what a :class:`~brainviewer.views.review.ReviewView` shows (its display image,
+    ground truth, probabilities, post-processed prediction and opacity): the pages' one-line hook."""
+    reading_view(
+        view.panels[0].image,
+        view.item.truth,
+        view.probs,
+        view.threshold,
+        key_prefix,
+        pred=view.pred_mask,
+        alpha=view.alpha,
+        view_id=view_id,
+    )
+
+
+@st.fragment
+def _reading_fragment(
+    scan: np.ndarray,
+    gt: np.ndarray | None,
+    prob: np.ndarray | None,
+    pred: np.ndarray | None,
+    key_prefix: str,
+    alpha: float,
+    view_id: str,
+) -> None:
+    """The view itself; a widget inside reruns only this function (``st.fragment``)."""
+    key = functools.partial(reading_key, key_prefix)
+    picture_column, control_column = st.columns([3, 1], gap="medium")
+    with control_column:
+        window = window_controls(key_prefix, scan)
+        layer_controls(key_prefix, has_truth=gt is not None, has_pred=pred is not None)
+        box = zoom_controls(key_prefix, [gt, pred], scan.shape[:2])
+    picture = compose(
+        apply_window(scan, window),
+        gt,
+        pred,
+        show_truth=bool(st.session_state[key(READING_TRUTH_ON)]),
+        show_pred=bool(st.session_state[key(READING_PRED_ON)]),
+        style=STYLE_OUTLINE if st.session_state[key(READING_OUTLINE_ON)] else STYLE_FILLED,
+        alpha=alpha,
+    )
+    revision = f"{key_prefix}:{view_id}:{st.session_state[key(READING_REVISION)]}"
+    picture_column.plotly_chart(
+        reading_figure(picture, box, revision),
+        key=key(READING_CHART),
+        config={"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]},
+    )
+    with control_column:
+        uncertainty_panel(prob)
+
+
+def reading_figure(picture: np.ndarray, box: tuple[int, int, int, int] | None, revision: str) -> dict:
+    """The plotly figure (a plain dict, no validation cost) of ``picture``: an image trace of its PNG, square
+    pixels, pan on drag, the axes limited to ``box`` (``(row0, row1, col0, col1)``) when given."""
+    height, width = picture.shape[:2]
+    x_axis: dict = {"visible": False, "constrain": "domain"}
+    y_axis: dict = {"visible": False, "scaleanchor": "x", "constrain": "domain"}
+    if box is not None:
+        r0, r1, c0, c1 = box
+        x_axis["range"] = [c0 - 0.5, c1 - 0.5]
+        y_axis["range"] = [r1 - 0.5, r0 - 0.5]  # image rows grow downwards
+    else:
+        x_axis["range"] = [-0.5, width - 0.5]
+        y_axis["range"] = [height - 0.5, -0.5]
+    return {
+        "data": [
+            {
+                "type": "image",
+                "source": png_data_uri(picture),
+                "hovertemplate": "column %{x}, row %{y}<extra></extra>",
+            }
+        ],
+        "layout": {
+            "height": VIEW_HEIGHT_PX,
+            "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
+            "xaxis": x_axis,
+            "yaxis": y_axis,
+            "dragmode": "pan",
+            "uirevision": revision,
+        },
+    }
+
+
+def _rounded(window: Window) -> Window:
+    """A window on the sliders' grid (level in steps of 0.5, width in steps of 1, both in range)."""
+    level = float(np.clip(round(window.level * 2) / 2, 0.0, 255.0))
+    return Window(level, float(np.clip(round(window.width), MIN_WIDTH, MAX_WIDTH)))
+
+
+def _set(key: str, value: object) -> None:
+    st.session_state[key] = value
+
+
+def _flip(key: str) -> None:
+    st.session_state[key] = not st.session_state.get(key, False)
+
+
+def _bump_zoom(key_prefix: str, zoomed: bool) -> None:
+    """Zoom to the tumour (or back to the whole slice), dropping the user's own zoom."""
+    key = functools.partial(reading_key, key_prefix)
+    st.session_state[key(READING_ZOOMED)] = zoomed
+    st.session_state[key(READING_REVISION)] = int(st.session_state.get(key(READING_REVISION), 0)) + 1
+
+
+def window_controls(key_prefix: str, scan: np.ndarray) -> Window:
+    """Preset radio, level and width sliders and the reset button; the window to show.
+
+    A preset writes its window (for this slice) into the sliders before they are drawn; moving a slider
+    switches the radio to Custom; Reset goes back to Full range (the picture as the panels show it).
+    """
+    key = functools.partial(reading_key, key_prefix)
+    preset = st.session_state.get(key(READING_PRESET), PRESET_FULL)
+    if preset in PRESETS or key(READING_LEVEL) not in st.session_state:
+        window = _rounded(preset_window(preset if preset in PRESETS else PRESET_FULL, scan))
+        st.session_state[key(READING_LEVEL)], st.session_state[key(READING_WIDTH)] = window.level, window.width
+    st.radio(
+        "Window",
+        [*PRESETS, PRESET_CUSTOM],
+        key=key(READING_PRESET),
+        horizontal=True,
+        help=" ".join(f"{name}: {text}" for name, text in PRESET_HELP.items())
+        + f" {PRESET_CUSTOM}: the level and width below.",
+    )
+    custom = functools.partial(_set, key(READING_PRESET), PRESET_CUSTOM)
+    level = st.slider(
+        "Level (brightness)",
+        0.0,
+        255.0,
+        step=0.5,
+        key=key(READING_LEVEL),
+        on_change=custom,
+        help="The display value shown mid-grey; lower it to brighten the picture.",
+    )
+    width = st.slider(
+        "Width (contrast)",
+        MIN_WIDTH,
+        MAX_WIDTH,
+        step=1.0,
+        key=key(READING_WIDTH),
+        on_change=custom,
+        help="The span of display values from black to white; narrower is more contrast.",
+    )
+    st.button(
+        "Reset window",
+        key=key(READING_RESET),
+        on_click=_set,
+        args=(key(READING_PRESET), PRESET_FULL),
+        shortcut=SHORTCUTS["reset"],
+        icon=":material/restart_alt:",
+        help="Back to the full range: the picture as the five panels show it.",
+    )
+    return Window(float(level), float(width))
+
+
+def layer_controls(key_prefix: str, has_truth: bool, has_pred: bool) -> None:
+    """Buttons that show / hide the ground truth and the prediction and switch filled / outline (each
+    highlighted while on, each with a keyboard shortcut)."""
+    key = functools.partial(reading_key, key_prefix)
+    buttons = (
+        ("Ground truth", READING_TRUTH, READING_TRUTH_ON, "truth", not has_truth, "Red: the ground truth."),
+        ("Prediction", READING_PRED, READING_PRED_ON, "pred", not has_pred, "Green: the model's mask."),
+        ("Outline", READING_OUTLINE, READING_OUTLINE_ON, "outline", False, "Outlines only, or filled when off."),
+    )
+    with st.container(horizontal=True, gap="small"):
+        for label, button_part, state_part, shortcut, disabled, text in buttons:
+            on = bool(st.session_state[key(state_part)])
+            st.button(
+                label,
+                key=key(button_part),
+                on_click=_flip,
+                args=(key(state_part),),
+                type="primary" if on and not disabled else "secondary",
+                icon=":material/visibility:" if on else ":material/visibility_off:",
+                disabled=disabled,
+                shortcut=SHORTCUTS[shortcut],
+                help=f"{text} {'Shown' if on else 'Hidden'}; click or press {SHORTCUTS[shortcut]} to switch.",
+            )
+
+
+def zoom_controls(
+    key_prefix: str, masks: list[np.ndarray | None], shape: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """The "Zoom to tumour" / "Whole slice" buttons; the box to show (``None``: the whole slice)."""
+    key = functools.partial(reading_key, key_prefix)
+    box = zoom_box(masks, shape)
+    with st.container(horizontal=True, gap="small"):
+        st.button(
+            "Zoom to tumour",
+            key=key(READING_ZOOM),
+            on_click=_bump_zoom,
+            args=(key_prefix, True),
+            disabled=box is None,
+            shortcut=SHORTCUTS["zoom"],
+            icon=":material/zoom_in:",
+            help="Zoom onto the ground truth and prediction (shown or not).",
+        )
+        st.button(
+            "Whole slice",
+            key=key(READING_WHOLE),
+            on_click=_bump_zoom,
+            args=(key_prefix, False),
+            shortcut=SHORTCUTS["whole"],
+            icon=":material/zoom_out_map:",
+            help="Show the whole slice again.",
+        )
+    return box if st.session_state.get(key(READING_ZOOMED)) else None
+
+
+def uncertainty_panel(prob: np.ndarray | None) -> None:
+    """The uncertainty map (binary entropy, viridis) with what it means and what it does not."""
+    st.markdown("**Uncertainty**", help=UNCERTAINTY_HELP)
+    if prob is None:
+        st.caption("No prediction, so no uncertainty map.")
+        return
+    entropy = binary_entropy(prob)
+    uncertain = int(np.count_nonzero(entropy >= UNCERTAIN_BITS))
+    st.image(uncertainty_rgb(entropy), width="stretch", output_format="PNG")
+    st.caption(
+        f"Entropy of the probability: dark sure, yellow 50/50. {uncertain:,} px at ≥ {UNCERTAIN_BITS:g} bit "
+        "(p between 0.11 and 0.89). Not an error probability; sure is not the same as right."
+    )
