@@ -158,7 +158,8 @@ def _reading_fragment(
     with control_column:
         window = window_controls(key_prefix, scan)
         layer_controls(key_prefix, has_truth=gt is not None, has_pred=pred is not None)
-        box = zoom_controls(key_prefix, [gt, pred], scan.shape[:2])
+        shown = [m for m, part in ((gt, READING_TRUTH_ON), (pred, READING_PRED_ON)) if st.session_state[key(part)]]
+        box = zoom_controls(key_prefix, shown if any(m is not None for m in shown) else [gt, pred], scan.shape[:2])
     picture = compose(
         apply_window(scan, window),
         gt,
@@ -321,7 +322,7 @@ def zoom_controls(
             disabled=box is None,
             shortcut=SHORTCUTS["zoom"],
             icon=":material/zoom_in:",
-            help="Zoom onto the ground truth and prediction (shown or not).",
+            help="Zoom onto the layers shown (both when none is), with a margin around them.",
         )
         st.button(
             "Whole slice",
@@ -343,8 +344,10 @@ def uncertainty_panel(prob: np.ndarray | None) -> None:
         return
     entropy = binary_entropy(prob)
     uncertain = int(np.count_nonzero(entropy >= UNCERTAIN_BITS))
-    st.image(uncertainty_rgb(entropy), width="stretch", output_format="PNG")
-    st.caption(
-        f"Entropy of the probability: dark sure, yellow 50/50. {uncertain:,} px at ≥ {UNCERTAIN_BITS:g} bit "
-        "(p between 0.11 and 0.89). Not an error probability; sure is not the same as right."
+    st.image(
+        uncertainty_rgb(entropy),
+        caption=f"Entropy of the probability: dark sure, yellow 50/50. {uncertain:,} px at ≥ {UNCERTAIN_BITS:g} "
+        "bit (p between 0.11 and 0.89). Not an error probability; sure is not the same as right.",
+        width="stretch",
+        output_format="PNG",
     )
