@@ -9,9 +9,10 @@ API (what the pages call)::
     window = current_window(READING_REVIEW, scan)     # the window the user set, e.g. for an editor below it
 
 The large picture is a plotly image (a PNG made on the server, zoom and pan in the browser; the zoom is
-kept while the window or the layers change, through plotly's ``uirevision``). The controls live in an
-``st.fragment``, so moving window/level or switching a layer reruns only this view, not the page. The
-picture work is in :mod:`brainviewer.views.reading`, the entropy in :mod:`brainviewer.model.uncertainty`.
+kept while the window or the layers change, through plotly's ``uirevision``). The toolbar and picture live
+in an ``st.fragment``, so moving window/level or switching a layer reruns only them, not the page (nor the
+uncertainty panel beside them). The picture work is in :mod:`brainviewer.views.reading`, the entropy in
+:mod:`brainviewer.model.uncertainty`.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def reading_view(
     alpha: float = DEFAULT_ALPHA,
     view_id: str = "",
 ) -> None:
-    """The reading view: the large picture on the left, its controls and the uncertainty map on the right.
+    """The reading view: the large picture with its toolbar above it, and the uncertainty map on the right.
 
     Args:
         scan: ``(H, W, 3)`` uint8 display image (what the five panels show, e.g. ``view.panels[0].image``).
@@ -124,7 +125,11 @@ def reading_view(
         + ", ".join(f"{k} {what}" for what, k in SHORTCUTS.items())
         + " (when the page, not a text box, has the focus).",
     )
-    _reading_fragment(scan, gt, prob, pred, key_prefix, float(alpha), view_id)
+    picture_column, side_column = st.columns([3, 1], gap="medium")
+    with picture_column:
+        _reading_fragment(scan, gt, pred, key_prefix, float(alpha), view_id)
+    with side_column:
+        uncertainty_panel(prob)  # outside the fragment: made once per page run, not on every window move
 
 
 def review_reading_view(view: ReviewView, key_prefix: str, view_id: str = "") -> None:
@@ -146,19 +151,17 @@ def review_reading_view(view: ReviewView, key_prefix: str, view_id: str = "") ->
 def _reading_fragment(
     scan: np.ndarray,
     gt: np.ndarray | None,
-    prob: np.ndarray | None,
     pred: np.ndarray | None,
     key_prefix: str,
     alpha: float,
     view_id: str,
 ) -> None:
-    """The view itself; a widget inside reruns only this function (``st.fragment``)."""
+    """The toolbar and the picture; a widget in here reruns only this function (``st.fragment``)."""
     key = functools.partial(reading_key, key_prefix)
-    picture_column, control_column = st.columns([3, 1], gap="medium")
-    with control_column:
-        window = window_controls(key_prefix, scan)
+    window = window_controls(key_prefix, scan)
+    shown = [m for m, part in ((gt, READING_TRUTH_ON), (pred, READING_PRED_ON)) if st.session_state[key(part)]]
+    with st.container(horizontal=True, gap="small"):
         layer_controls(key_prefix, has_truth=gt is not None, has_pred=pred is not None)
-        shown = [m for m, part in ((gt, READING_TRUTH_ON), (pred, READING_PRED_ON)) if st.session_state[key(part)]]
         box = zoom_controls(key_prefix, shown if any(m is not None for m in shown) else [gt, pred], scan.shape[:2])
     picture = compose(
         apply_window(scan, window),
@@ -170,13 +173,11 @@ def _reading_fragment(
         alpha=alpha,
     )
     revision = f"{key_prefix}:{view_id}:{st.session_state[key(READING_REVISION)]}"
-    picture_column.plotly_chart(
+    st.plotly_chart(
         reading_figure(picture, box, revision),
         key=key(READING_CHART),
         config={"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]},
     )
-    with control_column:
-        uncertainty_panel(prob)
 
 
 def reading_figure(picture: np.ndarray, box: tuple[int, int, int, int] | None, revision: str) -> dict:
@@ -243,7 +244,8 @@ def window_controls(key_prefix: str, scan: np.ndarray) -> Window:
     if preset in PRESETS or key(READING_LEVEL) not in st.session_state:
         window = _rounded(preset_window(preset if preset in PRESETS else PRESET_FULL, scan))
         st.session_state[key(READING_LEVEL)], st.session_state[key(READING_WIDTH)] = window.level, window.width
-    st.radio(
+    preset_column, level_column, width_column, reset_column = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
+    preset_column.radio(
         "Window",
         [*PRESETS, PRESET_CUSTOM],
         key=key(READING_PRESET),
@@ -252,7 +254,7 @@ def window_controls(key_prefix: str, scan: np.ndarray) -> Window:
         + f" {PRESET_CUSTOM}: the level and width below.",
     )
     custom = functools.partial(_set, key(READING_PRESET), PRESET_CUSTOM)
-    level = st.slider(
+    level = level_column.slider(
         "Level (brightness)",
         0.0,
         255.0,
@@ -261,7 +263,7 @@ def window_controls(key_prefix: str, scan: np.ndarray) -> Window:
         on_change=custom,
         help="The display value shown mid-grey; lower it to brighten the picture.",
     )
-    width = st.slider(
+    width = width_column.slider(
         "Width (contrast)",
         MIN_WIDTH,
         MAX_WIDTH,
@@ -270,8 +272,8 @@ def window_controls(key_prefix: str, scan: np.ndarray) -> Window:
         on_change=custom,
         help="The span of display values from black to white; narrower is more contrast.",
     )
-    st.button(
-        "Reset window",
+    reset_column.button(
+        "Reset",
         key=key(READING_RESET),
         on_click=_set,
         args=(key(READING_PRESET), PRESET_FULL),
@@ -291,20 +293,19 @@ def layer_controls(key_prefix: str, has_truth: bool, has_pred: bool) -> None:
         ("Prediction", READING_PRED, READING_PRED_ON, "pred", not has_pred, "Green: the model's mask."),
         ("Outline", READING_OUTLINE, READING_OUTLINE_ON, "outline", False, "Outlines only, or filled when off."),
     )
-    with st.container(horizontal=True, gap="small"):
-        for label, button_part, state_part, shortcut, disabled, text in buttons:
-            on = bool(st.session_state[key(state_part)])
-            st.button(
-                label,
-                key=key(button_part),
-                on_click=_flip,
-                args=(key(state_part),),
-                type="primary" if on and not disabled else "secondary",
-                icon=":material/visibility:" if on else ":material/visibility_off:",
-                disabled=disabled,
-                shortcut=SHORTCUTS[shortcut],
-                help=f"{text} {'Shown' if on else 'Hidden'}; click or press {SHORTCUTS[shortcut]} to switch.",
-            )
+    for label, button_part, state_part, shortcut, disabled, text in buttons:
+        on = bool(st.session_state[key(state_part)])
+        st.button(
+            label,
+            key=key(button_part),
+            on_click=_flip,
+            args=(key(state_part),),
+            type="primary" if on and not disabled else "secondary",
+            icon=":material/visibility:" if on else ":material/visibility_off:",
+            disabled=disabled,
+            shortcut=SHORTCUTS[shortcut],
+            help=f"{text} {'Shown' if on else 'Hidden'}; click or press {SHORTCUTS[shortcut]} to switch.",
+        )
 
 
 def zoom_controls(
@@ -313,26 +314,25 @@ def zoom_controls(
     """The "Zoom to tumour" / "Whole slice" buttons; the box to show (``None``: the whole slice)."""
     key = functools.partial(reading_key, key_prefix)
     box = zoom_box(masks, shape)
-    with st.container(horizontal=True, gap="small"):
-        st.button(
-            "Zoom to tumour",
-            key=key(READING_ZOOM),
-            on_click=_bump_zoom,
-            args=(key_prefix, True),
-            disabled=box is None,
-            shortcut=SHORTCUTS["zoom"],
-            icon=":material/zoom_in:",
-            help="Zoom onto the layers shown (both when none is), with a margin around them.",
-        )
-        st.button(
-            "Whole slice",
-            key=key(READING_WHOLE),
-            on_click=_bump_zoom,
-            args=(key_prefix, False),
-            shortcut=SHORTCUTS["whole"],
-            icon=":material/zoom_out_map:",
-            help="Show the whole slice again.",
-        )
+    st.button(
+        "Zoom to tumour",
+        key=key(READING_ZOOM),
+        on_click=_bump_zoom,
+        args=(key_prefix, True),
+        disabled=box is None,
+        shortcut=SHORTCUTS["zoom"],
+        icon=":material/zoom_in:",
+        help="Zoom onto the layers shown (both when none is), with a margin around them.",
+    )
+    st.button(
+        "Whole slice",
+        key=key(READING_WHOLE),
+        on_click=_bump_zoom,
+        args=(key_prefix, False),
+        shortcut=SHORTCUTS["whole"],
+        icon=":material/zoom_out_map:",
+        help="Show the whole slice again.",
+    )
     return box if st.session_state.get(key(READING_ZOOMED)) else None
 
 
