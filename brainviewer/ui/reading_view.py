@@ -8,8 +8,9 @@ API (what the pages call)::
     review_reading_view(view, READING_REVIEW, view_id=item.key)   # the same, from a ReviewView
     window = current_window(READING_REVIEW, scan)     # the window the user set, e.g. for an editor below it
 
-The large picture is a plotly image (a PNG made on the server, zoom and pan in the browser; the zoom is
-kept while the window or the layers change, through plotly's ``uirevision``). The toolbar and picture live
+The large picture is a plotly image (a PNG made on the server; scroll-zoom and pan in the browser for a
+quick look, which Streamlit resets when the picture changes; "Zoom to tumour" is kept on the server, so it
+stays while the window, the layers or the slice change). The toolbar and picture live
 in an ``st.fragment``, so moving window/level or switching a layer reruns only them, not the page (nor the
 uncertainty panel beside them). The picture work is in :mod:`brainviewer.views.reading`, the entropy in
 :mod:`brainviewer.model.uncertainty`.
@@ -121,7 +122,8 @@ def reading_view(
     st.session_state.setdefault(key(READING_PRESET), PRESET_FULL)
     st.markdown(
         "**Reading view**",
-        help="Scroll to zoom, drag to pan, double-click for the whole slice. Keys: "
+        help="Scroll to zoom, drag to pan, double-click for the whole slice: a quick look, reset when the picture "
+        "changes. Zoom to tumour stays while you change the window, the layers or the slice. Keys: "
         + ", ".join(f"{k} {what}" for what, k in SHORTCUTS.items())
         + " (when the page, not a text box, has the focus).",
     )
@@ -183,16 +185,14 @@ def _reading_fragment(
 def reading_figure(picture: np.ndarray, box: tuple[int, int, int, int] | None, revision: str) -> dict:
     """The plotly figure (a plain dict, no validation cost) of ``picture``: an image trace of its PNG, square
     pixels, pan on drag, the axes limited to ``box`` (``(row0, row1, col0, col1)``) when given."""
-    height, width = picture.shape[:2]
     x_axis: dict = {"visible": False, "constrain": "domain"}
     y_axis: dict = {"visible": False, "scaleanchor": "x", "constrain": "domain"}
     if box is not None:
         r0, r1, c0, c1 = box
         x_axis["range"] = [c0 - 0.5, c1 - 0.5]
         y_axis["range"] = [r1 - 0.5, r0 - 0.5]  # image rows grow downwards
-    else:
-        x_axis["range"] = [-0.5, width - 0.5]
-        y_axis["range"] = [height - 0.5, -0.5]
+    else:  # no range: plotly fits the image, and a zoom the user made is kept across reruns (uirevision)
+        y_axis["autorange"] = "reversed"
     return {
         "data": [
             {

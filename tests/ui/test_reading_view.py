@@ -29,6 +29,7 @@ from brainviewer.ui.state import (
 )
 from brainviewer.views.overlay import GT_COLOR, PRED_COLOR
 from brainviewer.views.reading import PRESET_BRAIN, PRESET_FULL
+from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS, app_url  # noqa: F401  (app_url: the running app, a fixture)
 
 APP = "../../app.py"  # AppTest resolves paths against this test file
 PAGES = [("pages/review.py", READING_REVIEW), ("pages/patients.py", READING_PATIENT)]
@@ -142,7 +143,8 @@ def test_zoom_to_tumour_limits_the_axes_to_the_tumour(app_env):
     at.button(key=reading_key(READING_REVIEW, READING_ZOOM)).click().run()
     zoomed = reading_spec(at)["layout"]
     span = lambda axis: abs(axis["range"][1] - axis["range"][0])  # noqa: E731
-    assert span(zoomed["xaxis"]) < span(whole["xaxis"])
+    assert "range" not in whole["xaxis"]  # the whole slice: plotly fits the image
+    assert span(zoomed["xaxis"]) < picture(at).shape[1]
     assert zoomed["uirevision"] != whole["uirevision"]  # the browser drops the user's own zoom
 
 
@@ -180,3 +182,67 @@ def test_the_ranking_is_the_entropy_order_of_the_cached_probabilities(app_env, m
     assert len(seen) == 1
     expected = [row.index + 1 for row in rank_slices(seen[0], top=None)][: len(at.dataframe[0].value)]
     assert at.dataframe[0].value["Slice"].tolist() == expected
+
+
+# === In a real browser (headless Chromium): size, keyboard shortcut, zoom kept ==================
+
+_PLOT_STATE = (
+    "() => { const d = document.querySelector('[data-testid=stPlotlyChart] .js-plotly-plot');"
+    " const r = d.getBoundingClientRect();"
+    " return {width: r.width, height: r.height, x: d._fullLayout.xaxis.range, source: d.data[0].source}; }"
+)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_reading_view_in_a_browser_is_large_answers_keys_and_keeps_the_tumour_zoom(app_url):  # noqa: F811
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})  # a laptop screen
+            page.goto(app_url)
+            chart = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
+            chart.wait_for(timeout=120_000)
+            chart.scroll_into_view_if_needed()
+            page.wait_for_function("() => document.querySelector('.js-plotly-plot')?._fullLayout", timeout=30_000)
+            first = page.evaluate(_PLOT_STATE)
+            assert first["width"] >= 512 and first["height"] >= 512, first
+
+            truth = page.locator('[data-testid="stButton"]').filter(has_text="Ground truth").first
+            assert "visibility_off" not in truth.inner_text()
+            page.mouse.click(5, 5)  # the focus on the page, not on a widget
+            page.keyboard.press("g")  # the shortcut hides the ground truth
+            expect(truth).to_contain_text("visibility_off", timeout=30_000)
+            page.wait_for_function(
+                "(old) => document.querySelector('.js-plotly-plot').data[0].source !== old",
+                arg=first["source"],
+                timeout=30_000,
+            )
+
+            page.locator('[data-testid="stButton"]').filter(has_text="Prediction").first.click()  # truth alone
+            page.keyboard.press("g")
+            expect(truth).not_to_contain_text("visibility_off", timeout=30_000)
+            page.locator('[data-testid="stButton"]').filter(has_text="Zoom to tumour").first.click()
+            page.wait_for_function(
+                "(w) => { const r = document.querySelector('.js-plotly-plot')._fullLayout.xaxis.range;"
+                " return r[1] - r[0] < w; }",
+                arg=first["x"][1] - first["x"][0],
+                timeout=30_000,
+            )
+            zoomed = page.evaluate(_PLOT_STATE)
+            thumb = page.locator('[data-testid="stSlider"]').filter(has_text="Width (contrast)").get_by_role("slider")
+            thumb.focus()
+            for _ in range(10):
+                thumb.press("ArrowLeft")
+            page.wait_for_function(
+                "(old) => document.querySelector('.js-plotly-plot').data[0].source !== old",
+                arg=zoomed["source"],
+                timeout=30_000,
+            )
+            after = page.evaluate(_PLOT_STATE)
+            assert after["x"] == pytest.approx(zoomed["x"])  # the window moved, the zoom stayed
+            expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        finally:
+            browser.close()
