@@ -55,16 +55,14 @@ from brainviewer.views.reading import (
     Window,
     apply_window,
     compose,
-    png_data_uri,
     preset_window,
+    reading_figure,
     zoom_box,
 )
 from brainviewer.views.review import ReviewView
 
 #: The radio choice that keeps the window the sliders set.
 PRESET_CUSTOM = "Custom"
-#: Height of the large picture in CSS pixels (it is as wide as its column allows, square pixels).
-VIEW_HEIGHT_PX = 640
 #: Keyboard shortcuts of the view's buttons (Streamlit's ``shortcut=``; C and R are Streamlit's own).
 SHORTCUTS = {"truth": "G", "pred": "P", "outline": "O", "reset": "W", "zoom": "Z", "whole": "A"}
 UNCERTAINTY_HELP = (
@@ -180,36 +178,6 @@ def _reading_fragment(
         key=key(READING_CHART),
         config={"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]},
     )
-
-
-def reading_figure(picture: np.ndarray, box: tuple[int, int, int, int] | None, revision: str) -> dict:
-    """The plotly figure (a plain dict, no validation cost) of ``picture``: an image trace of its PNG, square
-    pixels, pan on drag, the axes limited to ``box`` (``(row0, row1, col0, col1)``) when given."""
-    x_axis: dict = {"visible": False, "constrain": "domain"}
-    y_axis: dict = {"visible": False, "scaleanchor": "x", "constrain": "domain"}
-    if box is not None:
-        r0, r1, c0, c1 = box
-        x_axis["range"] = [c0 - 0.5, c1 - 0.5]
-        y_axis["range"] = [r1 - 0.5, r0 - 0.5]  # image rows grow downwards
-    else:  # no range: plotly fits the image, and a zoom the user made is kept across reruns (uirevision)
-        y_axis["autorange"] = "reversed"
-    return {
-        "data": [
-            {
-                "type": "image",
-                "source": png_data_uri(picture),
-                "hovertemplate": "column %{x}, row %{y}<extra></extra>",
-            }
-        ],
-        "layout": {
-            "height": VIEW_HEIGHT_PX,
-            "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
-            "xaxis": x_axis,
-            "yaxis": y_axis,
-            "dragmode": "pan",
-            "uirevision": revision,
-        },
-    }
 
 
 def _rounded(window: Window) -> Window:

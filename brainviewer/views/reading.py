@@ -47,6 +47,8 @@ _PRESET_PERCENTILES: dict[str, tuple[float, float] | None] = {
 STYLE_FILLED = "Filled"
 STYLE_OUTLINE = "Outline"
 STYLES: tuple[str, ...] = (STYLE_FILLED, STYLE_OUTLINE)
+#: Height of the reading view's picture in CSS pixels (as wide as its column allows, square pixels).
+VIEW_HEIGHT_PX = 640
 #: The narrowest window (display units): a width of 1 is a hard threshold at the level.
 MIN_WIDTH = 1.0
 MAX_WIDTH = 255.0
@@ -231,6 +233,38 @@ def png_data_uri(picture: np.ndarray, compress_level: int = 1) -> str:
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 RGB
         raise ValueError("the picture could not be encoded as PNG")
     return "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
+
+
+def reading_figure(
+    picture: np.ndarray, box: tuple[int, int, int, int] | None, revision: str, height_px: int = VIEW_HEIGHT_PX
+) -> dict:
+    """The plotly figure (a plain dict, no validation cost) of ``picture``: an image trace of its PNG, square
+    pixels, pan on drag, the axes limited to ``box`` (``(row0, row1, col0, col1)``) when given."""
+    x_axis: dict = {"visible": False, "constrain": "domain"}
+    y_axis: dict = {"visible": False, "scaleanchor": "x", "constrain": "domain"}
+    if box is not None:
+        r0, r1, c0, c1 = box
+        x_axis["range"] = [c0 - 0.5, c1 - 0.5]
+        y_axis["range"] = [r1 - 0.5, r0 - 0.5]  # image rows grow downwards
+    else:  # no range: plotly fits the image, and a zoom the user made is kept across reruns (uirevision)
+        y_axis["autorange"] = "reversed"
+    return {
+        "data": [
+            {
+                "type": "image",
+                "source": png_data_uri(picture),
+                "hovertemplate": "column %{x}, row %{y}<extra></extra>",
+            }
+        ],
+        "layout": {
+            "height": height_px,
+            "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
+            "xaxis": x_axis,
+            "yaxis": y_axis,
+            "dragmode": "pan",
+            "uirevision": revision,
+        },
+    }
 
 
 def _check_base(base: np.ndarray) -> np.ndarray:

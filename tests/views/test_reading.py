@@ -21,6 +21,7 @@ from brainviewer.views.reading import (
     compose,
     png_data_uri,
     preset_window,
+    reading_figure,
     window_from_range,
     window_lut,
     zoom_box,
@@ -152,3 +153,16 @@ def test_png_data_uri_round_trips_the_picture_losslessly():
     assert uri.startswith("data:image/png;base64,")
     decoded = cv2.imdecode(np.frombuffer(base64.b64decode(uri.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
     assert np.array_equal(decoded[..., ::-1], picture)
+
+
+def test_reading_figure_shows_the_picture_with_square_pixels_and_the_zoom_box():
+    base, truth, pred = masks()
+    picture = compose(base, truth, pred)
+    whole = reading_figure(picture, None, "scan-1")
+    trace, layout = whole["data"][0], whole["layout"]
+    assert trace["type"] == "image" and trace["source"] == png_data_uri(picture)
+    assert layout["yaxis"]["scaleanchor"] == "x" and layout["height"] >= 512
+    assert "range" not in layout["xaxis"] and layout["uirevision"] == "scan-1"
+    zoomed = reading_figure(picture, (5, 30, 10, 35), "scan-1:1")["layout"]
+    assert zoomed["xaxis"]["range"] == [9.5, 34.5]
+    assert zoomed["yaxis"]["range"] == [29.5, 4.5]  # rows grow downwards
