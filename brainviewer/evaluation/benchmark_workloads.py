@@ -209,8 +209,9 @@ def reading_view_rows(segmenter) -> list[tuple[str, object, str]]:
     """``(name, fn, note)`` rows timing the server's work for one reading-view change on a 512x512 phantom slice
     (a noisy picture, so its PNG is a worst case): a window/level move (the ``st.fragment`` rerun: window LUT,
     overlays, PNG, the plotly figure as ``st.plotly_chart`` validates and serialises it) and a threshold move
-    (a page rerun: re-threshold + metrics + the panels' overlays, the reading view's picture, the uncertainty
-    map). Neither includes Streamlit's own PNG encoding of the five small panels (see the last row).
+    (a page rerun: re-threshold + metrics + the panels' overlays, the reading view's picture; the uncertainty
+    map is cached per scan: its own row). Neither includes Streamlit's PNG encoding of the five small panels
+    (the last row).
     """
     import plotly.io
     import plotly.tools
@@ -238,7 +239,10 @@ def reading_view_rows(segmenter) -> list[tuple[str, object, str]]:
 
     def threshold_move() -> object:
         moved = render_review(item, probs, threshold=float(next(thresholds)))
-        return reading_picture(Window(127.5, 255.0), moved.pred_mask), uncertainty_rgb(binary_entropy(probs))
+        return reading_picture(Window(127.5, 255.0), moved.pred_mask)
+
+    def uncertainty() -> object:
+        return uncertainty_rgb(binary_entropy(probs))
 
     def panels_png() -> object:
         return [image_to_png_bytes(panel.image) for panel in view.panels if panel.image is not None]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 
+import cv2
 import numpy as np
 import streamlit as st
 
@@ -304,16 +305,32 @@ def zoom_controls(
     return box if st.session_state.get(key(READING_ZOOMED)) else None
 
 
+#: Longest side of the uncertainty panel's picture (it is shown about 250 px wide; a smaller PNG is faster).
+UNCERTAINTY_SIDE_PX = 256
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _uncertainty_picture(prob: np.ndarray) -> tuple[np.ndarray, int]:
+    """The entropy map coloured (at most :data:`UNCERTAINTY_SIDE_PX` a side) and its pixels at ≥ 0.5 bit,
+    cached by the probabilities' content: a threshold or window move does not redraw it."""
+    entropy = binary_entropy(prob)
+    uncertain = int(np.count_nonzero(entropy >= UNCERTAIN_BITS))
+    scale = UNCERTAINTY_SIDE_PX / max(entropy.shape)
+    if scale < 1:
+        size = (max(1, round(entropy.shape[1] * scale)), max(1, round(entropy.shape[0] * scale)))
+        entropy = cv2.resize(entropy, size, interpolation=cv2.INTER_AREA)
+    return uncertainty_rgb(entropy), uncertain
+
+
 def uncertainty_panel(prob: np.ndarray | None) -> None:
     """The uncertainty map (binary entropy, viridis) with what it means and what it does not."""
     st.markdown("**Uncertainty**", help=UNCERTAINTY_HELP)
     if prob is None:
         st.caption("No prediction, so no uncertainty map.")
         return
-    entropy = binary_entropy(prob)
-    uncertain = int(np.count_nonzero(entropy >= UNCERTAIN_BITS))
+    picture, uncertain = _uncertainty_picture(np.asarray(prob, dtype=np.float32))
     st.image(
-        uncertainty_rgb(entropy),
+        picture,
         caption=f"Entropy of the probability: dark sure, yellow 50/50. {uncertain:,} px at ≥ {UNCERTAIN_BITS:g} "
         "bit (p between 0.11 and 0.89). Not an error probability; sure is not the same as right.",
         width="stretch",
