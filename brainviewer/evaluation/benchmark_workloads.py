@@ -250,10 +250,7 @@ def reading_view_rows(segmenter) -> list[tuple[str, object, str]]:
     side = f"{READING_SIDE}x{READING_SIDE}"
     return [
         (f"window/level move, reading view ({side})", window_move, "LUT + overlays + PNG + plotly JSON"),
-        (
-            f"threshold move, page + reading view ({side})",
-            threshold_move,
-            "re-threshold, metrics, overlays, uncertainty",
-        ),
+        (f"threshold move, page + reading view ({side})", threshold_move, "re-threshold, metrics, overlays, picture"),
+        (f"uncertainty map ({side})", uncertainty, "once per scan (cached): entropy + colours"),
         (f"five panels as PNG ({side})", panels_png, "what st.image encodes on a page rerun"),
     ]
