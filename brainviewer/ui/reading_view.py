@@ -162,6 +162,7 @@ def _reading_fragment(
     window = window_controls(key_prefix, scan)
     shown = [m for m, part in ((gt, READING_TRUTH_ON), (pred, READING_PRED_ON)) if st.session_state[key(part)]]
     with st.container(horizontal=True, gap="small"):
+        reset_button(key_prefix)
         layer_controls(key_prefix, has_truth=gt is not None, has_pred=pred is not None)
         box = zoom_controls(key_prefix, shown if any(m is not None for m in shown) else [gt, pred], scan.shape[:2])
     picture = compose(
@@ -203,7 +204,7 @@ def _bump_zoom(key_prefix: str, zoomed: bool) -> None:
 
 
 def window_controls(key_prefix: str, scan: np.ndarray) -> Window:
-    """Preset radio, level and width sliders and the reset button; the window to show.
+    """Preset radio and level and width sliders (the reset button is :func:`reset_button`); the window to show.
 
     A preset writes its window (for this slice) into the sliders before they are drawn; moving a slider
     switches the radio to Custom; Reset goes back to Full range (the picture as the panels show it).
@@ -213,7 +214,7 @@ def window_controls(key_prefix: str, scan: np.ndarray) -> Window:
     if preset in PRESETS or key(READING_LEVEL) not in st.session_state:
         window = _rounded(preset_window(preset if preset in PRESETS else PRESET_FULL, scan))
         st.session_state[key(READING_LEVEL)], st.session_state[key(READING_WIDTH)] = window.level, window.width
-    preset_column, level_column, width_column, reset_column = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
+    preset_column, level_column, width_column = st.columns([3, 2, 2], vertical_alignment="bottom")
     preset_column.radio(
         "Window",
         [*PRESETS, PRESET_CUSTOM],
@@ -241,8 +242,14 @@ def window_controls(key_prefix: str, scan: np.ndarray) -> Window:
         on_change=custom,
         help="The span of display values from black to white; narrower is more contrast.",
     )
-    reset_column.button(
-        "Reset",
+    return Window(float(level), float(width))
+
+
+def reset_button(key_prefix: str) -> None:
+    """The "Reset window" button (shortcut W): back to Full range, the picture as the five panels show it."""
+    key = functools.partial(reading_key, key_prefix)
+    st.button(
+        "Reset window",
         key=key(READING_RESET),
         on_click=_set,
         args=(key(READING_PRESET), PRESET_FULL),
@@ -250,7 +257,6 @@ def window_controls(key_prefix: str, scan: np.ndarray) -> Window:
         icon=":material/restart_alt:",
         help="Back to the full range: the picture as the five panels show it.",
     )
-    return Window(float(level), float(width))
 
 
 def layer_controls(key_prefix: str, has_truth: bool, has_pred: bool) -> None:
