@@ -3,6 +3,7 @@ tiny untrained model, synthetic phantom)."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 from pathlib import Path
@@ -246,3 +247,32 @@ def test_reading_view_in_a_browser_is_large_answers_keys_and_keeps_the_tumour_zo
             expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         finally:
             browser.close()
+
+
+def _window_script() -> None:
+    import numpy as np
+    import streamlit as st
+
+    from brainviewer.ui.reading_view import current_window, reading_view
+
+    base = np.repeat(np.tile(np.arange(256, dtype=np.uint8), (64, 1))[..., None], 3, axis=2)
+    reading_view(base, None, None, None, "t")
+    st.text(repr(tuple(current_window("t", base))))
+
+
+def test_current_window_reports_the_window_the_user_set_for_a_view_below():
+    """What the mask editor under the reading view reads to show the scan as the user windowed it."""
+    from streamlit.testing.v1 import AppTest
+
+    from brainviewer.views.reading import preset_window
+
+    at = AppTest.from_function(_window_script, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert at.text[0].value == repr((127.5, 255.0))
+    at.slider(key=reading_key("t", READING_WIDTH)).set_value(60.0).run()
+    assert at.text[0].value == repr((127.5, 60.0))
+    at.radio(key=reading_key("t", READING_PRESET)).set_value(PRESET_BRAIN).run()
+    base = np.repeat(np.tile(np.arange(256, dtype=np.uint8), (64, 1))[..., None], 3, axis=2)
+    brain = preset_window(PRESET_BRAIN, base)
+    level, width = ast.literal_eval(at.text[0].value)
+    assert abs(level - brain.level) <= 0.5 and abs(width - brain.width) <= 1
