@@ -56,6 +56,7 @@ from brainviewer.views.reading import (
     Window,
     apply_window,
     compose,
+    fit_to,
     preset_window,
     reading_figure,
     zoom_box,
@@ -113,6 +114,8 @@ def reading_view(
     """
     if pred is None and prob is not None and threshold is not None:
         pred = np.asarray(prob) >= threshold
+    shape = scan.shape[:2]  # the display image may be a smaller copy of a large scan: fit the masks to it
+    gt, prob, pred = fit_to(shape, gt), fit_to(shape, prob), fit_to(shape, pred)
     key = functools.partial(reading_key, key_prefix)
     for part, default in ((READING_TRUTH_ON, True), (READING_PRED_ON, True), (READING_OUTLINE_ON, False)):
         st.session_state.setdefault(key(part), default)

@@ -187,6 +187,22 @@ def compose(
     return out
 
 
+def fit_to(shape: tuple[int, int], array: np.ndarray | None) -> np.ndarray | None:
+    """``array`` (a ``(h, w)`` bool mask or float map) resized to ``shape`` ``(H, W)`` when its size differs, e.g.
+    a full-resolution mask over a display copy of a large scan: masks by nearest neighbour (they stay bool),
+    maps by area averaging when shrinking, linear when growing. ``None`` and same-size arrays pass through."""
+    if array is None:
+        return None
+    array = np.asarray(array)
+    if array.shape[:2] == tuple(shape):
+        return array
+    size = (int(shape[1]), int(shape[0]))
+    if array.dtype == bool:
+        return cv2.resize(array.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    shrink = array.shape[0] > shape[0]
+    return cv2.resize(array.astype(np.float32), size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def zoom_box(
     masks: list[np.ndarray | None], shape: tuple[int, int], margin: float = 0.5, min_side: int = 32
 ) -> tuple[int, int, int, int] | None:

@@ -19,6 +19,7 @@ from brainviewer.views.reading import (
     Window,
     apply_window,
     compose,
+    fit_to,
     png_data_uri,
     preset_window,
     reading_figure,
@@ -166,3 +167,14 @@ def test_reading_figure_shows_the_picture_with_square_pixels_and_the_zoom_box():
     zoomed = reading_figure(picture, (5, 30, 10, 35), "scan-1:1")["layout"]
     assert zoomed["xaxis"]["range"] == [9.5, 34.5]
     assert zoomed["yaxis"]["range"] == [29.5, 4.5]  # rows grow downwards
+
+
+def test_fit_to_resizes_a_full_resolution_mask_to_a_display_copy():
+    mask = np.zeros((1024, 1024), bool)
+    mask[256:512, 512:768] = True
+    small = fit_to((256, 256), mask)
+    assert small.dtype == bool and small.shape == (256, 256)
+    assert small[64:128, 128:192].all() and small.sum() == 64 * 64
+    probs = np.full((1024, 1024), 0.25, np.float32)
+    assert fit_to((256, 256), probs).shape == (256, 256) and np.allclose(fit_to((256, 256), probs), 0.25)
+    assert fit_to((8, 8), None) is None and fit_to((1024, 1024), mask) is mask
