@@ -5,6 +5,7 @@ import streamlit as st
 from brainviewer.ui import patients
 from brainviewer.ui.common import review_controls
 from brainviewer.ui.patient_sources import PATIENT_SOURCE_PHANTOM, choose_patient, consume_open_patient_request
+from brainviewer.ui.review_first import review_first
 from brainviewer.ui.sidebar import sidebar_dataset, sidebar_model
 
 st.title("Patients", anchor=False)
@@ -27,6 +28,7 @@ pred_masks, summary = patients.prediction(model, volume, probs, threshold)
 # --- the current slice, the whole volume slice by slice, volumes and Dice, tumour slices, downloads
 index = patients.current_slice(volume, volume_key, summary)
 patients.show_slice(volume, index, probs, pred_masks, threshold, opacity, model, source, synthetic)
+review_first(probs, pred_masks, index, model.model_id, volume_key)
 patients.show_strip(summary, index, predicted=probs is not None)
 patients.show_volumes(summary, volume.spacing_mm, predicted=probs is not None)
 patients.show_montage(volume, summary, pred_masks, synthetic)

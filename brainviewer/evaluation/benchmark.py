@@ -5,6 +5,7 @@ Measured on CPU always, and on CUDA too when it is available:
 * model forward time per slice (batch 1 and batch 16);
 * upload to panels: file bytes -> scan -> probabilities -> threshold -> overlays -> five-panel figure;
 * re-threshold: a slider move (threshold, metrics, two overlays) from cached probabilities;
+* the reading view at 512x512: a window/level move, a threshold move, the five panels' PNGs;
 * training throughput (images/s) of a resnet18 U-Net on 128x128 crops, batch 16;
 * inference throughput per slice and per 40-slice patient volume.
 
@@ -45,6 +46,7 @@ from brainviewer.evaluation.benchmark_workloads import (
     _review_flow,
     _training_step_fn,
     load_benchmark_segmenter,
+    reading_view_rows,
 )
 from brainviewer.files import write_new
 
@@ -211,6 +213,9 @@ def run_benchmark(
                 sync_fn=None,
                 note="matplotlib, from cached probs",
             )
+        if device.type == "cpu":  # server work, the same on every device
+            for name, fn, note in reading_view_rows(segmenter):
+                measure(name, fn, note=note, sync_fn=None)
         if not skip_training:
             measure(
                 f"training step ({TRAIN_BATCH} x {TRAIN_CROP}x{TRAIN_CROP})",

@@ -199,3 +199,58 @@ def _cached_item(scan_png: bytes, mask_png: bytes, probs: np.ndarray, image: np.
         return (image, truth), probs
     items, _ = items_from_uploads([("bench.png", scan_png), ("bench_mask.png", mask_png)])
     return items[0], probs
+
+
+#: Side of the slice the reading-view rows time (the issue's responsiveness target: < 100 ms at 512x512).
+READING_SIDE = 512
+
+
+def reading_view_rows(segmenter) -> list[tuple[str, object, str]]:
+    """``(name, fn, note)`` rows timing the server's work for one reading-view change on a 512x512 phantom slice
+    (a noisy picture, so its PNG is a worst case): a window/level move (the ``st.fragment`` rerun: window LUT,
+    overlays, PNG, the plotly figure as ``st.plotly_chart`` validates and serialises it) and a threshold move
+    (a page rerun: re-threshold + metrics + the panels' overlays, the reading view's picture; the uncertainty
+    map is cached per scan: its own row). Neither includes Streamlit's PNG encoding of the five small panels
+    (the last row).
+    """
+    import plotly.io
+    import plotly.tools
+
+    from brainviewer.data.phantom import phantom_slice
+    from brainviewer.model.uncertainty import binary_entropy, uncertainty_rgb
+    from brainviewer.views.overlay import image_to_png_bytes
+    from brainviewer.views.reading import Window, apply_window, compose, reading_figure
+    from brainviewer.views.review import ReviewItem, render_review
+
+    image, truth = phantom_slice(seed=0, size=READING_SIDE)
+    item = ReviewItem("bench.png", image, truth=truth)
+    probs = segmenter.predict_probs(image)
+    view = render_review(item, probs, threshold=0.5)
+    base = view.panels[0].image
+    windows = iter(Window(float(level), 60.0) for level in np.linspace(40, 200, 10_000))
+    thresholds = iter(np.linspace(0.05, 0.95, 10_000))
+
+    def reading_picture(window: Window, pred: np.ndarray) -> str:
+        figure = reading_figure(compose(apply_window(base, window), truth, pred), None, "bench")
+        return plotly.io.to_json(plotly.tools.return_figure_from_figure_or_data(figure, True), validate=False)
+
+    def window_move() -> object:
+        return reading_picture(next(windows), view.pred_mask)
+
+    def threshold_move() -> object:
+        moved = render_review(item, probs, threshold=float(next(thresholds)))
+        return reading_picture(Window(127.5, 255.0), moved.pred_mask)
+
+    def uncertainty() -> object:
+        return uncertainty_rgb(binary_entropy(probs))
+
+    def panels_png() -> object:
+        return [image_to_png_bytes(panel.image) for panel in view.panels if panel.image is not None]
+
+    side = f"{READING_SIDE}x{READING_SIDE}"
+    return [
+        (f"window/level move, reading view ({side})", window_move, "LUT + overlays + PNG + plotly JSON"),
+        (f"threshold move, page + reading view ({side})", threshold_move, "re-threshold, metrics, overlays, picture"),
+        (f"uncertainty map ({side})", uncertainty, "once per scan (cached): entropy + colours"),
+        (f"five panels as PNG ({side})", panels_png, "what st.image encodes on a page rerun"),
+    ]

@@ -21,8 +21,15 @@ from brainviewer.ui.common import PATIENT_BATCH, item_banner, show_panels
 from brainviewer.ui.dicom_seg_download import dicom_seg_button
 from brainviewer.ui.mask_editor import mask_editor, volume_source
 from brainviewer.ui.patient_sources import PATIENT_SOURCE_UPLOAD
+from brainviewer.ui.reading_view import review_reading_view
 from brainviewer.ui.sidebar import ModelState
-from brainviewer.ui.state import PATIENT_CURRENT_KEY, PATIENT_OPEN_SLICE_KEY, PATIENT_PROBS_DONE_KEY, PATIENT_SLICE_KEY
+from brainviewer.ui.state import (
+    PATIENT_CURRENT_KEY,
+    PATIENT_OPEN_SLICE_KEY,
+    PATIENT_PROBS_DONE_KEY,
+    PATIENT_SLICE_KEY,
+    READING_PATIENT,
+)
 from brainviewer.views.exports import masks_zip_bytes, patient_report_html, patients_csv, safe_file_stem, slices_csv
 from brainviewer.views.figures import patient_strip_figure
 from brainviewer.views.patient import (
@@ -107,7 +114,9 @@ def slice_scrubber(n_slices: int, default: int) -> int:
     if not isinstance(value, int) or not 1 <= value <= n_slices:
         st.session_state[PATIENT_SLICE_KEY] = default + 1
     left, middle, right = st.columns([1, 12, 1], vertical_alignment="bottom")
-    left.button("◀", key="patient_prev", on_click=step, args=(-1,), help="Previous slice", width="stretch")
+    left.button(
+        "◀", key="patient_prev", on_click=step, args=(-1,), help="Previous slice", width="stretch", shortcut="B"
+    )
     number = middle.slider(
         "Slice",
         1,
@@ -115,7 +124,7 @@ def slice_scrubber(n_slices: int, default: int) -> int:
         key=PATIENT_SLICE_KEY,
         help="Drag, or click the slider and use the arrow keys.",
     )
-    right.button("▶", key="patient_next", on_click=step, args=(1,), help="Next slice", width="stretch")
+    right.button("▶", key="patient_next", on_click=step, args=(1,), help="Next slice", width="stretch", shortcut="N")
     return int(number) - 1
 
 
@@ -185,6 +194,7 @@ def show_slice(
     )
     item_banner(item, model)
     show_panels(view)
+    review_reading_view(view, READING_PATIENT, view_id=volume.patient_id)
     mask_editor(item, view.pred_mask, model, threshold, volume_source(volume, index, synthetic))
     if model.volume_keep_largest and probs is not None and pred_masks is not None:
         note = volume_step_note(probs[index], pred_masks[index], threshold, model.min_component_px, model.keep_largest)

@@ -28,9 +28,11 @@ from brainviewer.ui.common import (
     show_panels,
 )
 from brainviewer.ui.mask_editor import mask_editor, review_source
+from brainviewer.ui.reading_view import review_reading_view
 from brainviewer.ui.sidebar import ModelState
 from brainviewer.ui.state import (
     DISPLAY_CHANNEL_KEY,
+    READING_REVIEW,
     REVIEW_HAD_DATASET_KEY,
     REVIEW_ITEM_KEY,
     REVIEW_PATIENT_KEY,
@@ -272,6 +274,7 @@ def pick_item(items: list[ReviewItem]) -> ReviewItem | None:
         on_click=step_item,
         args=(names, -1),
         width="stretch",
+        shortcut="B",
         help="Show the scan before this one; it wraps around: from the first scan it goes to the last.",
     )
     forward.button(
@@ -280,6 +283,7 @@ def pick_item(items: list[ReviewItem]) -> ReviewItem | None:
         on_click=step_item,
         args=(names, 1),
         width="stretch",
+        shortcut="N",
         help="Show the scan after this one; it wraps around: from the last scan it goes to the first.",
     )
     return items[names.index(chosen)]
@@ -427,6 +431,7 @@ def show_item(item: ReviewItem, model: ModelState, dataset: Dataset | None = Non
         display_channel=channel,
     )
     show_panels(view)
+    review_reading_view(view, READING_REVIEW, view_id=item.key)
     mask_editor(item, view.pred_mask, model, view.threshold, review_source(item, dataset), channel)
     show_metrics(view, model)
     show_downloads(view, model)

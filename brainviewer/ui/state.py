@@ -49,6 +49,27 @@ PATIENT_UPLOAD_MEMO_KEY = "_patient_upload_memo"  # (upload signature, volume, k
 PATIENT_PROBS_DONE_KEY = "_patient_probs_done"  # {(model id, volume key)} already segmented (no progress bar)
 OPEN_PATIENT_KEY = "open_patient"  # a request to show a patient: {"source", "dataset_path", "patient_id", "slice"}
 
+# --- Reading view (Review and Patients): one set of keys per page, made by reading_key(prefix, part)
+READING_REVIEW = "review_reading"  # the key prefix of the Review page's reading view
+READING_PATIENT = "patient_reading"  # the key prefix of the Patients page's reading view
+READING_PRESET = "preset"  # the window-preset radio (Full range, Brain, Tumour contrast, Custom)
+READING_LEVEL = "level"  # the window-level slider (0-255 display units)
+READING_WIDTH = "width"  # the window-width slider (1-255 display units)
+READING_RESET = "reset"  # the "Reset window" button (shortcut W)
+READING_TRUTH = "truth"  # the button that shows / hides the ground truth (shortcut G)
+READING_TRUTH_ON = "_truth_on"  # bool: the ground truth is shown
+READING_PRED = "pred"  # the button that shows / hides the prediction (shortcut P)
+READING_PRED_ON = "_pred_on"  # bool: the prediction is shown
+READING_OUTLINE = "outline"  # the button that switches overlays between filled and outline (shortcut O)
+READING_OUTLINE_ON = "_outline_on"  # bool: overlays are drawn as outlines (else filled)
+READING_CHART = "chart"  # the plotly chart of the large image
+READING_ZOOM = "zoom"  # the "Zoom to tumour" button (shortcut Z)
+READING_WHOLE = "whole"  # the "Whole slice" button (shortcut A)
+READING_ZOOMED = "_zoomed"  # bool: the view is zoomed to the tumour
+READING_REVISION = "_revision"  # int: bumped to make the plotly view drop the user's own zoom
+REVIEW_FIRST_GO = "patient_review_first_go"  # the prefix of the "review these first" jump buttons (+ rank)
+
+
 # --- Evaluation
 EVAL_REQUESTED_KEY = "eval_requested"  # the evaluation request of the last "Run evaluation" press
 EVAL_DONE_KEY = "_eval_done"  # evaluation requests already finished (no progress bar on reruns)
@@ -61,6 +82,11 @@ FINETUNE_RUN_KEY = "finetune_run"  # the watched run's selectbox
 FINETUNE_CHOOSE_KEY = "finetune_choose"  # the run to evaluate, promote or average
 FINETUNE_EVAL_KEY = "finetune_eval"  # the last requested run evaluation: {"run", "data", "scope"}
 FINETUNE_DELETE_CONFIRM_KEY = "finetune_delete_confirm"  # the run name typed to confirm a delete
+
+
+def reading_key(prefix: str, part: str) -> str:
+    """The session-state key of one reading-view control: ``reading_key(READING_REVIEW, READING_LEVEL)``."""
+    return f"{prefix}_{part}"
 
 
 def state_index(key: str, options: Sequence[str], default: int = 0) -> int:

@@ -144,7 +144,7 @@ def test_upload_threshold_and_screenshot(app_url, lgg_root, tiny_weights):
             if held_out:
                 expect(page.get_by_text(f"Held out: {LGG_PATIENT}", exact=False)).to_be_visible()
             expect(page.locator('[data-testid="stMetric"]').filter(has_text="Dice")).to_be_visible()
-            expect(page.locator('[data-testid="stImage"]:visible')).to_have_count(5)
+            expect(page.locator('[data-testid="stImage"]:visible')).to_have_count(6)  # 5 panels + uncertainty map
             before = _prediction_caption(page)
             assert before.startswith("Green: probability ≥ ")
             start = float(before.rsplit(" ", 1)[1])  # the model's default threshold
