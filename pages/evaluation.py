@@ -9,8 +9,9 @@ from brainviewer.ui.sidebar import sidebar_dataset, sidebar_model
 
 st.title("Evaluation", anchor=False)
 st.caption(
-    "Per-patient Dice of the model on a dataset (each patient's slices stacked into one volume, as in Buda et al. "
-    "2019), how well it finds tumour-bearing slices, and its worst patients and slices."
+    "Per-patient Dice, sensitivity, precision, volume similarity, HD95 and surface Dice of the model on a dataset "
+    "(each patient's slices stacked into one volume, as in Buda et al. 2019) with their summaries over the patients, "
+    "how well it finds tumour-bearing slices, and its worst patients and slices."
 )
 
 model = sidebar_model()
@@ -24,6 +25,7 @@ result = evaluation.evaluate(model, dataset, dataset_key, threshold, min_px)
 # --- summary, per-patient Dice and detection, groups, worst patients and slices, downloads
 root = Path(dataset.root).resolve()
 evaluation.show_summary(result.report)
+evaluation.show_scores(result.report)
 curve = evaluation.show_charts(result, threshold)
 evaluation.show_groups(result.report, root)
 evaluation.show_worst(result, synthetic)
