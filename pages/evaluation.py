@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from brainviewer.ui import evaluation
+from brainviewer.ui import evaluation, evaluation_compare
 from brainviewer.ui.sidebar import sidebar_dataset, sidebar_model
 
 st.title("Evaluation", anchor=False)
@@ -14,8 +14,13 @@ st.caption(
     "how well it finds tumour-bearing slices, and its worst patients and slices."
 )
 
+missing = evaluation_compare.consume_compare_request()  # another page's request, before the sidebar is drawn
 model = sidebar_model()
-dataset, synthetic = evaluation.choose_dataset(sidebar_dataset(), model)
+sidebar_data = sidebar_dataset()
+if evaluation_compare.compare_mode():  # two or more models on the same patients, paired
+    evaluation_compare.show_compare(missing, sidebar_data)
+    st.stop()
+dataset, synthetic = evaluation.choose_dataset(sidebar_data, model)
 
 # --- which patients: the model's held-out ones, all, or one side of a training run's split; the settings
 dataset, scope = evaluation.choose_scope(model, dataset)
