@@ -120,3 +120,30 @@ def test_another_pages_request_opens_the_compare_view_with_its_models_and_datase
     at.multiselect(key="compare_models").set_value(["tiny-b"]).run()
     assert not at.exception, at.exception
     assert "Choose at least two models" in texts(at, "info")
+
+
+def test_in_demo_mode_a_request_opens_only_a_dataset_the_operator_offers(
+    two_models: list[Path], phantom_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "TOPSECRET-server-folder"
+    shutil.copytree(phantom_dataset, secret)
+    monkeypatch.setenv("BRAINVIEWER_DEMO", "1")
+    monkeypatch.setenv("BRAINVIEWER_DATASETS", f"phantom={phantom_dataset}")
+    at = open_page("pages/review.py")
+    at.session_state["compare_request"] = {"models": ["tiny-a (default)", "tiny-b"], "dataset_path": str(secret)}
+    at.switch_page("pages/evaluation.py").run()
+    assert not at.exception, at.exception
+    assert at.radio(key="eval_mode").value == "Compare models"
+    assert at.selectbox(key="dataset_choice").value == "(none)"  # not offered: not opened
+    assert "No dataset is configured" in texts(at, "info")
+    assert "TOPSECRET" not in texts(at)
+
+    at.session_state["compare_request"] = {
+        "models": ["tiny-b", "tiny-a (default)"],
+        "dataset_path": str(phantom_dataset),
+    }
+    at.run()
+    assert at.selectbox(key="dataset_choice").value == "phantom"
+    at.button(key="compare_run").click().run()
+    assert not at.exception, at.exception
+    assert "Mean tiny-a (default) − tiny-b" in metric_values(at)
