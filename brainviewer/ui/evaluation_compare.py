@@ -104,6 +104,8 @@ def choose_models(missing: list[str]) -> list[tuple[str, str]]:
         current = st.session_state.get(MODEL_CHOICE_KEY)
         first = [current] if current in labels else []
         st.session_state[COMPARE_MODELS_KEY] = (first + [x for x in labels if x not in first])[:2]
+    else:  # weights removed since they were chosen are no longer options
+        st.session_state[COMPARE_MODELS_KEY] = [x for x in st.session_state[COMPARE_MODELS_KEY] if x in labels]
     chosen = st.multiselect(
         "Models (the first is the reference)",
         labels,
@@ -271,6 +273,7 @@ def show_differences(comparison: ModelComparison, title: str) -> None:
 def show_disagreements(comparison: ModelComparison, synthetic: bool) -> None:
     """The patients where the models' scores spread most, each with a button that opens it on the Patients page."""
     st.markdown("**Where the models disagree most**")
+    st.caption("Open shows the patient on the Patients page with the sidebar's model; switch it there to see another.")
     f = "{:.2f}" if comparison.metric == "hd95" else "{:.3f}"
     for row in comparison.disagreements(DISAGREEMENTS):
         left, right = st.columns([4, 1], vertical_alignment="center")
