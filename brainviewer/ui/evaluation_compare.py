@@ -229,20 +229,21 @@ def show_comparison(reports: dict[str, EvaluationReport]) -> ModelComparison:
     )
     for pair in comparison.pairs:
         f = "{:+.2f}" if metric == "hd95" else "{:+.3f}"
+        lower = " (lower is better)" if not METRICS[metric] else ""
+        st.markdown(
+            f"**{difference_column(pair.other, pair.reference)}**{lower}: {pair.other} is better on "
+            f"{pair.other_better}, worse on {pair.reference_better} and equal on {pair.ties} of the {pair.n} patients."
+        )
         cards = [
-            (f"Mean {difference_column(pair.other, pair.reference)}", f.format(pair.mean_difference)),
+            ("Mean difference", f.format(pair.mean_difference)),
             ("95% CI of the mean difference", f"[{f.format(pair.ci_low)}, {f.format(pair.ci_high)}]"),
             ("Wilcoxon p", "n/a" if pair.wilcoxon_p is None else f"{pair.wilcoxon_p:.3g}"),
-            (f"Patients better with {pair.other}", f"{pair.other_better} of {pair.n}"),
         ]
-        for column, (label, value) in zip(st.columns(len(cards)), cards, strict=True):
+        for column, (label, value) in zip(st.columns([1, 2, 1]), cards, strict=True):
             column.metric(label, value, border=True)
-        lower = " (lower is better)" if not METRICS[metric] else ""
         st.caption(
-            f"{pair.other} against {pair.reference} on the same {pair.n} patients{lower}: better on "
-            f"{pair.other_better}, worse on {pair.reference_better}, equal on {pair.ties}. The interval is a paired "
-            f"percentile bootstrap of the mean difference ({comparison.resamples:,} resamples of patients, seed "
-            f"{comparison.seed}); the p-value is a two-sided Wilcoxon signed-rank test"
+            f"The interval is a paired percentile bootstrap of the mean difference ({comparison.resamples:,} "
+            f"resamples of patients, seed {comparison.seed}); the p-value is a two-sided Wilcoxon signed-rank test"
             + (f" ({pair.wilcoxon_note})." if pair.wilcoxon_note else ".")
         )
     if comparison.left_out:
