@@ -6,10 +6,12 @@ so its figures are those of ``evaluate``; the comparison itself is
 :func:`brainviewer.evaluation.compare_models.compare_models` (the first model chosen is the reference),
 and ``python -m brainviewer compare-models`` gives the same figures.
 
-Another page asks for a comparison by setting :data:`~brainviewer.ui.state.COMPARE_REQUEST_KEY` to
-``{"models": [weights labels as the sidebar lists them], "dataset_path": str}`` and switching here:
-:func:`consume_compare_request` (called before the sidebar is drawn) opens the compare view with those
-models and that dataset.
+The models offered are the weights the sidebar lists (``weights/*``, promoted runs) and, outside a public
+demo, the ``best/`` weights of the runs (:func:`compare_choices`). Another page asks for a comparison by
+setting :data:`~brainviewer.ui.state.COMPARE_REQUEST_KEY` to ``{"models": [labels], "dataset_path": str}``
+and switching here; a label is one the sidebar lists or one of :func:`brainviewer.runs.base_weight_choices`
+(the Fine-tuning page's, e.g. ``weights/<name>`` or ``run <name> (best)``). :func:`consume_compare_request`
+(called before the sidebar is drawn) opens the compare view with those models and that dataset.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from brainviewer import runs as runs_lib
 from brainviewer.data.datasets import Dataset
 from brainviewer.evaluation.compare_models import (
     METRICS,
@@ -59,6 +62,37 @@ MAX_MODELS = 5
 DISAGREEMENTS = 8
 
 
+def _resolved(spec: str) -> str:
+    """A weights spec as a resolved folder path (a Hub id as it is), to tell two labels of one folder."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.is_dir() else spec
+
+
+def compare_choices() -> dict[str, str]:
+    """``label -> spec`` of the models to compare: the weights the sidebar lists (default first) and, outside a
+    public demo, the runs' ``best/`` weights not among them (labelled ``run <name> (best)``)."""
+    choices = dict(weights_choices())
+    if demo_mode():
+        return choices
+    listed = {_resolved(spec) for spec in choices.values()}
+    for label, path in runs_lib.base_weight_choices().items():
+        if _resolved(path) not in listed:
+            choices[label] = path
+            listed.add(_resolved(path))
+    return choices
+
+
+def _choice_label(label: str, choices: dict[str, str]) -> str | None:
+    """The label in ``choices`` of a requested label: itself, or the one of the same folder when it is a label of
+    :func:`brainviewer.runs.base_weight_choices` (``weights/<name>``, ``current model (<name>)``); else ``None``."""
+    if label in choices:
+        return label
+    path = None if demo_mode() else runs_lib.base_weight_choices().get(label)
+    if path is None:
+        return None
+    return next((name for name, spec in choices.items() if _resolved(spec) == _resolved(path)), None)
+
+
 def consume_compare_request() -> list[str]:
     """Apply another page's request to compare models (before the sidebar and the mode switch are drawn):
     the compare view, the requested models (those the sidebar lists) and the requested dataset folder (in
@@ -67,10 +101,10 @@ def consume_compare_request() -> list[str]:
     request = st.session_state.pop(COMPARE_REQUEST_KEY, None)
     if not isinstance(request, dict):
         return []
-    labels = [label for label, _ in weights_choices()]
-    wanted = [str(m) for m in request.get("models") or []]
+    choices = compare_choices()
+    wanted = {str(m): _choice_label(str(m), choices) for m in request.get("models") or []}
     st.session_state[EVAL_MODE_KEY] = COMPARE
-    st.session_state[COMPARE_MODELS_KEY] = [m for m in dict.fromkeys(wanted) if m in labels][:MAX_MODELS]
+    st.session_state[COMPARE_MODELS_KEY] = list(dict.fromkeys(x for x in wanted.values() if x))[:MAX_MODELS]
     st.session_state.pop(COMPARE_RUN_KEY, None)
     path = str(request.get("dataset_path") or "")
     if path:
@@ -78,7 +112,7 @@ def consume_compare_request() -> list[str]:
         st.session_state[DATASET_PATH_INPUT_KEY] = path
         if demo_mode():  # only a dataset the operator offers is chosen
             st.session_state[DATASET_CHOICE_KEY] = named_dataset_name(path) or NONE_CHOICE
-    return [m for m in wanted if m not in labels]
+    return [m for m, label in wanted.items() if label is None]
 
 
 def compare_mode() -> bool:
@@ -92,12 +126,11 @@ def compare_mode() -> bool:
 
 def choose_models(missing: list[str]) -> list[tuple[str, str]]:
     """The models to compare (``[(label, spec)]``, the reference first); stops the page with fewer than two."""
-    choices = dict(weights_choices())
+    choices = compare_choices()
     labels = list(choices)
     if missing:
         st.warning(
-            f"Not among the weights the sidebar lists, so left out: {', '.join(missing)}. "
-            "Promote a run to compare it here.",
+            f"Not among the weights that can be compared, so left out: {', '.join(missing)}.",
             icon=":material/warning:",
         )
     if COMPARE_MODELS_KEY not in st.session_state:  # first visit: the sidebar's model, then the next one
@@ -111,8 +144,8 @@ def choose_models(missing: list[str]) -> list[tuple[str, str]]:
         labels,
         key=COMPARE_MODELS_KEY,
         max_selections=MAX_MODELS,
-        help="The weights the sidebar lists: weights/* and promoted runs. Every other model is compared "
-        "with the first one chosen, patient by patient.",
+        help="The weights the sidebar lists (weights/* and promoted runs) and the runs' best weights. Every other "
+        "model is compared with the first one chosen, patient by patient.",
     )
     if len(chosen) < 2:
         st.info(

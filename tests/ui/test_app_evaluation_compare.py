@@ -38,6 +38,7 @@ def two_models(
         (folder / "preprocessing.json").write_text(json.dumps(prep))
     monkeypatch.setenv("BRAINVIEWER_WEIGHTS_DIR", str(weights_dir))
     monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(folders[0]))
+    monkeypatch.setenv("BRAINVIEWER_RUNS_DIR", str(tmp_path / "no-runs"))  # the project's runs/ are not listed
     monkeypatch.delenv("BRAINVIEWER_DATA", raising=False)
     st.cache_data.clear()
     st.cache_resource.clear()
@@ -147,3 +148,33 @@ def test_in_demo_mode_a_request_opens_only_a_dataset_the_operator_offers(
     at.button(key="compare_run").click().run()
     assert not at.exception, at.exception
     assert "**tiny-a (default) − tiny-b**" in texts(at)
+
+
+def test_a_request_with_the_fine_tuning_pages_labels_compares_a_run_with_its_base(
+    two_models: list[Path], phantom_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Fine-tuning page names models as runs.base_weight_choices does: ``weights/<name>``, ``current model
+    (<name>)`` and a run's ``run <name> (best)``, which the sidebar does not list."""
+    from brainviewer.training.config import TrainConfig
+
+    run_dir = tmp_path / "runs" / "learn"
+    run_dir.mkdir(parents=True)
+    TrainConfig(data=str(phantom_dataset), epochs=1, run_name="learn", device="cpu").save(run_dir / "config.json")
+    (run_dir / "status.json").write_text(json.dumps({"state": "finished"}))
+    shutil.copytree(two_models[1], run_dir / "best")  # the run's best weights: tiny-b's
+    monkeypatch.setenv("BRAINVIEWER_RUNS_DIR", str(tmp_path / "runs"))
+    at = open_page("pages/review.py")
+    at.session_state["compare_request"] = {
+        "models": ["weights/tiny-a", "run learn (best)", "current model (tiny-a)"],
+        "dataset_path": str(phantom_dataset),
+    }
+    at.switch_page("pages/evaluation.py").run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="compare_models").value == ["tiny-a (default)", "run learn (best)"]
+    assert "run learn (best)" in at.multiselect(key="compare_models").options
+    assert not at.warning  # every label was found
+    at.button(key="compare_run").click().run()
+    assert not at.exception, at.exception
+    expected = expected_comparison(two_models, ["tiny-a (default)", "run learn (best)"], phantom_dataset)
+    assert metric_values(at)["Mean difference"] == f"{expected.pairs[0].mean_difference:+.3f}"
+    assert "**run learn (best) − tiny-a (default)**" in texts(at)
