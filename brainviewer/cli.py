@@ -248,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--quiet", action="store_true", help="print only the summary")
     cv.set_defaults(func=_cmd_cv_evaluate)
 
+    from brainviewer.evaluation import compare_run
+
+    compare_run.add_parser(sub)  # compare-models
+
     av = sub.add_parser(
         "average",
         help="average the weights of models fine-tuned from one another (a model soup)",

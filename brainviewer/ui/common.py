@@ -13,6 +13,7 @@ import streamlit as st
 
 from brainviewer.data.datasets import DATA_ENV, Dataset
 from brainviewer.data.split import patient_of_file
+from brainviewer.model.inference import predict_volume_probs
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.ui.sidebar import ModelState, load_dataset, other_models_preprocessing, use_model
 from brainviewer.ui.state import (
@@ -207,10 +208,12 @@ def _patient_evaluation(
     _segmenter: Segmenter,
     _dataset: Dataset,
 ) -> DatasetEvaluation:
-    """One patient's evaluation (report + slice scores), keyed by model, dataset, patient and setting."""
+    """One patient's evaluation (report + slice scores), keyed by model, dataset, patient and setting.
+
+    The patient's slices are normalised together where the weights ask for it, as ``evaluate`` does."""
     return evaluate_dataset(
         _dataset.subset([patient_id]),
-        lambda scans: _segmenter.predict_probs_batch(scans, batch_size=PATIENT_BATCH),
+        lambda scans: predict_volume_probs(_segmenter, scans, PATIENT_BATCH),
         threshold,
         min_component_px,
         keep_largest,

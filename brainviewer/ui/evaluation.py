@@ -35,13 +35,17 @@ from brainviewer.ui.server_files import (
 from brainviewer.ui.sidebar import ModelState, dataset_path
 from brainviewer.ui.state import EVAL_REQUESTED_KEY, OPEN_PATIENT_KEY
 from brainviewer.views.dataset_evaluation import (
+    EMPTY_MASKS_NOTE,
     DatasetEvaluation,
     dataset_key,
     detection_at,
     detection_thresholds,
+    distance_note,
     evaluation_request,
     group_dice_values,
     open_targets,
+    patient_score_rows,
+    score_summary_rows,
     worst_patient_rows,
     worst_slice_rows,
 )
@@ -219,6 +223,29 @@ def show_summary(report: EvaluationReport) -> None:
     ]
     for column, (label, value, help_text) in zip(st.columns(len(cards)), cards, strict=True):
         column.metric(label, value, help=help_text, border=True)
+
+
+def show_scores(report: EvaluationReport) -> None:
+    """Every per-patient score summarised over the patients (mean ± SD, median [IQR], bootstrap CI), how to
+    read the distances and empty masks, and (folded) every patient's scores: the columns of the CSV download."""
+    scores = report.scores()
+    st.markdown("**Scores over the patients**")
+    st.dataframe(pd.DataFrame(score_summary_rows(scores)), hide_index=True, key="eval_scores_table")
+    st.caption(f"{distance_note(scores)} {EMPTY_MASKS_NOTE}")
+    with st.expander(f"Every patient's scores ({len(report.patients)})", expanded=False):
+        rows = patient_score_rows(report.patients, scores["distance_unit"], scores["surface_dice_tolerance"])
+        st.dataframe(
+            pd.DataFrame(rows),
+            hide_index=True,
+            key="eval_patient_scores",
+            column_config={
+                name: st.column_config.NumberColumn(format="%.2f" if name.startswith("HD95") else "%.3f")
+                for name in rows[0]
+                if name not in ("patient", "tumour slices", "truth px", "predicted px")
+            }
+            if rows
+            else None,
+        )
 
 
 def show_charts(result: DatasetEvaluation, threshold: float) -> list[dict]:

@@ -137,6 +137,11 @@ def _weights_choices() -> list[tuple[str, str]]:
     return choices
 
 
+def weights_choices() -> list[tuple[str, str]]:
+    """``[(label, spec), ...]`` of the weights the sidebar lists, default first (the models a page can compare)."""
+    return _weights_choices()
+
+
 @st.cache_data(max_entries=8, show_spinner=False)
 def _weights_split(folder: str, weights_mtime_ns: int) -> Split | None:
     return weights_split(folder)

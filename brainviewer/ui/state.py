@@ -74,6 +74,9 @@ REVIEW_FIRST_GO = "patient_review_first_go"  # the prefix of the "review these f
 EVAL_REQUESTED_KEY = "eval_requested"  # the evaluation request of the last "Run evaluation" press
 EVAL_DONE_KEY = "_eval_done"  # evaluation requests already finished (no progress bar on reruns)
 COMPARE_REQUEST_KEY = "compare_request"  # a request to compare models: {"models": [weights labels], "dataset_path"}
+EVAL_MODE_KEY = "eval_mode"  # the Evaluation page's "One model" / "Compare models" switch
+COMPARE_MODELS_KEY = "compare_models"  # the compare view's multiselect of weights labels (reference first)
+COMPARE_RUN_KEY = "_compare_requested"  # the comparison of the last "Compare" press
 
 # --- Fine-tuning
 FINETUNE_FLASH_KEY = "finetune_flash"  # [(kind, text)] messages shown once at the next run

@@ -282,3 +282,101 @@ def open_targets(patients: Sequence[PatientResult], slices: Sequence[SliceScore]
 def group_dice_values(patients: Sequence[PatientResult], group_of: dict[str, str], groups: Sequence[str]) -> dict:
     """``group -> [volume Dice of its patients]`` for ``groups``; a patient without a group is in ``NO_GROUP``."""
     return {name: [p.volume_dice for p in patients if group_of.get(p.patient_id, NO_GROUP) == name] for name in groups}
+
+
+# --------------------------------------------------------------------------------------------
+# Every per-patient score and its dataset summary (the Evaluation page's score table)
+# --------------------------------------------------------------------------------------------
+
+#: Per-patient scores the page shows, in order: report attribute -> column name (without unit).
+SCORE_COLUMNS = {
+    "volume_dice": "Dice",
+    "sensitivity": "sensitivity",
+    "precision": "precision",
+    "volume_similarity": "volume similarity",
+    "hd95": "HD95",
+    "surface_dice": "surface Dice",
+}
+
+EMPTY_MASKS_NOTE = (
+    "Empty masks: a ratio whose denominator is 0 counts 1 (prediction and truth both empty: Dice, sensitivity, "
+    "precision, volume similarity and surface Dice 1, HD95 0); when exactly one of them is empty, Dice and surface "
+    "Dice are 0 and HD95 is the diagonal of the whole volume (the largest distance it holds)."
+)
+
+
+def score_column(name: str, unit: str | None, tolerance: float | None) -> str:
+    """The column title of score ``name``: HD95 with its unit, surface Dice with its tolerance."""
+    label = SCORE_COLUMNS[name]
+    if name == "hd95" and unit:
+        return f"{label} ({unit})"
+    if name == "surface_dice" and tolerance is not None:
+        return f"{label} @ {tolerance:g} {unit or ''}".rstrip()
+    return label
+
+
+def score_summary_rows(scores: dict, digits: int = 3) -> list[dict]:
+    """One row per score of :meth:`~brainviewer.evaluation.evaluate.EvaluationReport.scores`: its title
+    (:func:`score_column`) and ``mean ± SD``, ``median [IQR]``, ``95% CI`` texts and ``n`` (patients with the
+    score). Scores no patient has are left out. HD95 has 2 decimals, the ratios ``digits``."""
+    unit, tolerance = scores.get("distance_unit"), scores.get("surface_dice_tolerance")
+    percent = round(100 * scores["bootstrap"]["confidence"])
+    rows = []
+    for name in SCORE_COLUMNS:
+        summary = scores["per_patient_scores"].get(name)
+        if summary is None:
+            continue
+        f = f"{{:.{2 if name == 'hd95' else digits}f}}".format
+        sd = "" if summary["sd"] is None else f" ± {f(summary['sd'])}"
+        rows.append(
+            {
+                "score": score_column(name, unit, tolerance),
+                "mean ± SD": f"{f(summary['mean'])}{sd}",
+                "median [IQR]": f"{f(summary['median'])} [{f(summary['q1'])}, {f(summary['q3'])}]",
+                f"{percent}% CI of the mean": f"[{f(summary['ci_low'])}, {f(summary['ci_high'])}]",
+                "patients": summary["n"],
+            }
+        )
+    return rows
+
+
+def patient_score_rows(patients: Sequence[PatientResult], unit: str | None, tolerance: float | None) -> list[dict]:
+    """One row per patient: id, every score of :data:`SCORE_COLUMNS` (titled by :func:`score_column`;
+    ``None`` where not computed), tumour slices, truth and predicted voxels."""
+    return [
+        {
+            "patient": p.patient_id,
+            **{score_column(name, unit, tolerance): getattr(p, name) for name in SCORE_COLUMNS},
+            "tumour slices": p.n_tumour_slices,
+            "truth px": p.truth_voxels,
+            "predicted px": p.pred_voxels,
+        }
+        for p in patients
+    ]
+
+
+def distance_note(scores: dict) -> str:
+    """How to read the boundary scores: HD95's unit (and why pixels), the surface Dice tolerance, how many
+    patients got the worst-case HD95, and how the bootstrap interval was made."""
+    unit, tolerance = scores.get("distance_unit"), scores.get("surface_dice_tolerance")
+    boot = scores["bootstrap"]
+    parts = []
+    if unit == "px":
+        parts.append(
+            "Distances are in **pixels** (one step along rows, columns or slices counts 1): this dataset records "
+            "no pixel spacing."
+        )
+    elif unit == "mm":
+        parts.append("Distances are in **mm**, from each patient's voxel spacing.")
+    elif unit == "mixed":
+        parts.append("Distances are in mm for patients with a known spacing and in pixels for the others.")
+    if tolerance is not None:
+        parts.append(f"Surface Dice counts the outline within {tolerance:g} {unit if unit != 'mixed' else 'mm/px'}.")
+    worst = scores.get("hd95_worst_case_patients") or 0
+    if worst:
+        parts.append(f"{worst} patient{'s' if worst > 1 else ''} got the worst-case HD95 (one mask empty).")
+    parts.append(
+        f"The {round(100 * boot['confidence'])}% CI is a percentile bootstrap of the mean over patients "
+        f"({boot['resamples']:,} resamples, seed {boot['seed']})."
+    )
+    return " ".join(parts)

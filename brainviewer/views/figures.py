@@ -1,5 +1,6 @@
 """Every plotly figure of the app (no Streamlit): training curves, run comparisons, per-patient Dice,
-a dataset evaluation's distribution, detection and groups, and one patient's tumour per slice.
+a dataset evaluation's distribution, detection and groups, models' paired differences, and one patient's
+tumour per slice.
 
 Each function returns a ``plotly.graph_objects.Figure``; the pages only place them.
 """
@@ -229,6 +230,51 @@ def group_dice_figure(values_by_group: dict[str, Sequence[float]]):
         showlegend=False,
     )
     return boxes
+
+
+def paired_difference_figure(
+    patients: Sequence[str],
+    differences: dict[str, Sequence[float]],
+    intervals: dict[str, tuple[float, float]],
+    metric: str = "Dice",
+):
+    """Per-patient paired differences of one or more models against a reference: a bar per patient and model
+    (``differences``: title such as ``"B − A"`` -> values in ``patients`` order), patients sorted by the first
+    difference, a zero line, and each difference's mean with its interval (``intervals``: title ->
+    ``(low, high)``) as a dotted line in a shaded band. The x axis is categorical (see :func:`patient_dice_figure`)."""
+    import plotly.graph_objects as go
+
+    titles = list(differences)
+    first = list(differences[titles[0]]) if titles else []
+    order = sorted(range(len(patients)), key=lambda i: (first[i], str(patients[i])))
+    colours = ("#3b7dd8", "#e07b00", "#2ca02c", "#9467bd", "#8c564b")
+    fig = go.Figure()
+    for k, title in enumerate(titles):
+        values = list(differences[title])
+        colour = colours[k % len(colours)]
+        fig.add_bar(
+            x=[str(patients[i]) for i in order],
+            y=[values[i] for i in order],
+            name=title,
+            marker_color=colour,
+            hovertemplate=f"%{{x}}<br>{title}: %{{y:+.3f}}<extra></extra>",
+        )
+        if title in intervals and values:
+            low, high = intervals[title]
+            mean = sum(values) / len(values)
+            fig.add_hrect(y0=low, y1=high, fillcolor=colour, opacity=0.12, line_width=0)
+            fig.add_hline(y=mean, line_color=colour, line_dash="dot", annotation_text=f"mean {mean:+.3f}")
+    fig.add_hline(y=0, line_color="#555555", line_width=1)
+    fig.update_layout(
+        title=f"Per-patient difference in {metric} (mean and 95% CI shaded)",
+        yaxis={"title": f"difference in {metric}"},
+        xaxis={"title": None, "tickangle": -60, "type": "category"},
+        barmode="group",
+        height=380,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
+    )
+    return fig
 
 
 def patient_strip_figure(summary: PatientSummary, current: int, predicted: bool):

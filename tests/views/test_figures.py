@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brainviewer.views.figures import loss_figure, patient_dice_figure
+from brainviewer.views.figures import loss_figure, paired_difference_figure, patient_dice_figure
 
 
 @dataclass
@@ -37,3 +37,20 @@ def test_loss_axis_starts_at_zero_for_one_point_and_for_many() -> None:
     assert many.layout.yaxis.range is None  # autorange above 0
     assert loss_figure([]).layout.yaxis.rangemode == "nonnegative"
     assert loss_figure([{"step": 1, "loss": 0.0}]).layout.yaxis.range == (0, 1.0)
+
+
+def test_paired_differences_are_bars_per_model_sorted_by_the_first_with_their_interval() -> None:
+    figure = paired_difference_figure(
+        ["1", "2", "10"],
+        {"b − a": [0.2, -0.1, 0.05], "c − a": [0.0, 0.1, -0.3]},
+        {"b − a": (-0.05, 0.15)},
+        "Dice",
+    )
+    assert figure.layout.xaxis.type == "category"
+    first, second = figure.data
+    assert (first.name, second.name) == ("b − a", "c − a")
+    assert list(first.x) == ["2", "10", "1"] == list(second.x)  # by the first difference, lowest first
+    assert list(first.y) == [-0.1, 0.05, 0.2] and list(second.y) == [0.1, -0.3, 0.0]
+    bands = [s for s in figure.layout.shapes if s.type == "rect"]
+    assert [(s.y0, s.y1) for s in bands] == [(-0.05, 0.15)]  # only b − a was given an interval
+    assert "Dice" in figure.layout.title.text
