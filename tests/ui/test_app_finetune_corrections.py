@@ -10,8 +10,9 @@ import pytest
 
 from brainviewer import runs
 from brainviewer.data.datasets import open_dataset
+from brainviewer.ui.evaluation_compare import COMPARE
 from brainviewer.ui.finetune_corrections import ALONE
-from brainviewer.ui.state import COMPARE_REQUEST_KEY
+from brainviewer.ui.state import COMPARE_MODELS_KEY, COMPARE_REQUEST_KEY, DATASET_PATH_KEY, EVAL_MODE_KEY
 from tests.runs.test_corrections_run import correct_patients
 from tests.runs.test_runs import wait_for
 from tests.ui.test_app_finetune import page_env, page_text, small_base  # noqa: F401 (fixtures)
@@ -68,12 +69,19 @@ def test_start_a_run_on_the_corrections_and_request_the_comparisons(
     assert not at.exception, at.exception
     assert "learn learned from corrections of 3 patient(s)" in page_text(at)
     at.button(key="corrections_compare_corrected").click().run()
-    request = at.session_state[COMPARE_REQUEST_KEY]
-    assert request["models"] == ["weights/current", "run learn (best)"]  # stable labels, not "current model"
-    compared = open_dataset(request["dataset_path"])
+    # The button sets the request and switches to the Evaluation page, which consumes it at once: the compare
+    # view opens with the base model and the run's best weights (every requested label found), on the corrections.
+    assert not at.exception, at.exception
+    assert COMPARE_REQUEST_KEY not in at.session_state
+    assert at.session_state[EVAL_MODE_KEY] == COMPARE
+    assert len(at.session_state[COMPARE_MODELS_KEY]) == 2
+    assert not [w for w in at.warning if "left out" in w.value], [w.value for w in at.warning]
+    compared = open_dataset(at.session_state[DATASET_PATH_KEY])
     assert sorted(compared.patient_ids) == sorted(patients) and len(compared) == len(patients) * 8
 
     at = finetune_page()
     at.button(key="corrections_compare_held_out").click().run()
-    assert at.session_state[COMPARE_REQUEST_KEY]["dataset_path"] == str(phantom_dataset)
+    assert not at.exception, at.exception
+    assert at.session_state[EVAL_MODE_KEY] == COMPARE
+    assert at.session_state[DATASET_PATH_KEY] == str(phantom_dataset)
     assert runs.read_run(runs_dir / "learn").status == "finished"
