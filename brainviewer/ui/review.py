@@ -382,7 +382,8 @@ def show_probability_map(view: ReviewView) -> None:
         return
     with st.expander("Probability map"):
         left, right = st.columns([1, 3])
-        left.image(probs_to_rgb(view.probs), caption="Tumour probability, 0 (black) to 1 (yellow)", width="stretch")
+        shown = probs_to_rgb(view.display_probs)
+        left.image(shown, caption="Tumour probability, 0 (black) to 1 (yellow)", width="stretch")
         high = float(view.probs.max())
         right.caption(
             f"Highest probability on this scan: {high:.3f}. "
@@ -425,6 +426,8 @@ def show_item(item: ReviewItem, model: ModelState) -> None:
         display_channel=channel,
     )
     show_panels(view)
+    if view.display_note:  # a large scan's panels come from its display copy
+        st.caption(view.display_note)
     show_metrics(view, model)
     show_downloads(view, model)
     show_probability_map(view)
