@@ -27,6 +27,7 @@ from brainviewer.ui.common import (
     review_controls,
     show_panels,
 )
+from brainviewer.ui.review_pages import chosen_pages, page_picker
 from brainviewer.ui.sidebar import ModelState
 from brainviewer.ui.state import (
     DISPLAY_CHANNEL_KEY,
@@ -135,12 +136,13 @@ def upload_items() -> tuple[list[ReviewItem], list[str]]:
             f"{len(files)} files were uploaded; the app reads at most {MAX_UPLOAD_FILES} at a time (scans and "
             f"masks together). Remove some files from the upload. {raise_hint(MAX_UPLOAD_FILES_ENV)}"
         ]
-    signature = tuple((f.file_id, f.name, f.size) for f in files)
+    pages = chosen_pages([f.name for f in files])  # the page picker's choices (multi-page / animated scans)
+    signature = (tuple((f.file_id, f.name, f.size) for f in files), tuple(sorted(pages.items())))
     memo = st.session_state.get(REVIEW_UPLOAD_MEMO_KEY)
     if memo is not None and memo[0] == signature:
         return memo[1], memo[2]
     st.session_state.pop(REVIEW_UPLOAD_MEMO_KEY, None)  # free the previous upload's scans first
-    items, errors = items_from_uploads([(f.name, f.getvalue()) for f in files])
+    items, errors = items_from_uploads([(f.name, f.getvalue()) for f in files], pages)
     items, dropped = keep_newest(items, MAX_SESSION_SCANS)
     if dropped:
         errors = [
@@ -341,16 +343,16 @@ def show_downloads(view: ReviewView, model: ModelState) -> None:
     """Download buttons: predicted mask PNG (scan size), overlay PNG, five-panel PNG (made on click)."""
     names = download_names(view.item)
     note = figure_note(view.item, model.label if model.available else None, view.threshold)
-    mask_png = view.mask_png()
+    no_mask = view.pred_mask is None  # the PNG is encoded on click (a 4096 px mask takes most of a second)
     with st.container(horizontal=True, gap="small"):
         st.download_button(
             "Predicted mask",
-            data=mask_png or b"",
+            data=b"" if no_mask else view.mask_png,
             file_name=names["mask"],
             mime="image/png",
             key="download_mask",
             on_click="ignore",
-            disabled=mask_png is None,
+            disabled=no_mask,
             icon=":material/download:",
             help=f"{names['mask']}: 0/255 PNG at the scan's size, like the LGG _mask files.",
         )
@@ -402,6 +404,8 @@ def choose_item(model: ModelState, dataset: Dataset | None) -> ReviewItem:
     for error in errors:
         st.error(error, icon=":material/error:")
     item = pick_item(items)
+    if item is not None and source == SOURCE_UPLOAD:
+        page_picker(item)
     if item is None:
         if source == SOURCE_UPLOAD:
             st.info("Upload one or more scans, with their _mask files if you have them.", icon=":material/upload:")

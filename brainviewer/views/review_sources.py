@@ -10,7 +10,7 @@ uploaded file becomes a message, never an exception::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,9 @@ from brainviewer.views.review import SYNTHETIC_LABEL, ReviewItem
 logger = logging.getLogger(__name__)
 
 
-def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewItem], list[str]]:
+def items_from_uploads(
+    files: Iterable[tuple[str, bytes]], pages: Mapping[str, int] | None = None
+) -> tuple[list[ReviewItem], list[str]]:
     """Read uploaded files into review items, pairing each scan with its ``_mask`` file.
 
     Never raises for bad input: every problem becomes a message.
@@ -48,6 +50,8 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
 
     Args:
         files: ``(file name, content)`` tuples in upload order.
+        pages: the 0-based page (or frame) to show of a multi-page or animated scan, by scan name (the page
+            picker's choice); a scan not named here shows its first page that is not blank.
 
     Returns:
         ``(items, errors)``: items in natural name order, and messages for files that
@@ -100,7 +104,7 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
     items: list[ReviewItem] = []
     for pair in pairs:
         try:
-            info = read_image_with_notes(pair.scan_bytes, pair.scan_name)
+            info = read_image_with_notes(pair.scan_bytes, pair.scan_name, (pages or {}).get(pair.scan_name))
         except ScanReadError as err:
             errors.append(str(err))
             continue
@@ -108,7 +112,7 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
             logger.exception("unexpected error reading %s", pair.scan_name)
             errors.append(f"{pair.scan_name} could not be read ({type(err).__name__}: {err}).")
             continue
-        item = ReviewItem(pair.scan_name, info.image, source="upload")
+        item = ReviewItem(pair.scan_name, info.image, source="upload", page=info.page, pages=info.pages)
         item.messages.extend(info.notes)  # which page of a multi-page file, which frame of an animation
         if pair.scan_name in notes:
             item.messages.append(notes[pair.scan_name])
