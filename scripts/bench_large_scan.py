@@ -10,7 +10,7 @@ The page runs in Streamlit's AppTest (the real page script, in this process: rea
 thresholding, overlays, metrics and the image encoding Streamlit does for ``st.image``), so the times are the
 server's share of a slider move, without the network and the browser. The scan is a synthetic phantom slice
 (not a real scan) enlarged to the side that :data:`brainviewer.data.io.MAX_PIXELS` accepts, uploaded as a
-grayscale PNG with its mask. Prints one JSON object.
+3-channel 8-bit PNG with its mask. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -85,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         at.slider(key="threshold").set_value(value).run()
         moves.append(time.perf_counter() - started)
     notes = [str(c.value) for c in at.caption if "drawn at" in str(c.value)]
+    threads = os.environ["OMP_NUM_THREADS"]
     print(
         json.dumps(
             {
-                "scan": f"{side}x{side} grayscale PNG ({len(scan_png) / 1024:.0f} KiB) + mask",
+                "scan": f"{side}x{side} 3-channel 8-bit PNG ({len(scan_png) / 1024:.0f} KiB) + mask",
                 "display_copy": not args.no_display_copy,
                 "upload_to_panels_s": round(upload_s, 3),
                 "threshold_move_s": {
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "moves": len(moves),
                 "page_note": notes[0] if notes else None,
-                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}",
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={threads}",
             }
         )
     )

@@ -17,7 +17,7 @@ import streamlit as st
 
 from brainviewer.data.datasets import Dataset
 from brainviewer.data.io import IMAGE_SUFFIXES
-from brainviewer.limits import env_limit, raise_hint
+from brainviewer.limits import env_limit, raise_hint, scan_slot
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.ui.common import (
     first_held_out,
@@ -59,7 +59,8 @@ logger = logging.getLogger(__name__)
 @st.cache_data(max_entries=64, show_spinner="Running the model on this scan…")
 def _cached_probs(model_id: str, item_key: str, _segmenter: Segmenter, _image: np.ndarray) -> np.ndarray:
     """Probabilities keyed by (model id, scan content hash); the underscored arguments are not hashed."""
-    return _segmenter.predict_probs_batch([_image])[0]
+    with scan_slot():  # a bounded number of scans segmented at once, all sessions together
+        return _segmenter.predict_probs_batch([_image])[0]
 
 
 def item_probs(model: ModelState, item: ReviewItem) -> np.ndarray | None:
@@ -142,7 +143,8 @@ def upload_items() -> tuple[list[ReviewItem], list[str]]:
     if memo is not None and memo[0] == signature:
         return memo[1], memo[2]
     st.session_state.pop(REVIEW_UPLOAD_MEMO_KEY, None)  # free the previous upload's scans first
-    items, errors = items_from_uploads([(f.name, f.getvalue()) for f in files], pages)
+    with scan_slot():  # a bounded number of uploads decoded at once, all sessions together
+        items, errors = items_from_uploads([(f.name, f.getvalue()) for f in files], pages)
     items, dropped = keep_newest(items, MAX_SESSION_SCANS)
     if dropped:
         errors = [

@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from brainviewer.limits import env_limit
+from brainviewer.limits import env_limit, scan_slot
 from brainviewer.views.overlay import display_rgb
 
 DISPLAY_MAX_SIDE_ENV = "BRAINVIEWER_DISPLAY_MAX_SIDE"
@@ -67,7 +67,8 @@ def shrunk_base(image: np.ndarray, channel: int | None, shown: tuple[int, int], 
     :func:`~brainviewer.views.overlay.display_rgb` for ``channel``), made once per channel and kept in ``cache``."""
     key = ("base", channel, shown)
     if key not in cache:
-        cache[key] = shrink_picture(display_rgb(image, channel), shown)
+        with scan_slot():  # full-size float copies of a large scan: a bounded number at once
+            cache[key] = shrink_picture(display_rgb(image, channel), shown)
     return cache[key]
 
 

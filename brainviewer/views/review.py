@@ -93,7 +93,7 @@ class ReviewItem:
         """Content hash of the scan (dtype, shape and pixels): the cache key of its probabilities."""
         digest = hashlib.blake2b(digest_size=16)
         digest.update(f"{self.image.dtype.str}{self.image.shape}".encode())
-        digest.update(np.ascontiguousarray(self.image).tobytes())
+        digest.update(np.ascontiguousarray(self.image))  # the pixels' buffer, not a copy of them
         return digest.hexdigest()
 
     @cached_property
