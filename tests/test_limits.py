@@ -48,3 +48,27 @@ def test_a_failing_scan_gives_its_slot_back(monkeypatch: pytest.MonkeyPatch) -> 
         raise ValueError("a bad scan")
     with limits.scan_slot():  # would block forever if the slot had been kept
         pass
+
+
+def test_an_upload_keeps_the_newest_scans_that_fit_the_session_budget() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from brainviewer.views.review_sources import items_from_uploads
+
+    def png(seed: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    files = [(f"scan_{n}.png", png(n)) for n in range(5)]  # 4,096 bytes decoded each
+    items, errors = items_from_uploads(files, max_bytes=10_000)
+    assert [item.name for item in items] == ["scan_3.png", "scan_4.png"]
+    assert len(errors) == 1 and "the 3 read first were dropped" in errors[0]
+    assert "BRAINVIEWER_MAX_SESSION_MB" in errors[0]
+    items, errors = items_from_uploads(files[:1], max_bytes=100)  # one scan over the budget is still shown
+    assert [item.name for item in items] == ["scan_0.png"] and errors == []
+    items, errors = items_from_uploads(files)  # the default budget holds them all
+    assert len(items) == 5 and errors == []

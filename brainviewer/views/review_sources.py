@@ -25,13 +25,18 @@ from brainviewer.data.io import (
     scan_stem_for_mask,
 )
 from brainviewer.data.phantom import PHANTOM_NOTE, phantom_slice
+from brainviewer.limits import MIB, env_limit, raise_hint
 from brainviewer.views.review import SYNTHETIC_LABEL, ReviewItem
 
 logger = logging.getLogger(__name__)
 
+MAX_SESSION_MB_ENV = "BRAINVIEWER_MAX_SESSION_MB"
+#: Decoded bytes (scans and masks) one upload keeps; beyond it the scans read first are dropped as others are read.
+MAX_SESSION_BYTES = env_limit(MAX_SESSION_MB_ENV, 512) * MIB
+
 
 def items_from_uploads(
-    files: Iterable[tuple[str, bytes]], pages: Mapping[str, int] | None = None
+    files: Iterable[tuple[str, bytes]], pages: Mapping[str, int] | None = None, max_bytes: int | None = None
 ) -> tuple[list[ReviewItem], list[str]]:
     """Read uploaded files into review items, pairing each scan with its ``_mask`` file.
 
@@ -52,6 +57,8 @@ def items_from_uploads(
         files: ``(file name, content)`` tuples in upload order.
         pages: the 0-based page (or frame) to show of a multi-page or animated scan, by scan name (the page
             picker's choice); a scan not named here shows its first page that is not blank.
+        max_bytes: decoded bytes the items may hold together (default :data:`MAX_SESSION_BYTES`); when more
+            is read, the items read first are dropped (at least one item is kept) and ``errors`` says so.
 
     Returns:
         ``(items, errors)``: items in natural name order, and messages for files that
@@ -102,6 +109,7 @@ def items_from_uploads(
             "with it. Upload the scan together with its mask."
         )
     items: list[ReviewItem] = []
+    budget, kept, dropped = MAX_SESSION_BYTES if max_bytes is None else max_bytes, 0, 0
     for pair in pairs:
         try:
             info = read_image_with_notes(pair.scan_bytes, pair.scan_name, (pages or {}).get(pair.scan_name))
@@ -121,7 +129,22 @@ def items_from_uploads(
             item.truth, mask_notes = _read_upload_mask(pair.mask_name, pair.mask_bytes, item.shape, page)
             item.messages.extend(mask_notes)
         items.append(item)
+        kept += _decoded_bytes(item)
+        while kept > budget and len(items) > 1:  # drop the oldest now, before the next scan is decoded
+            kept -= _decoded_bytes(items.pop(0))
+            dropped += 1
+    if dropped:
+        errors.append(
+            f"The uploaded scans need more memory than one session keeps ({budget / MIB:,.0f} MiB decoded), so the "
+            f"{dropped} read first were dropped. Upload fewer or smaller scans at a time. "
+            + raise_hint(MAX_SESSION_MB_ENV)
+        )
     return items, errors
+
+
+def _decoded_bytes(item: ReviewItem) -> int:
+    """Bytes an item's decoded scan and mask hold."""
+    return int(item.image.nbytes) + (0 if item.truth is None else int(item.truth.nbytes))
 
 
 def _mask_like(content: bytes, name: str) -> bool:
