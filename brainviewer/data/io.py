@@ -87,7 +87,7 @@ def _load_array(
     except Image.DecompressionBombError as err:
         raise ScanReadError(
             f"{label} declares more than {MAX_PIXELS:,} pixels, too many to open safely. "
-            "Downsample it or crop to the brain first."
+            "Downsample it or crop to the brain first. " + raise_hint(MAX_PIXELS_ENV)
         ) from err
     except Exception as err:  # PIL raises many kinds (OSError, SyntaxError, struct.error, ...)
         raise ScanReadError(

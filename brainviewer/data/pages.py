@@ -106,7 +106,7 @@ def _page_note(label: str, index: int, count: int, kind: str, blank_before: int)
         note += f" because {kind} 1 is blank"
     elif blank_before > 1:
         note += f" because {kind}s 1-{blank_before} are blank"
-    return note + f". Only one {kind} is reviewed; to review another, save it as its own file."
+    return note + f". One {kind} is reviewed at a time; the Review page's {kind} picker shows another."
 
 
 def graded_mask_note(label: str, array: np.ndarray, threshold: float) -> str:

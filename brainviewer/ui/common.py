@@ -155,7 +155,7 @@ def show_panels(view: ReviewView) -> None:
             if panel.image is not None:
                 picture = panel.image
             else:
-                picture = placeholder_image(view.item.shape, panel.caption.split(":")[0])
+                picture = placeholder_image(view.panels[0].image.shape[:2], panel.caption.split(":")[0])
             st.image(picture, caption=panel.caption, width="stretch", output_format="PNG")
 
 

@@ -17,7 +17,7 @@ import streamlit as st
 
 from brainviewer.data.datasets import Dataset
 from brainviewer.data.io import IMAGE_SUFFIXES
-from brainviewer.limits import env_limit, raise_hint
+from brainviewer.limits import env_limit, raise_hint, scan_slot
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.ui.common import (
     first_held_out,
@@ -29,6 +29,7 @@ from brainviewer.ui.common import (
 )
 from brainviewer.ui.mask_editor import mask_editor, review_source
 from brainviewer.ui.reading_view import review_reading_view
+from brainviewer.ui.review_pages import chosen_pages, page_picker
 from brainviewer.ui.sidebar import ModelState
 from brainviewer.ui.state import (
     DISPLAY_CHANNEL_KEY,
@@ -61,7 +62,8 @@ logger = logging.getLogger(__name__)
 @st.cache_data(max_entries=64, show_spinner="Running the model on this scan…")
 def _cached_probs(model_id: str, item_key: str, _segmenter: Segmenter, _image: np.ndarray) -> np.ndarray:
     """Probabilities keyed by (model id, scan content hash); the underscored arguments are not hashed."""
-    return _segmenter.predict_probs_batch([_image])[0]
+    with scan_slot():  # a bounded number of scans segmented at once, all sessions together
+        return _segmenter.predict_probs_batch([_image])[0]
 
 
 def item_probs(model: ModelState, item: ReviewItem) -> np.ndarray | None:
@@ -138,12 +140,14 @@ def upload_items() -> tuple[list[ReviewItem], list[str]]:
             f"{len(files)} files were uploaded; the app reads at most {MAX_UPLOAD_FILES} at a time (scans and "
             f"masks together). Remove some files from the upload. {raise_hint(MAX_UPLOAD_FILES_ENV)}"
         ]
-    signature = tuple((f.file_id, f.name, f.size) for f in files)
+    pages = chosen_pages([f.name for f in files])  # the page picker's choices (multi-page / animated scans)
+    signature = (tuple((f.file_id, f.name, f.size) for f in files), tuple(sorted(pages.items())))
     memo = st.session_state.get(REVIEW_UPLOAD_MEMO_KEY)
     if memo is not None and memo[0] == signature:
         return memo[1], memo[2]
     st.session_state.pop(REVIEW_UPLOAD_MEMO_KEY, None)  # free the previous upload's scans first
-    items, errors = items_from_uploads([(f.name, f.getvalue()) for f in files])
+    with scan_slot():  # a bounded number of uploads decoded at once, all sessions together
+        items, errors = items_from_uploads([(f.name, f.getvalue()) for f in files], pages)
     items, dropped = keep_newest(items, MAX_SESSION_SCANS)
     if dropped:
         errors = [
@@ -346,16 +350,16 @@ def show_downloads(view: ReviewView, model: ModelState) -> None:
     """Download buttons: predicted mask PNG (scan size), overlay PNG, five-panel PNG (made on click)."""
     names = download_names(view.item)
     note = figure_note(view.item, model.label if model.available else None, view.threshold)
-    mask_png = view.mask_png()
+    no_mask = view.pred_mask is None  # the PNG is encoded on click (a 4096 px mask takes most of a second)
     with st.container(horizontal=True, gap="small"):
         st.download_button(
             "Predicted mask",
-            data=mask_png or b"",
+            data=b"" if no_mask else view.mask_png,
             file_name=names["mask"],
             mime="image/png",
             key="download_mask",
             on_click="ignore",
-            disabled=mask_png is None,
+            disabled=no_mask,
             icon=":material/download:",
             help=f"{names['mask']}: 0/255 PNG at the scan's size, like the LGG _mask files.",
         )
@@ -387,7 +391,8 @@ def show_probability_map(view: ReviewView) -> None:
         return
     with st.expander("Probability map"):
         left, right = st.columns([1, 3])
-        left.image(probs_to_rgb(view.probs), caption="Tumour probability, 0 (black) to 1 (yellow)", width="stretch")
+        shown = probs_to_rgb(view.display_probs)
+        left.image(shown, caption="Tumour probability, 0 (black) to 1 (yellow)", width="stretch")
         high = float(view.probs.max())
         right.caption(
             f"Highest probability on this scan: {high:.3f}. "
@@ -406,6 +411,8 @@ def choose_item(model: ModelState, dataset: Dataset | None) -> ReviewItem:
     for error in errors:
         st.error(error, icon=":material/error:")
     item = pick_item(items)
+    if item is not None and source == SOURCE_UPLOAD:
+        page_picker(item)
     if item is None:
         if source == SOURCE_UPLOAD:
             st.info("Upload one or more scans, with their _mask files if you have them.", icon=":material/upload:")
@@ -431,6 +438,8 @@ def show_item(item: ReviewItem, model: ModelState, dataset: Dataset | None = Non
         display_channel=channel,
     )
     show_panels(view)
+    if view.display_note:  # a large scan's panels come from its display copy
+        st.caption(view.display_note)
     review_reading_view(view, READING_REVIEW, view_id=item.key)
     mask_editor(item, view.pred_mask, model, view.threshold, review_source(item, dataset), channel)
     show_metrics(view, model)

@@ -27,6 +27,7 @@ import numpy as np
 from brainviewer.evaluation.metrics import SliceMetrics, slice_metrics
 from brainviewer.model.postprocess import postprocess
 from brainviewer.model.preprocessing import Preprocessing, is_grayscale, trained_on_grayscale
+from brainviewer.views import display_copy
 from brainviewer.views.overlay import (
     DEFAULT_ALPHA,
     DEFAULT_DISPLAY_CHANNEL,
@@ -61,6 +62,8 @@ class ReviewItem:
         synthetic: ``True`` for generated phantom slices (never real patients).
         messages: notes about this item for the user, e.g. a mask that was dropped and why.
         patient_id: the patient it belongs to, when known.
+        page, pages: the 0-based page (or frame) shown of a multi-page or animated file, and how many it has.
+        shrunk: display copies of a large scan (:mod:`brainviewer.views.display_copy`), made once per item.
     """
 
     name: str
@@ -70,6 +73,9 @@ class ReviewItem:
     synthetic: bool = False
     messages: list[str] = field(default_factory=list)
     patient_id: str | None = None
+    page: int = 0
+    pages: int = 1
+    shrunk: dict = field(default_factory=dict, repr=False)
 
     @property
     def stem(self) -> str:
@@ -87,7 +93,7 @@ class ReviewItem:
         """Content hash of the scan (dtype, shape and pixels): the cache key of its probabilities."""
         digest = hashlib.blake2b(digest_size=16)
         digest.update(f"{self.image.dtype.str}{self.image.shape}".encode())
-        digest.update(np.ascontiguousarray(self.image).tobytes())
+        digest.update(np.ascontiguousarray(self.image))  # the pixels' buffer, not a copy of them
         return digest.hexdigest()
 
     @cached_property
@@ -209,6 +215,7 @@ class ReviewView:
         areas: tumour areas in pixels.
         probs: the probabilities the prediction came from, or ``None``.
         display_channel: the channel shown for 3-channel scans (``None`` = RGB).
+        shown: ``(h, w)`` the panels of a large scan are drawn at (its display copy), or ``None`` (full size).
     """
 
     item: ReviewItem
@@ -220,6 +227,18 @@ class ReviewView:
     areas: Areas
     probs: np.ndarray | None = None
     display_channel: int | None = None
+    shown: tuple[int, int] | None = None
+
+    @property
+    def display_note(self) -> str | None:
+        """For a scan drawn from its display copy, the sentence saying so; else ``None``."""
+        return None if self.shown is None else display_copy.display_note(self.item.shape, self.shown)
+
+    @property
+    def display_probs(self) -> np.ndarray | None:
+        """``probs`` at the panels' size (shrunk for a large scan), or ``None`` without a model."""
+        shrink = self.probs is not None and self.shown is not None
+        return display_copy.shrink_picture(self.probs, self.shown) if shrink else self.probs
 
     def score_cards(self) -> list[MetricCard]:
         """The score cards as text (``n/a`` where a ratio is undefined, see :func:`score_cards`); empty
@@ -354,7 +373,11 @@ def render_review(
     Returns:
         :class:`ReviewView`.
     """
-    base = item.display if display_channel is None else display_rgb(item.image, display_channel)
+    shown = display_copy.display_shape(item.shape)  # None, or the (h, w) the panels of a large scan are drawn at
+    if shown is None:
+        base = item.display if display_channel is None else display_rgb(item.image, display_channel)
+    else:
+        base = display_copy.shrunk_base(item.image, display_channel, shown, item.shrunk)
     truth = item.truth
     if probs is not None and tuple(probs.shape) != item.shape:
         raise ValueError(f"probabilities are {probs.shape} but the scan is {item.shape}")
@@ -365,7 +388,10 @@ def render_review(
         pred_mask, metrics, areas = threshold_view(
             probs, threshold, truth, min_component_px, keep_largest, pred_mask=pred_mask
         )
-    size = f"{item.shape[1]}×{item.shape[0]} px"
+    size = f"{item.shape[1]}×{item.shape[0]} px" + ("" if shown is None else f", drawn at {shown[1]}×{shown[0]}")
+    # the panels of a large scan come from its display copy; the metrics and areas above stay at full resolution
+    truth_shown = truth if shown is None or truth is None else display_copy.shrunk_truth(truth, shown, item.shrunk)
+    pred_shown = pred_mask if shown is None or pred_mask is None else display_copy.shrink_mask(pred_mask, shown)
     if truth is None:
         truth_panels = [
             Panel(PANEL_TITLES[1], None, f"{NO_TRUTH_TEXT} for this scan"),
@@ -373,8 +399,8 @@ def render_review(
         ]
     else:
         truth_panels = [
-            Panel(PANEL_TITLES[1], mask_display(truth), f"Ground truth: {areas.truth_px:,} px"),
-            Panel(PANEL_TITLES[2], overlay(base, truth, GT_COLOR, alpha, True, base), "Red: ground truth"),
+            Panel(PANEL_TITLES[1], mask_display(truth_shown), f"Ground truth: {areas.truth_px:,} px"),
+            Panel(PANEL_TITLES[2], overlay(base, truth_shown, GT_COLOR, alpha, True, base), "Red: ground truth"),
         ]
     if pred_mask is None:
         pred_panels = [
@@ -383,10 +409,10 @@ def render_review(
         ]
     else:
         pred_panels = [
-            Panel(PANEL_TITLES[3], mask_display(pred_mask), f"Predicted: {areas.pred_px:,} px"),
+            Panel(PANEL_TITLES[3], mask_display(pred_shown), f"Predicted: {areas.pred_px:,} px"),
             Panel(
                 PANEL_TITLES[4],
-                overlay(base, pred_mask, PRED_COLOR, alpha, True, base),
+                overlay(base, pred_shown, PRED_COLOR, alpha, True, base),
                 f"Green: probability ≥ {threshold:.2f}",
             ),
         ]
@@ -408,6 +434,7 @@ def render_review(
         areas=areas,
         probs=probs,
         display_channel=display_channel,
+        shown=shown,
     )
 
 

@@ -10,7 +10,7 @@ uploaded file becomes a message, never an exception::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +25,19 @@ from brainviewer.data.io import (
     scan_stem_for_mask,
 )
 from brainviewer.data.phantom import PHANTOM_NOTE, phantom_slice
+from brainviewer.limits import MIB, env_limit, raise_hint
 from brainviewer.views.review import SYNTHETIC_LABEL, ReviewItem
 
 logger = logging.getLogger(__name__)
 
+MAX_SESSION_MB_ENV = "BRAINVIEWER_MAX_SESSION_MB"
+#: Decoded bytes (scans and masks) one upload keeps; beyond it the scans read first are dropped as others are read.
+MAX_SESSION_BYTES = env_limit(MAX_SESSION_MB_ENV, 512) * MIB
 
-def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewItem], list[str]]:
+
+def items_from_uploads(
+    files: Iterable[tuple[str, bytes]], pages: Mapping[str, int] | None = None, max_bytes: int | None = None
+) -> tuple[list[ReviewItem], list[str]]:
     """Read uploaded files into review items, pairing each scan with its ``_mask`` file.
 
     Never raises for bad input: every problem becomes a message.
@@ -48,6 +55,10 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
 
     Args:
         files: ``(file name, content)`` tuples in upload order.
+        pages: the 0-based page (or frame) to show of a multi-page or animated scan, by scan name (the page
+            picker's choice); a scan not named here shows its first page that is not blank.
+        max_bytes: decoded bytes the items may hold together (default :data:`MAX_SESSION_BYTES`); when more
+            is read, the items read first are dropped (at least one item is kept) and ``errors`` says so.
 
     Returns:
         ``(items, errors)``: items in natural name order, and messages for files that
@@ -98,9 +109,10 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
             "with it. Upload the scan together with its mask."
         )
     items: list[ReviewItem] = []
+    budget, kept, dropped = MAX_SESSION_BYTES if max_bytes is None else max_bytes, 0, 0
     for pair in pairs:
         try:
-            info = read_image_with_notes(pair.scan_bytes, pair.scan_name)
+            info = read_image_with_notes(pair.scan_bytes, pair.scan_name, (pages or {}).get(pair.scan_name))
         except ScanReadError as err:
             errors.append(str(err))
             continue
@@ -108,7 +120,7 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
             logger.exception("unexpected error reading %s", pair.scan_name)
             errors.append(f"{pair.scan_name} could not be read ({type(err).__name__}: {err}).")
             continue
-        item = ReviewItem(pair.scan_name, info.image, source="upload")
+        item = ReviewItem(pair.scan_name, info.image, source="upload", page=info.page, pages=info.pages)
         item.messages.extend(info.notes)  # which page of a multi-page file, which frame of an animation
         if pair.scan_name in notes:
             item.messages.append(notes[pair.scan_name])
@@ -117,7 +129,22 @@ def items_from_uploads(files: Iterable[tuple[str, bytes]]) -> tuple[list[ReviewI
             item.truth, mask_notes = _read_upload_mask(pair.mask_name, pair.mask_bytes, item.shape, page)
             item.messages.extend(mask_notes)
         items.append(item)
+        kept += _decoded_bytes(item)
+        while kept > budget and len(items) > 1:  # drop the oldest now, before the next scan is decoded
+            kept -= _decoded_bytes(items.pop(0))
+            dropped += 1
+    if dropped:
+        errors.append(
+            f"The uploaded scans need more memory than one session keeps ({budget / MIB:,.0f} MiB decoded), so the "
+            f"{dropped} read first were dropped. Upload fewer or smaller scans at a time. "
+            + raise_hint(MAX_SESSION_MB_ENV)
+        )
     return items, errors
+
+
+def _decoded_bytes(item: ReviewItem) -> int:
+    """Bytes an item's decoded scan and mask hold."""
+    return int(item.image.nbytes) + (0 if item.truth is None else int(item.truth.nbytes))
 
 
 def _mask_like(content: bytes, name: str) -> bool:

@@ -603,7 +603,7 @@ def test_multi_page_tiff_shows_the_first_page_that_is_not_blank_and_says_so() ->
     np.testing.assert_array_equal(info.image, _ramp())
     assert info.notes == [
         "stack.tif has 6 pages: page 3 of 6 is shown because pages 1-2 are blank. "
-        "Only one page is reviewed; to review another, save it as its own file."
+        "One page is reviewed at a time; the Review page's page picker shows another."
     ]
     np.testing.assert_array_equal(read_image(data, "stack.tif"), _ramp())  # same choice, same return type
 

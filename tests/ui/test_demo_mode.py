@@ -20,7 +20,8 @@ from brainviewer.training.config import TrainConfig
 from brainviewer.ui import server_files
 
 APP = "../../app.py"  # AppTest resolves paths against this test file
-PAGES = ("pages/review.py", "pages/patients.py", "pages/evaluation.py", "pages/finetune.py")
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = tuple(f"pages/{page.name}" for page in sorted((ROOT / "pages").glob("*.py")))  # every page, new ones too
 SECRET = "TOPSECRET-7f3a9c"
 
 
@@ -97,7 +98,9 @@ def everything_shown(at) -> str:
 
 
 def editable_text_inputs(at) -> list[str]:
-    return [ti.label for ti in at.text_input if not ti.disabled]
+    """Labels of the boxes a visitor can type in: text inputs, text areas, and select boxes that take a new option."""
+    typed = [box.label for box in (*at.text_input, *at.text_area) if not box.disabled]
+    return typed + [box.label for box in (*at.selectbox, *at.multiselect) if box.proto.accept_new_options]
 
 
 # === Demo mode =================================================================================
@@ -117,6 +120,7 @@ def test_named_paths_are_parsed_from_name_path_pairs(monkeypatch: pytest.MonkeyP
 
 def test_demo_pages_take_no_server_path_and_offer_the_listed_dataset(demo_env: None, phantom_dataset: Path) -> None:
     patients = open_dataset(phantom_dataset).patient_ids
+    assert {"pages/review.py", "pages/patients.py", "pages/evaluation.py", "pages/finetune.py"} <= set(PAGES)
     for page in PAGES:
         at = open_page(page)
         assert not at.exception, (page, at.exception)
@@ -129,8 +133,10 @@ def test_demo_pages_take_no_server_path_and_offer_the_listed_dataset(demo_env: N
     at = open_page("pages/review.py")
     assert at.radio(key="review_source").value == "Dataset sample"
     assert at.selectbox(key="review_patient").options == patients
+    assert len(at.image) >= 5 and "Ground truth:" in everything_shown(at) + str([i.captions for i in at.image])
     at = open_page("pages/patients.py")
     assert at.selectbox(key="patient_pick").options == patients
+    assert len(at.image) >= 5 and not at.error  # the listed dataset's patient, segmented
 
     # no dataset chosen: nothing opens, nothing is typed
     at.sidebar.selectbox(key="dataset_choice").set_value("(none)").run()
