@@ -27,6 +27,7 @@ from brainviewer.ui.common import (
     review_controls,
     show_panels,
 )
+from brainviewer.ui.examples import examples_credit, review_examples
 from brainviewer.ui.sidebar import ModelState
 from brainviewer.ui.state import (
     DISPLAY_CHANNEL_KEY,
@@ -81,7 +82,8 @@ def item_probs(model: ModelState, item: ReviewItem) -> np.ndarray | None:
 SOURCE_UPLOAD = "Upload"
 SOURCE_DATASET = "Dataset sample"
 SOURCE_PHANTOM = "Synthetic phantom"
-SOURCES = (SOURCE_UPLOAD, SOURCE_DATASET, SOURCE_PHANTOM)
+SOURCE_EXAMPLES = "Real examples"
+SOURCES = (SOURCE_UPLOAD, SOURCE_DATASET, SOURCE_EXAMPLES, SOURCE_PHANTOM)
 #: Extensions the upload widget accepts (without the dot).
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
 MAX_UPLOAD_FILES_ENV = "BRAINVIEWER_MAX_UPLOAD_FILES"
@@ -92,24 +94,28 @@ MAX_SESSION_SCANS_ENV = "BRAINVIEWER_MAX_SESSION_SCANS"
 MAX_SESSION_SCANS = env_limit(MAX_SESSION_SCANS_ENV, 40)
 
 
-def source_picker(has_dataset: bool) -> str:
-    """Radio "Scans from": Upload / Dataset sample / Synthetic phantom (key ``review_source``).
+def source_picker(has_dataset: bool, has_examples: bool = False) -> str:
+    """Radio "Scans from": Upload / Dataset sample / Real examples (when there are) / Synthetic phantom
+    (key ``review_source``).
 
-    Defaults to the dataset when one is configured, else to the synthetic phantom; configuring a
-    dataset while the phantom is shown switches to the dataset.
+    Defaults to the dataset when one is configured, else to the real examples, else to the synthetic
+    phantom; configuring a dataset while the examples or the phantom are shown switches to the dataset.
     """
-    default = SOURCE_DATASET if has_dataset else SOURCE_PHANTOM
+    sources = SOURCES if has_examples else tuple(s for s in SOURCES if s != SOURCE_EXAMPLES)
+    default = SOURCE_DATASET if has_dataset else SOURCE_EXAMPLES if has_examples else SOURCE_PHANTOM
     had_dataset = st.session_state.get(REVIEW_HAD_DATASET_KEY)
     st.session_state[REVIEW_HAD_DATASET_KEY] = has_dataset
-    if has_dataset and had_dataset is False and st.session_state.get(REVIEW_SOURCE_KEY) == SOURCE_PHANTOM:
+    shown = st.session_state.get(REVIEW_SOURCE_KEY)
+    if has_dataset and had_dataset is False and shown in (SOURCE_PHANTOM, SOURCE_EXAMPLES):
         st.session_state[REVIEW_SOURCE_KEY] = SOURCE_DATASET  # a dataset was just configured: show it
     return st.radio(
         "Scans from",
-        SOURCES,
-        index=state_index(REVIEW_SOURCE_KEY, SOURCES, SOURCES.index(default)),
+        sources,
+        index=state_index(REVIEW_SOURCE_KEY, sources, sources.index(default)),
         key=REVIEW_SOURCE_KEY,
         horizontal=True,
-        help="Synthetic phantom slices are generated pictures, not real scans.",
+        help="Real examples are public scans with their ground truth; synthetic phantom slices are generated "
+        "pictures, not real scans.",
     )
 
 
@@ -250,6 +256,9 @@ def source_items(
         return upload_items()
     if source == SOURCE_DATASET:
         return dataset_items(dataset, model)
+    if source == SOURCE_EXAMPLES:
+        examples_credit()
+        return review_examples(), []
     return phantom_source_items()
 
 
@@ -396,7 +405,7 @@ def show_probability_map(view: ReviewView) -> None:
 def choose_item(model: ModelState, dataset: Dataset | None) -> ReviewItem:
     """The source radio, the scans it gives (their errors shown) and the scan to review; stops the page
     while there is none."""
-    source = source_picker(has_dataset=dataset is not None)
+    source = source_picker(has_dataset=dataset is not None, has_examples=bool(review_examples()))
     items, errors = source_items(source, dataset, model)
     for error in errors:
         st.error(error, icon=":material/error:")

@@ -34,7 +34,8 @@ OPACITY_KEY = "opacity"  # the mask-opacity slider (Review and Patients)
 DISPLAY_CHANNEL_KEY = "display_channel"  # the channel shown under the overlays of a 3-channel scan
 
 # --- Patients
-PATIENT_SOURCE_KEY = "patient_source"  # the "Patient from" radio: dataset, NIfTI/DICOM upload or phantom
+PATIENT_SOURCE_KEY = "patient_source"  # the "Patient from" radio: dataset, upload, real example or phantom
+PATIENT_HAD_DATASET_KEY = "_patient_had_dataset"  # whether a dataset was configured at the last Patients run
 PATIENT_PICK_KEY = "patient_pick"  # the patient selectbox
 PATIENT_SLICE_KEY = "patient_slice"  # the slice slider (1-based)
 PATIENT_CURRENT_KEY = "_patient_current"  # the cache key of the patient shown at the last run
