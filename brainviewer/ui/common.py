@@ -8,6 +8,7 @@ in its own module (``brainviewer.ui.<page>``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import streamlit as st
 
@@ -156,6 +157,15 @@ def show_panels(view: ReviewView) -> None:
             else:
                 picture = placeholder_image(view.item.shape, panel.caption.split(":")[0])
             st.image(picture, caption=panel.caption, width="stretch", output_format="PNG")
+
+
+def metric_cards(cards: Sequence[tuple[str, str, str | None]]) -> None:
+    """Bordered metric cards ``(label, value, help)`` in a row that wraps onto further rows when the page is
+    narrow, each card as wide as its label and value: no number or label is ever cut off (a fixed number
+    of columns squeezed "0.953" to "0…" at 820 px)."""
+    with st.container(horizontal=True, gap="small", wrap=True):
+        for label, value, help_text in cards:
+            st.metric(label, value, help=help_text, border=True, width="content")
 
 
 # === Synthetic phantom dataset (Evaluation and Patients) ======================================

@@ -15,7 +15,7 @@ from brainviewer import runs as runs_lib
 from brainviewer.data.split import Split
 from brainviewer.model.weights import WEIGHTS_ENV, default_weights_spec, weights_root
 from brainviewer.runs import averages as average_jobs
-from brainviewer.ui.common import evaluate_with_progress
+from brainviewer.ui.common import evaluate_with_progress, metric_cards
 from brainviewer.ui.finetune import finetune_flash
 from brainviewer.ui.server_files import demo_mode
 from brainviewer.ui.sidebar import choose_named_dataset, dataset_path, load_dataset, load_model_state
@@ -129,13 +129,16 @@ def finetune_evaluate(info: runs_lib.RunInfo) -> None:
         return
     report = result.report
     cards = [
-        ("Mean Dice", f"{report.mean_dice:.3f}"),
-        ("Median Dice", f"{report.median_dice:.3f}"),
-        ("Micro Dice", f"{report.micro_dice:.3f}"),
-        ("FP rate (empty slices)", "n/a" if report.fp_rate is None else f"{report.fp_rate:.3f}"),
+        ("Mean Dice", f"{report.mean_dice:.3f}", "Mean over patients of the per-volume Dice."),
+        ("Median Dice", f"{report.median_dice:.3f}", None),
+        ("Micro Dice", f"{report.micro_dice:.3f}", "All pixels of all patients pooled."),
+        (
+            "FP slices",
+            "n/a" if report.fp_rate is None else f"{report.fp_rate:.3f}",
+            "Share of tumour-free slices with a predicted tumour.",
+        ),
     ]
-    for column, (label, value) in zip(st.columns(4, gap="small"), cards, strict=True):
-        column.metric(label, value, border=True)
+    metric_cards(cards)
     st.caption(
         f"{len(report.patients)} patient{'s' if len(report.patients) != 1 else ''} of {Path(request['data']).name} · "
         f"threshold {report.threshold:.2f} "

@@ -12,6 +12,7 @@ import streamlit as st
 from brainviewer import runs as runs_lib
 from brainviewer.data.datasets import Dataset
 from brainviewer.model.segmenter import Segmenter
+from brainviewer.ui.common import metric_cards
 from brainviewer.ui.finetune import finetune_flash
 from brainviewer.ui.server_files import demo_mode
 from brainviewer.ui.sidebar import load_model_state
@@ -149,8 +150,7 @@ def finetune_status(info: runs_lib.RunInfo, run_list: list[runs_lib.RunInfo]) ->
         ("Training time", fmt(info.duration_s), "All launches together."),
         ("ETA", fmt(info.eta_s) if info.status == runs_lib.RUNNING else "n/a", "Estimated time left."),
     ]
-    for column, (label, value, help_text) in zip(st.columns(4, gap="small"), cards, strict=True):
-        column.metric(label, value, help=help_text, border=True)
+    metric_cards(cards)
 
 
 def finetune_controls(info: runs_lib.RunInfo, demo: bool) -> None:

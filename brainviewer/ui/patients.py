@@ -17,7 +17,7 @@ import streamlit as st
 from brainviewer.data.volumes import Volume, nifti_mask_bytes
 from brainviewer.model.inference import patient_levels, predict_batch
 from brainviewer.model.segmenter import Segmenter
-from brainviewer.ui.common import PATIENT_BATCH, item_banner, show_panels
+from brainviewer.ui.common import PATIENT_BATCH, item_banner, metric_cards, show_panels
 from brainviewer.ui.patient_sources import PATIENT_SOURCE_UPLOAD
 from brainviewer.ui.sidebar import ModelState
 from brainviewer.ui.state import PATIENT_CURRENT_KEY, PATIENT_OPEN_SLICE_KEY, PATIENT_PROBS_DONE_KEY, PATIENT_SLICE_KEY
@@ -198,11 +198,12 @@ def show_strip(summary: PatientSummary, index: int, predicted: bool) -> None:
     st.plotly_chart(figure, key="patient_strip", config={"displayModeBar": False})
 
 
-def volume_text(voxels: int | None, mm3: float | None) -> str:
-    """The card value: millilitres when the spacing is known, else voxels."""
+def volume_number(voxels: int | None, mm3: float | None) -> str:
+    """The card value without its unit (the label carries it): millilitres when the spacing is known, else
+    voxels; ``n/a`` without a volume."""
     if voxels is None:
         return "n/a"
-    return f"{mm3 / 1000:,.2f} mL" if mm3 is not None else f"{voxels:,} vox"
+    return f"{mm3 / 1000:,.2f}" if mm3 is not None else f"{voxels:,}"
 
 
 def show_volumes(summary: PatientSummary, spacing: tuple[float, float, float] | None, predicted: bool) -> None:
@@ -210,27 +211,31 @@ def show_volumes(summary: PatientSummary, spacing: tuple[float, float, float] | 
     has_truth = summary.has_ground_truth
     gt_count = len(summary.gt_tumour_slices) if has_truth else "n/a"
     pred_count = len(summary.pred_tumour_slices) if predicted else "n/a"
+    unit = "mL" if summary.gt_volume_mm3 is not None or summary.pred_volume_mm3 is not None else "voxels"
     cards = [
-        ("Tumour volume, truth", volume_text(summary.gt_voxels, summary.gt_volume_mm3), "Ground-truth tumour volume."),
-        (
-            "Tumour volume, predicted",
-            volume_text(summary.pred_voxels, summary.pred_volume_mm3) if predicted else "n/a",
-            "Predicted tumour volume at this threshold.",
-        ),
-        ("Tumour slices", f"{gt_count} / {pred_count}", "Slices with tumour: by ground truth / by prediction."),
         (
             "Volume Dice",
             f"{summary.volume_dice:.3f}" if predicted and summary.volume_dice is not None else "n/a",
             "One Dice over all slices stacked (Buda et al. 2019).",
         ),
         (
-            "Mean tumour-slice Dice",
+            "Slice Dice",
             f"{summary.tumour_slice_dice:.3f}" if predicted and summary.tumour_slice_dice is not None else "n/a",
-            "Mean Dice over the slices whose ground truth has tumour.",
+            "Mean tumour-slice Dice: the mean Dice over the slices whose ground truth has tumour.",
         ),
+        (
+            f"Truth ({unit})",
+            volume_number(summary.gt_voxels, summary.gt_volume_mm3),
+            "Ground-truth tumour volume (millilitres where the voxel spacing is known, else voxels).",
+        ),
+        (
+            f"Predicted ({unit})",
+            volume_number(summary.pred_voxels, summary.pred_volume_mm3) if predicted else "n/a",
+            "Predicted tumour volume at this threshold (millilitres where the voxel spacing is known, else voxels).",
+        ),
+        ("Tumour slices", f"{gt_count} / {pred_count}", "Slices with tumour: by ground truth / by prediction."),
     ]
-    for column, (label, value, help_text) in zip(st.columns(len(cards)), cards, strict=True):
-        column.metric(label, value, help=help_text, border=True)
+    metric_cards(cards)
     voxels = [
         f"truth {summary.gt_voxels:,}" if summary.gt_voxels is not None else None,
         f"predicted {summary.pred_voxels:,}" if predicted else None,

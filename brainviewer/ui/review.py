@@ -22,6 +22,7 @@ from brainviewer.model.segmenter import Segmenter
 from brainviewer.ui.common import (
     first_held_out,
     item_banner,
+    metric_cards,
     patient_label,
     patient_split_note,
     review_controls,
@@ -270,24 +271,24 @@ def pick_item(items: list[ReviewItem]) -> ReviewItem | None:
     if len(items) == 1:
         return items[0]
     names = [item.name for item in items]
-    picker, back, forward = st.columns([6, 1, 1], vertical_alignment="bottom")
-    chosen = picker.selectbox(
+    row = st.container(horizontal=True, vertical_alignment="bottom", gap="small")  # buttons never squeezed
+    chosen = row.selectbox(
         f"Scan ({len(items)} loaded)", names, index=state_index(REVIEW_ITEM_KEY, names), key=REVIEW_ITEM_KEY
     )
-    back.button(
+    row.button(
         "Previous",
         key="review_prev",
         on_click=step_item,
         args=(names, -1),
-        width="stretch",
+        width="content",
         help="Show the scan before this one; it wraps around: from the first scan it goes to the last.",
     )
-    forward.button(
+    row.button(
         "Next",
         key="review_next",
         on_click=step_item,
         args=(names, 1),
-        width="stretch",
+        width="content",
         help="Show the scan after this one; it wraps around: from the last scan it goes to the first.",
     )
     return items[names.index(chosen)]
@@ -326,12 +327,8 @@ def show_metrics(view: ReviewView, model: ModelState) -> None:
     """Metric cards (Dice, IoU, precision, recall, pixel accuracy; tumour areas) or a plain statement why not."""
     areas = view.areas
     if view.metrics is not None:
-        scores = view.score_cards()  # n/a where a ratio has nothing to divide by
-        for column, (label, value, help_text) in zip(st.columns(5, gap="small"), scores, strict=True):
-            column.metric(label, value, help=help_text, border=True)
-        areas_row = view.area_cards()
-        for column, (label, value, help_text) in zip(st.columns(5, gap="small"), areas_row, strict=False):
-            column.metric(label, value, help=help_text, border=True)
+        metric_cards(view.score_cards())  # n/a where a ratio has nothing to divide by
+        metric_cards(view.area_cards())
         return
     if not model.available:
         truth = "" if areas.truth_px is None else f" Ground-truth tumour area: {areas.truth_px:,} px."
@@ -342,8 +339,7 @@ def show_metrics(view: ReviewView, model: ModelState) -> None:
         "Upload the scan together with <scan>_mask.<ext> to score it.",
         icon=":material/info:",
     )
-    pred_col, _, _, _, _ = st.columns(5, gap="small")
-    pred_col.metric("Predicted area (px)", f"{areas.pred_px:,}", border=True)
+    metric_cards([("Predicted area (px)", f"{areas.pred_px:,}", "Predicted tumour pixels at this threshold.")])
 
 
 def show_downloads(view: ReviewView, model: ModelState) -> None:

@@ -173,7 +173,7 @@ def example_items(root: Path) -> list[ReviewItem]:
     lgg = example_patient_dataset(root)
     if lgg is not None:
         patient = lgg.patient_ids[0]
-        source = f"real example · LGG, patient {patient} · {LGG_CREDIT}"
+        source = f"real example · LGG MRI Segmentation (Buda et al. 2019, TCGA-LGG), patient {patient}"
         item = _item(lgg, patient, _largest_truth(lgg, patient), source)
         if item is not None:
             items.append(item)
@@ -182,7 +182,8 @@ def example_items(root: Path) -> list[ReviewItem]:
         labels = _read_labels(Path(figshare.root) / "labels.csv")
         for image_id in figshare_example_ids(figshare.patient_ids, labels, _held_out(FIGSHARE_WEIGHTS)):
             kind = labels.get(image_id, "tumour")
-            item = _item(figshare, image_id, 0, f"real example · figshare T1-CE, {kind} · {FIGSHARE_CREDIT}")
+            source = f"real example · figshare T1-CE, {kind} (Cheng et al. 2015, CC BY 4.0)"
+            item = _item(figshare, image_id, 0, source)
             if item is not None:
                 items.append(item)
     return items
