@@ -8,7 +8,9 @@ in its own module (``brainviewer.ui.<page>``).
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -227,7 +229,18 @@ def patient_probs(segmenter: Segmenter, scans: list[np.ndarray], tick: SliceTick
     return probs
 
 
-@st.cache_data(max_entries=4096, show_spinner=False)
+#: Patient evaluations the server keeps (the oldest are dropped beyond it).
+EVALUATION_CACHE_ENTRIES = 4096
+
+
+@st.cache_resource(show_spinner=False)
+def _evaluation_store() -> tuple[OrderedDict, threading.Lock]:
+    """The server's patient evaluations by key, oldest first, and the lock that guards them. Not
+    ``st.cache_data``: that replays the elements a cached call draws, and the progress bar is drawn from
+    inside the computation."""
+    return OrderedDict(), threading.Lock()
+
+
 def _patient_evaluation(
     model_id: str,
     dataset_key: str,
@@ -236,20 +249,31 @@ def _patient_evaluation(
     min_component_px: int,
     keep_largest: bool,
     volume_keep_largest: bool,
-    _segmenter: Segmenter,
-    _dataset: Dataset,
-    _tick: SliceTick | None = None,
+    segmenter: Segmenter,
+    dataset: Dataset,
+    tick: SliceTick | None = None,
 ) -> DatasetEvaluation:
-    """One patient's evaluation (report + slice scores), keyed by model, dataset, patient and setting;
-    ``_tick`` (not part of the key) hears of each batch of slices predicted."""
-    return evaluate_dataset(
-        _dataset.subset([patient_id]),
-        lambda scans: patient_probs(_segmenter, scans, _tick),
+    """One patient's evaluation (report + slice scores), kept by model, dataset, patient and setting;
+    ``tick`` hears of each batch of slices predicted (not when the evaluation is already kept)."""
+    store, lock = _evaluation_store()
+    key = (model_id, dataset_key, patient_id, threshold, min_component_px, keep_largest, volume_keep_largest)
+    with lock:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+    result = evaluate_dataset(
+        dataset.subset([patient_id]),
+        lambda scans: patient_probs(segmenter, scans, tick),
         threshold,
         min_component_px,
         keep_largest,
         volume_keep_largest,
     )
+    with lock:
+        store[key] = result
+        while len(store) > EVALUATION_CACHE_ENTRIES:
+            store.popitem(last=False)
+    return result
 
 
 def progress_text(done: int, total: int, patient: tuple[int, int, str] | None, seconds_left: float | None) -> str:
