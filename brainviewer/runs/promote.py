@@ -72,6 +72,21 @@ def _free_folder(parent: Path, name: str) -> Path:
     raise FileExistsError(f"no free folder name like {name} in {parent}")
 
 
+def promoted_name(run_dir: str | Path, when: float | None = None) -> str:
+    """The default name of a run's promoted weights: the base weights' folder name (``scratch`` for a run
+    trained from scratch) and the promotion date, e.g. ``lgg-unet-resnet18-ft-nov29``: short enough for the
+    sidebar's selector, unlike a dated run name (``figshare-20261129-114754-ab12``).
+
+    Args:
+        run_dir: the run folder (its ``config.json`` names the base weights).
+        when: the promotion time (``time.time()`` by default).
+    """
+    base = str(read_json_object(Path(run_dir) / CONFIG_FILE).get("init_weights") or "").rstrip("/")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(base).name if base else "scratch").strip("._-") or "weights"
+    date = time.strftime("%b%d", time.localtime(time.time() if when is None else when)).lower()
+    return f"{stem[:60]}-ft-{date}"
+
+
 def promote_run(
     run_dir: str | Path, name: str | None = None, weights_dir: str | Path | None = None, activate: bool = True
 ) -> Path:
@@ -84,7 +99,7 @@ def promote_run(
 
     Args:
         run_dir: the run.
-        name: folder name under ``weights_dir`` (default: the run's name).
+        name: folder name under ``weights_dir`` (default: :func:`promoted_name`, base weights + date).
         weights_dir: the weights folder (default :func:`brainviewer.model.weights.weights_root`).
         activate: also record the new folder in ``ACTIVE``.
 
@@ -100,7 +115,7 @@ def promote_run(
         raise ValueError(f"run {run_dir.name} has no best weights yet; they are saved after its first validation.")
     weights_dir = Path(weights_dir) if weights_dir is not None else weights_root()
     weights_dir.mkdir(parents=True, exist_ok=True)
-    name = validate_name(name or run_dir.name, "weights")
+    name = validate_name(name or promoted_name(run_dir), "weights")
     with flock(weights_dir):
         target = _free_folder(weights_dir, name)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.promote-{os.getpid()}-", dir=weights_dir))

@@ -56,6 +56,7 @@ FINETUNE_RUN_KEY = "finetune_run"  # the watched run's selectbox
 FINETUNE_CHOOSE_KEY = "finetune_choose"  # the run to evaluate, promote or average
 FINETUNE_EVAL_KEY = "finetune_eval"  # the last requested run evaluation: {"run", "data", "scope"}
 FINETUNE_DELETE_CONFIRM_KEY = "finetune_delete_confirm"  # the run name typed to confirm a delete
+FINETUNE_BASE_SCORE_KEY = "_finetune_base_score"  # runs whose base model was asked to be scored on their patients
 
 
 def state_index(key: str, options: Sequence[str], default: int = 0) -> int:
