@@ -37,7 +37,15 @@ from brainviewer.views.dataset_evaluation import (
     merge_evaluations,
 )
 from brainviewer.views.overlay import DEFAULT_ALPHA, placeholder_image
-from brainviewer.views.review import SYNTHETIC_LABEL, ReviewItem, ReviewView, fitting_model, input_kind_note
+from brainviewer.views.review import (
+    NO_PREDICTION_TEXT,
+    NO_TRUTH_TEXT,
+    SYNTHETIC_LABEL,
+    ReviewItem,
+    ReviewView,
+    fitting_model,
+    input_kind_note,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +161,14 @@ def item_banner(item: ReviewItem, model: ModelState) -> None:
                 patient_split_note(model, patient_id)
 
 
+def placeholder_text(caption: str) -> str:
+    """The words on an unavailable panel's grey card: one short text per kind ("No ground truth", "No
+    prediction"), so the two ground-truth cards of a scan without a mask are drawn alike (the font is fitted
+    to the text, and "No ground truth for this scan" came out smaller than "No ground truth")."""
+    head = caption.split(":")[0]
+    return next((text for text in (NO_TRUTH_TEXT, NO_PREDICTION_TEXT) if head.startswith(text)), head)
+
+
 def show_panels(view: ReviewView) -> None:
     """The five panels in one row: title above, picture, caption below. Unavailable ones are grey cards."""
     for column, panel in zip(st.columns(5, gap="small"), view.panels, strict=True):
@@ -161,7 +177,7 @@ def show_panels(view: ReviewView) -> None:
             if panel.image is not None:
                 picture = panel.image
             else:
-                picture = placeholder_image(view.item.shape, panel.caption.split(":")[0])
+                picture = placeholder_image(view.item.shape, placeholder_text(panel.caption))
             st.image(picture, caption=panel.caption, width="stretch", output_format="PNG")
 
 

@@ -1,5 +1,6 @@
-"""The Evaluation page's progress (per batch of slices, "slice i of n", time left) and its probabilities:
-the whole patient's intensity levels, as ``python -m brainviewer evaluate`` uses them."""
+"""brainviewer.ui.common: the Evaluation page's progress (per batch of slices, "slice i of n", time left), its
+probabilities (the whole patient's intensity levels, as ``python -m brainviewer evaluate`` uses them), and the
+grey cards of unavailable panels."""
 
 from __future__ import annotations
 
@@ -47,3 +48,16 @@ def test_patient_probs_use_the_patients_levels_like_the_cli():
     page = patient_probs(segmenter, scans)
     cli = predict_volume_probs(segmenter, scans, PATIENT_BATCH)
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(page, cli, strict=True))
+
+
+def test_the_two_no_ground_truth_cards_are_drawn_alike():
+    from brainviewer.ui.common import placeholder_text
+    from brainviewer.views.overlay import placeholder_image
+    from brainviewer.views.review import ReviewItem, render_review
+
+    item = ReviewItem("scan.png", np.zeros((64, 64), np.uint8))  # no mask
+    view = render_review(item, None, no_prediction_reason="no model loaded")
+    cards = [placeholder_image(item.shape, placeholder_text(p.caption)) for p in view.panels if p.image is None]
+    assert len(cards) == 4  # ground truth, its overlay, prediction, its overlay
+    assert np.array_equal(cards[0], cards[1]) and np.array_equal(cards[2], cards[3])
+    assert placeholder_text("No ground truth for this scan") == placeholder_text("No ground truth: upload it")
