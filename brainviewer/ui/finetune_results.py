@@ -26,6 +26,7 @@ from brainviewer.ui.state import (
     FINETUNE_DELETE_CONFIRM_KEY,
     FINETUNE_EVAL_KEY,
     MODEL_CHOICE_KEY,
+    MODEL_SPEC_KEY,
     state_index,
 )
 from brainviewer.views import figures
@@ -184,7 +185,8 @@ def finetune_promote(info: runs_lib.RunInfo, demo: bool) -> None:
                 f"{WEIGHTS_ENV} is set ({os.environ[WEIGHTS_ENV]}) and overrides weights/ACTIVE: "
                 "unset it to use the promoted model by default.",
             )
-        st.session_state.pop(MODEL_CHOICE_KEY, None)  # the sidebar picks the new default
+        for key in (MODEL_CHOICE_KEY, MODEL_SPEC_KEY):  # the sidebar picks the new default, on every page
+            st.session_state.pop(key, None)
         st.rerun()
 
 
@@ -310,6 +312,7 @@ def _finetune_average_jobs(runs_dir: str, demo: bool) -> None:
                 else:
                     finetune_flash("success", f"weights/{job.name} is now the app's model.")
                     st.session_state.pop(MODEL_CHOICE_KEY, None)
+                    st.session_state.pop(MODEL_SPEC_KEY, None)  # else the session's kept choice comes back
                     st.rerun(scope="app")
 
 
