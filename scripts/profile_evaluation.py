@@ -23,12 +23,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from brainviewer.data.datasets import load_arrays, open_dataset  # noqa: E402
-from brainviewer.evaluation import evaluate as evaluate_module  # noqa: E402
-from brainviewer.model.inference import predict_volume_probs  # noqa: E402
-from brainviewer.model.segmenter import Segmenter  # noqa: E402
+from brainviewer.data.datasets import load_arrays, open_dataset
+from brainviewer.evaluation import evaluate as evaluate_module
+from brainviewer.model.inference import predict_volume_probs
+from brainviewer.model.segmenter import Segmenter
 
 
 def _timed(totals: dict[str, float], name: str, fn):
