@@ -127,16 +127,10 @@ def _weights_choices() -> list[tuple[str, str]]:
     default_exists = default_path.is_dir()
     choices: list[tuple[str, str]] = []
     seen: set[str] = set()
-    others = [
-        folder for folder in list_local_weights() if not (default_exists and folder.resolve() == default_path.resolve())
-    ]
     if default_exists or explicit:
-        # the bare name, so a long one (a promoted model's) fits the selector; the caption under it says
-        # "default". Only a name another folder also has gets the suffix, to keep labels apart.
-        label = default_path.name or default
-        choices.append((f"{label} (default)" if label in {f.name for f in others} else label, default))
+        choices.append((f"{default_path.name or default} (default)", default))
         seen.add(str(default_path.resolve()) if default_exists else default)
-    for folder in others:
+    for folder in list_local_weights():
         if str(folder.resolve()) not in seen:
             choices.append((folder.name, str(folder)))
             seen.add(str(folder.resolve()))
@@ -215,8 +209,7 @@ def sidebar_model() -> ModelState:
         labels,
         index=state_index(MODEL_CHOICE_KEY, labels),
         key=MODEL_CHOICE_KEY,
-        help="The app's default weights first (weights/ACTIVE or BRAINVIEWER_WEIGHTS), then the other complete "
-        "weights folders under weights/.",
+        help="The default weights, then the other complete weights folders under weights/.",
     )
     st.session_state[MODEL_SPEC_KEY] = specs[label]
     state = load_model_state(specs[label])
@@ -224,9 +217,8 @@ def sidebar_model() -> ModelState:
         sidebar.warning(f"{state.message}\n\nThe review still shows scans and ground truth, without predictions.")
         return state
     prep = state.segmenter.prep
-    default_note = " (the app's default)" if specs[label] == default_weights_spec() else ""
     sidebar.caption(
-        f"**{state.label}**{default_note} · {_architecture(state.segmenter)}  \n"
+        f"**{state.label}** · {_architecture(state.segmenter)}  \n"
         f"Input {prep.input_size} px, {prep.in_channels} channel{'s' if prep.in_channels > 1 else ''} · "
         f"device {state.device}  \n"
         f"Default threshold {state.threshold:.2f}"

@@ -273,9 +273,12 @@ def test_promote_copies_best_and_switches_active_atomically(tmp_path: Path, dirs
 def test_promoted_name_is_the_base_and_the_date(tmp_path: Path) -> None:
     run_dir = tmp_path / "figshare-20261129-114754-ab12"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"init_weights": "/srv/app/weights/lgg-unet-resnet18/"}))
+    config = {"init_weights": "/srv/app/weights/figshare-unet-resnet18/", "arch": "Unet", "encoder": "resnet18"}
+    (run_dir / "config.json").write_text(json.dumps(config))
     when = time.mktime((2026, 11, 29, 12, 0, 0, 0, 0, -1))
-    assert runs.promote.promoted_name(run_dir, when) == "lgg-unet-resnet18-ft-nov29"
+    assert runs.promote.promoted_name(run_dir, when) == "figshare-ft-nov29"
+    (run_dir / "config.json").write_text(json.dumps({**config, "encoder": "resnet34"}))  # not its suffix: kept
+    assert runs.promote.promoted_name(run_dir, when) == "figshare-unet-resnet18-ft-nov29"
     (run_dir / "config.json").write_text(json.dumps({"init_weights": ""}))
     assert runs.promote.promoted_name(run_dir, when) == "scratch-ft-nov29"
 

@@ -213,8 +213,8 @@ def test_start_watch_finish_and_promote_from_the_page(page_env, phantom_dataset:
     assert (weights_dir / "my-model" / "model.safetensors").is_file()
     assert (weights_dir / "current" / "model.safetensors").is_file()
     assert "weights/my-model is now the app's model" in page_text(at)
-    # the sidebar selects it under its bare name (no "(default)" suffix to cut a long name short)
-    assert at.sidebar.selectbox(key="model_choice").value == "my-model"
+    # the sidebar (on this page too) now shows it: the session's kept choice of the old model is dropped
+    assert at.sidebar.selectbox(key="model_choice").value == "my-model (default)"
     from brainviewer.model.weights import default_weights_spec
 
     assert default_weights_spec() == str(weights_dir / "my-model")
