@@ -50,3 +50,9 @@ def examples_credit(patients: bool = False) -> None:
         ":material/photo_library: Real, public scans with their expert ground truth, read from the examples "
         "folder (never copied into the app). Credit: " + " · ".join(credits) + "."
     )
+
+
+def example_source_items() -> tuple[list[ReviewItem], list[str]]:
+    """The Review page's "Real examples" source: the credit line, then ``(items, errors)`` (never an error)."""
+    examples_credit()
+    return review_examples(), []

@@ -28,7 +28,7 @@ from brainviewer.ui.common import (
     review_controls,
     show_panels,
 )
-from brainviewer.ui.examples import examples_credit, review_examples
+from brainviewer.ui.examples import example_source_items, review_examples
 from brainviewer.ui.sidebar import ModelState
 from brainviewer.ui.state import (
     DISPLAY_CHANNEL_KEY,
@@ -96,12 +96,9 @@ MAX_SESSION_SCANS = env_limit(MAX_SESSION_SCANS_ENV, 40)
 
 
 def source_picker(has_dataset: bool, has_examples: bool = False) -> str:
-    """Radio "Scans from": Upload / Dataset sample / Real examples (when there are) / Synthetic phantom
-    (key ``review_source``).
-
-    Defaults to the dataset when one is configured, else to the real examples, else to the synthetic
-    phantom; configuring a dataset while the examples or the phantom are shown switches to the dataset.
-    """
+    """Radio "Scans from" (key ``review_source``): Upload / Dataset sample / Real examples (when there are) /
+    Synthetic phantom. Defaults to the dataset, else the examples, else the phantom; configuring a dataset
+    while the examples or the phantom are shown switches to the dataset."""
     sources = SOURCES if has_examples else tuple(s for s in SOURCES if s != SOURCE_EXAMPLES)
     default = SOURCE_DATASET if has_dataset else SOURCE_EXAMPLES if has_examples else SOURCE_PHANTOM
     had_dataset = st.session_state.get(REVIEW_HAD_DATASET_KEY)
@@ -115,8 +112,7 @@ def source_picker(has_dataset: bool, has_examples: bool = False) -> str:
         index=state_index(REVIEW_SOURCE_KEY, sources, sources.index(default)),
         key=REVIEW_SOURCE_KEY,
         horizontal=True,
-        help="Real examples are public scans with their ground truth; synthetic phantom slices are generated "
-        "pictures, not real scans.",
+        help="Real examples: public scans with their ground truth. Synthetic phantom: generated, not real scans.",
     )
 
 
@@ -258,8 +254,7 @@ def source_items(
     if source == SOURCE_DATASET:
         return dataset_items(dataset, model)
     if source == SOURCE_EXAMPLES:
-        examples_credit()
-        return review_examples(), []
+        return example_source_items()
     return phantom_source_items()
 
 
