@@ -19,7 +19,7 @@ from brainviewer.ui.finetune_results import (
     finetune_promote,
 )
 from brainviewer.ui.finetune_watch import finetune_run_picker, finetune_watch
-from brainviewer.ui.sidebar import sidebar_dataset
+from brainviewer.ui.sidebar import sidebar_dataset, sidebar_model
 
 st.title("Fine-tuning", anchor=False)
 st.caption(
@@ -28,6 +28,7 @@ st.caption(
     "restarting the app does not stop it. One run trains per device at a time; more are queued."
 )
 
+sidebar_model()  # the app's model, as on every page (the one a promotion replaces)
 sidebar_dataset()
 runs_dir = runs.runs_root()
 demo = finetune_demo_mode()

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from brainviewer.training.config import TrainConfig
 
 #: Processes launched by this process, kept so they are reaped (no zombies) and their exit seen.
 _CHILDREN: dict[int, subprocess.Popen] = {}
+_REAP_LOCK = threading.Lock()
 
 
 def resolve_device(spec: str) -> str:
@@ -77,25 +79,37 @@ def process_alive(pid: int | None) -> bool:
 
 
 def track_child(proc: subprocess.Popen) -> None:
-    """Remember a process this process launched, so it is reaped when it ends (no zombie)."""
+    """Remember a process this process launched and reap it the moment it ends: a daemon thread waits on it,
+    so a finished run leaves no zombie under the server even when no page asks about it again (a finished
+    run's status is read from its folder, never from its process, so the polling below would not reach it)."""
     _CHILDREN[proc.pid] = proc
+    threading.Thread(target=_wait_for, args=(proc,), name=f"reap-{proc.pid}", daemon=True).start()
+
+
+def _wait_for(proc: subprocess.Popen) -> None:
+    try:
+        proc.wait()
+    except Exception:  # pragma: no cover - never let a reaper thread raise
+        return
+    _reap_children()
 
 
 def _reap_children() -> None:
     """Collect exit codes of processes this process launched; mark runs that died while starting as failed."""
-    for pid, proc in list(_CHILDREN.items()):
-        code = proc.poll()
-        if code is None:
-            continue
-        del _CHILDREN[pid]
-        run_dir = getattr(proc, "run_dir", None)
-        if run_dir is None or code <= 0:
-            continue  # success, or killed by a signal: status.json (or 'dead') tells the story
-        status = read_json_object(run_dir / STATUS_FILE)
-        if status.get("state") == STARTING and status.get("pid") == pid:
-            last = tail_log(run_dir, 1, STDOUT_FILE)
-            error = f"the training process exited with code {code}" + (f": {last[-1]}" if last else "")
-            write_json(run_dir / STATUS_FILE, {**status, "state": FAILED, "error": error, "updated": time.time()})
+    with _REAP_LOCK:
+        for pid, proc in list(_CHILDREN.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            _CHILDREN.pop(pid, None)
+            run_dir = getattr(proc, "run_dir", None)
+            if run_dir is None or code <= 0:
+                continue  # success, or killed by a signal: status.json (or 'dead') tells the story
+            status = read_json_object(run_dir / STATUS_FILE)
+            if status.get("state") == STARTING and status.get("pid") == pid:
+                last = tail_log(run_dir, 1, STDOUT_FILE)
+                error = f"the training process exited with code {code}" + (f": {last[-1]}" if last else "")
+                write_json(run_dir / STATUS_FILE, {**status, "state": FAILED, "error": error, "updated": time.time()})
 
 
 def process_fields(status: dict, launches: list[dict]) -> tuple[str, str | None, int | None]:

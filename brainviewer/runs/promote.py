@@ -72,6 +72,28 @@ def _free_folder(parent: Path, name: str) -> Path:
     raise FileExistsError(f"no free folder name like {name} in {parent}")
 
 
+def promoted_name(run_dir: str | Path, when: float | None = None) -> str:
+    """The default name of a run's promoted weights: the base weights' folder name without its architecture
+    suffix (``-unet-resnet18``, from the run's ``arch`` and ``encoder``; the sidebar says the architecture),
+    ``scratch`` for a run trained from scratch, and the promotion date: ``figshare-ft-nov29``. It fits the
+    sidebar's selector with its ``(default)`` tag, unlike a dated run name (``figshare-20261129-114754-ab12``)
+    or ``figshare-unet-resnet18-ft-nov29 (default)``, which needed 254 px of the selector's 206 in Chromium.
+
+    Args:
+        run_dir: the run folder (its ``config.json`` names the base weights, arch and encoder).
+        when: the promotion time (``time.time()`` by default).
+    """
+    config = read_json_object(Path(run_dir) / CONFIG_FILE)
+    base = str(config.get("init_weights") or "").rstrip("/")
+    stem = Path(base).name if base else "scratch"
+    suffix = f"-{config.get('arch', '')}-{config.get('encoder', '')}".lower()
+    if suffix != "--" and stem.lower().endswith(suffix) and len(stem) > len(suffix):
+        stem = stem[: -len(suffix)]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("._-") or "weights"
+    date = time.strftime("%b%d", time.localtime(time.time() if when is None else when)).lower()
+    return f"{stem[:60]}-ft-{date}"
+
+
 def promote_run(
     run_dir: str | Path, name: str | None = None, weights_dir: str | Path | None = None, activate: bool = True
 ) -> Path:
@@ -84,7 +106,7 @@ def promote_run(
 
     Args:
         run_dir: the run.
-        name: folder name under ``weights_dir`` (default: the run's name).
+        name: folder name under ``weights_dir`` (default: :func:`promoted_name`, base weights + date).
         weights_dir: the weights folder (default :func:`brainviewer.model.weights.weights_root`).
         activate: also record the new folder in ``ACTIVE``.
 
@@ -100,7 +122,7 @@ def promote_run(
         raise ValueError(f"run {run_dir.name} has no best weights yet; they are saved after its first validation.")
     weights_dir = Path(weights_dir) if weights_dir is not None else weights_root()
     weights_dir.mkdir(parents=True, exist_ok=True)
-    name = validate_name(name or run_dir.name, "weights")
+    name = validate_name(name or promoted_name(run_dir), "weights")
     with flock(weights_dir):
         target = _free_folder(weights_dir, name)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.promote-{os.getpid()}-", dir=weights_dir))

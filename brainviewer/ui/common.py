@@ -8,13 +8,19 @@ in its own module (``brainviewer.ui.<page>``).
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import streamlit as st
 
 from brainviewer.data.datasets import DATA_ENV, Dataset
 from brainviewer.data.split import patient_of_file
-from brainviewer.model.inference import predict_volume_probs
+from brainviewer.model.inference import patient_levels, predict_batch
 from brainviewer.model.segmenter import Segmenter
+from brainviewer.runs.compare import format_duration
 from brainviewer.ui.sidebar import ModelState, load_dataset, other_models_preprocessing, use_model
 from brainviewer.ui.state import (
     EVAL_DONE_KEY,
@@ -31,7 +37,15 @@ from brainviewer.views.dataset_evaluation import (
     merge_evaluations,
 )
 from brainviewer.views.overlay import DEFAULT_ALPHA, placeholder_image
-from brainviewer.views.review import SYNTHETIC_LABEL, ReviewItem, ReviewView, fitting_model, input_kind_note
+from brainviewer.views.review import (
+    NO_PREDICTION_TEXT,
+    NO_TRUTH_TEXT,
+    SYNTHETIC_LABEL,
+    ReviewItem,
+    ReviewView,
+    fitting_model,
+    input_kind_note,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +161,14 @@ def item_banner(item: ReviewItem, model: ModelState) -> None:
                 patient_split_note(model, patient_id)
 
 
+def placeholder_text(caption: str) -> str:
+    """The words on an unavailable panel's grey card: one short text per kind ("No ground truth", "No
+    prediction"), so the two ground-truth cards of a scan without a mask are drawn alike (the font is fitted
+    to the text, and "No ground truth for this scan" came out smaller than "No ground truth")."""
+    head = caption.split(":")[0]
+    return next((text for text in (NO_TRUTH_TEXT, NO_PREDICTION_TEXT) if head.startswith(text)), head)
+
+
 def show_panels(view: ReviewView) -> None:
     """The five panels in one row: title above, picture, caption below. Unavailable ones are grey cards."""
     for column, panel in zip(st.columns(5, gap="small"), view.panels, strict=True):
@@ -155,8 +177,17 @@ def show_panels(view: ReviewView) -> None:
             if panel.image is not None:
                 picture = panel.image
             else:
-                picture = placeholder_image(view.panels[0].image.shape[:2], panel.caption.split(":")[0])
+                picture = placeholder_image(view.panels[0].image.shape[:2], placeholder_text(panel.caption))
             st.image(picture, caption=panel.caption, width="stretch", output_format="PNG")
+
+
+def metric_cards(cards: Sequence[tuple[str, str, str | None]]) -> None:
+    """Bordered metric cards ``(label, value, help)`` in a row that wraps onto further rows when the page is
+    narrow, each card as wide as its label and value: no number or label is ever cut off (a fixed number
+    of columns squeezed "0.953" to "0…" at 820 px)."""
+    with st.container(horizontal=True, gap="small", wrap=True):
+        for label, value, help_text in cards:
+            st.metric(label, value, help=help_text, border=True, width="content")
 
 
 # === Synthetic phantom dataset (Evaluation and Patients) ======================================
@@ -196,7 +227,36 @@ def no_dataset_help() -> None:
 PATIENT_BATCH = 16
 
 
-@st.cache_data(max_entries=4096, show_spinner=False)
+#: Called with the number of slices just predicted.
+SliceTick = Callable[[int], None]
+
+
+def patient_probs(segmenter: Segmenter, scans: list[np.ndarray], tick: SliceTick | None = None) -> list[np.ndarray]:
+    """``(H, W)`` float32 probabilities of one patient's ``scans``, normalised with the whole patient's
+    intensity levels where the weights ask for it (as ``python -m brainviewer evaluate`` and the Patients page
+    do), :data:`PATIENT_BATCH` slices per model call; ``tick`` is told after each call how many were done."""
+    levels = patient_levels(segmenter, scans)
+    probs: list[np.ndarray] = []
+    for start in range(0, len(scans), PATIENT_BATCH):
+        chunk = scans[start : start + PATIENT_BATCH]
+        probs.extend(predict_batch(segmenter, chunk, len(chunk), levels))
+        if tick is not None:
+            tick(len(chunk))
+    return probs
+
+
+#: Patient evaluations the server keeps (the oldest are dropped beyond it).
+EVALUATION_CACHE_ENTRIES = 4096
+
+
+@st.cache_resource(show_spinner=False)
+def _evaluation_store() -> tuple[OrderedDict, threading.Lock]:
+    """The server's patient evaluations by key, oldest first, and the lock that guards them. Not
+    ``st.cache_data``: that replays the elements a cached call draws, and the progress bar is drawn from
+    inside the computation."""
+    return OrderedDict(), threading.Lock()
+
+
 def _patient_evaluation(
     model_id: str,
     dataset_key: str,
@@ -205,20 +265,42 @@ def _patient_evaluation(
     min_component_px: int,
     keep_largest: bool,
     volume_keep_largest: bool,
-    _segmenter: Segmenter,
-    _dataset: Dataset,
+    segmenter: Segmenter,
+    dataset: Dataset,
+    tick: SliceTick | None = None,
 ) -> DatasetEvaluation:
-    """One patient's evaluation (report + slice scores), keyed by model, dataset, patient and setting.
-
-    The patient's slices are normalised together where the weights ask for it, as ``evaluate`` does."""
-    return evaluate_dataset(
-        _dataset.subset([patient_id]),
-        lambda scans: predict_volume_probs(_segmenter, scans, PATIENT_BATCH),
+    """One patient's evaluation (report + slice scores), kept by model, dataset, patient and setting;
+    ``tick`` hears of each batch of slices predicted (not when the evaluation is already kept)."""
+    store, lock = _evaluation_store()
+    key = (model_id, dataset_key, patient_id, threshold, min_component_px, keep_largest, volume_keep_largest)
+    with lock:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+    result = evaluate_dataset(
+        dataset.subset([patient_id]),
+        lambda scans: patient_probs(segmenter, scans, tick),
         threshold,
         min_component_px,
         keep_largest,
         volume_keep_largest,
     )
+    with lock:
+        store[key] = result
+        while len(store) > EVALUATION_CACHE_ENTRIES:
+            store.popitem(last=False)
+    return result
+
+
+def progress_text(done: int, total: int, patient: tuple[int, int, str] | None, seconds_left: float | None) -> str:
+    """The evaluation progress line: ``Evaluating slice 40 of 564 · about 2 min left``, with the patient
+    (``(number, of, id)``) where patients have several slices; no time before one can be estimated."""
+    text = f"Evaluating slice {min(done + 1, total):,} of {total:,}"
+    if patient is not None:
+        text += f" (patient {patient[0]:,} of {patient[1]:,}: {patient[2]})"
+    if seconds_left is not None:
+        text += f" · about {format_duration(seconds_left)} left"
+    return text + "…"
 
 
 def evaluate_with_progress(
@@ -231,24 +313,43 @@ def evaluate_with_progress(
     volume_keep_largest: bool = False,
 ) -> DatasetEvaluation | None:
     """Evaluate every patient of ``dataset`` (each one cached on its own, so an interrupted or
-    repeated evaluation resumes where it stopped) with a progress bar; the merged
+    repeated evaluation resumes where it stopped) with a progress bar that moves with every batch of slices
+    and says the time left (from the slices predicted so far; cached patients cost nothing); the merged
     :class:`~brainviewer.views.dataset_evaluation.DatasetEvaluation`, or ``None`` on error (shown)."""
     if model.segmenter is None or model.model_id is None:
         return None
-    patient_ids = dataset.patient_ids
+    patients = dataset.patients
+    total = sum(len(records) for records in patients.values())
+    one_slice_each = all(len(records) == 1 for records in patients.values())
     request = evaluation_request(
         model.model_id, dataset_key, threshold, min_component_px, keep_largest, volume_keep_largest
     )
     finished = st.session_state.setdefault(EVAL_DONE_KEY, set())
     show = request not in finished  # no progress bar flashing on cached reruns
     placeholder = st.empty()
+    counter = {"done": 0, "predicted": 0, "patient": None}
+    started = time.monotonic()
+
+    def draw() -> None:
+        if not show:
+            return
+        rate = (time.monotonic() - started) / counter["predicted"] if counter["predicted"] else None
+        left = None if rate is None else rate * (total - counter["done"])
+        placeholder.progress(
+            min(counter["done"] / max(total, 1), 1.0), progress_text(counter["done"], total, counter["patient"], left)
+        )
+
+    def tick(n: int) -> None:
+        counter["done"] += n
+        counter["predicted"] += n
+        draw()
+
     parts = []
     try:
-        for done, patient_id in enumerate(patient_ids):
-            if show:
-                placeholder.progress(
-                    done / len(patient_ids), text=f"Evaluating patient {done + 1} of {len(patient_ids)}: {patient_id}…"
-                )
+        for number, (patient_id, records) in enumerate(patients.items(), start=1):
+            before = counter["done"]
+            counter["patient"] = None if one_slice_each else (number, len(patients), patient_id)
+            draw()
             parts.append(
                 _patient_evaluation(
                     model.model_id,
@@ -260,8 +361,10 @@ def evaluate_with_progress(
                     bool(volume_keep_largest),
                     model.segmenter,
                     dataset,
+                    tick,
                 )
             )
+            counter["done"] = before + len(records)  # a cached patient counts as done without ticks
     except Exception as err:
         logger.exception("evaluation failed")
         placeholder.empty()

@@ -23,7 +23,7 @@ from brainviewer.evaluation.evaluate import (
     read_groups,
 )
 from brainviewer.runs.folders import runs_root
-from brainviewer.ui.common import evaluate_with_progress, no_dataset_help, phantom_dataset
+from brainviewer.ui.common import evaluate_with_progress, metric_cards, no_dataset_help, phantom_dataset
 from brainviewer.ui.server_files import (
     NONE_CHOICE,
     ServerFileError,
@@ -221,8 +221,7 @@ def show_summary(report: EvaluationReport) -> None:
             "masks (after the model's post-processing). The detection chart below counts raw probabilities instead.",
         ),
     ]
-    for column, (label, value, help_text) in zip(st.columns(len(cards)), cards, strict=True):
-        column.metric(label, value, help=help_text, border=True)
+    metric_cards(cards)
 
 
 def show_scores(report: EvaluationReport) -> None:
@@ -329,20 +328,21 @@ def show_worst(result: DatasetEvaluation, synthetic: bool) -> None:
     """The worst patients and slices, with a way to open them on the Patients page."""
     worst_patients = result.worst_patients(10)
     worst_slices = result.worst_slices(10)
-    left, right = st.columns(2)
-    with left:
-        st.markdown("**Worst patients**")
+    worst_patients_tab, worst_slices_tab = st.tabs(["Worst patients", "Worst slices"])  # full width: no column cut
+    with worst_patients_tab:
         st.dataframe(
             pd.DataFrame(worst_patient_rows(worst_patients)),
             hide_index=True,
+            width="stretch",
             key="eval_worst_patients",
             column_config={"volume Dice": st.column_config.NumberColumn(format="%.3f")},
         )
-    with right:
-        st.markdown("**Worst slices** (with tumour in truth or prediction)")
+    with worst_slices_tab:
+        st.caption("Slices with tumour in the ground truth or the prediction.")
         st.dataframe(
             pd.DataFrame(worst_slice_rows(worst_slices)),
             hide_index=True,
+            width="stretch",
             key="eval_worst_slices",
             column_config={
                 "Dice": st.column_config.NumberColumn(format="%.3f"),

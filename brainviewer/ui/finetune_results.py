@@ -15,15 +15,18 @@ from brainviewer import runs as runs_lib
 from brainviewer.data.split import Split
 from brainviewer.model.weights import WEIGHTS_ENV, default_weights_spec, weights_root
 from brainviewer.runs import averages as average_jobs
-from brainviewer.ui.common import evaluate_with_progress
+from brainviewer.runs.promote import promoted_name
+from brainviewer.ui.common import evaluate_with_progress, metric_cards
 from brainviewer.ui.finetune import finetune_flash
 from brainviewer.ui.server_files import demo_mode
 from brainviewer.ui.sidebar import choose_named_dataset, dataset_path, load_dataset, load_model_state
 from brainviewer.ui.state import (
+    FINETUNE_BASE_SCORE_KEY,
     FINETUNE_CHOOSE_KEY,
     FINETUNE_DELETE_CONFIRM_KEY,
     FINETUNE_EVAL_KEY,
     MODEL_CHOICE_KEY,
+    MODEL_SPEC_KEY,
     state_index,
 )
 from brainviewer.views import figures
@@ -129,13 +132,16 @@ def finetune_evaluate(info: runs_lib.RunInfo) -> None:
         return
     report = result.report
     cards = [
-        ("Mean Dice", f"{report.mean_dice:.3f}"),
-        ("Median Dice", f"{report.median_dice:.3f}"),
-        ("Micro Dice", f"{report.micro_dice:.3f}"),
-        ("FP rate (empty slices)", "n/a" if report.fp_rate is None else f"{report.fp_rate:.3f}"),
+        ("Mean Dice", f"{report.mean_dice:.3f}", "Mean over patients of the per-volume Dice."),
+        ("Median Dice", f"{report.median_dice:.3f}", None),
+        ("Micro Dice", f"{report.micro_dice:.3f}", "All pixels of all patients pooled."),
+        (
+            "FP slices",
+            "n/a" if report.fp_rate is None else f"{report.fp_rate:.3f}",
+            "Share of tumour-free slices with a predicted tumour.",
+        ),
     ]
-    for column, (label, value) in zip(st.columns(4, gap="small"), cards, strict=True):
-        column.metric(label, value, border=True)
+    metric_cards(cards)
     st.caption(
         f"{len(report.patients)} patient{'s' if len(report.patients) != 1 else ''} of {Path(request['data']).name} · "
         f"threshold {report.threshold:.2f} "
@@ -156,7 +162,16 @@ def finetune_promote(info: runs_lib.RunInfo, demo: bool) -> None:
     )
     if info.status == runs_lib.RUNNING:
         st.caption("This run is still training: its best weights so far are promoted.")
-    name = st.text_input("New weights folder name", key="finetune_promote_name", placeholder=info.name, disabled=demo)
+    finetune_base_score(info)
+    name = st.text_input(
+        "Name of the promoted model",
+        value=promoted_name(info.path),
+        key=f"finetune_promote_name_{info.name}",
+        max_chars=100,
+        disabled=demo,
+        help="Its folder under weights/ and its name in the sidebar. By default the base model and today's date; "
+        "a taken name gets -2, -3, … (nothing is overwritten).",
+    )
     if st.button("Promote", key="finetune_promote", type="primary", icon=":material/upgrade:", disabled=demo):
         try:
             folder = runs_lib.promote_run(info.path, name=name.strip() or None)
@@ -170,8 +185,57 @@ def finetune_promote(info: runs_lib.RunInfo, demo: bool) -> None:
                 f"{WEIGHTS_ENV} is set ({os.environ[WEIGHTS_ENV]}) and overrides weights/ACTIVE: "
                 "unset it to use the promoted model by default.",
             )
-        st.session_state.pop(MODEL_CHOICE_KEY, None)  # the sidebar picks the new default
+        for key in (MODEL_CHOICE_KEY, MODEL_SPEC_KEY):  # the sidebar picks the new default, on every page
+            st.session_state.pop(key, None)
         st.rerun()
+
+
+def finetune_base_score(info: runs_lib.RunInfo) -> None:
+    """The run's final Dice beside its base model's on the same validation patients, so a gain can be told
+    from a loss. The run folder does not record the base model's score: it is computed on request (a button),
+    once per server (patient results are kept)."""
+    if not info.config.init_weights:
+        st.caption("Trained from scratch: there is no base model to compare with.")
+        return
+    base = Path(info.config.init_weights)
+    base_name = base.name
+    run_text = "n/a (until the run finishes)" if info.final_dice is None else f"{info.final_dice:.3f}"
+    requested = st.session_state.setdefault(FINETUNE_BASE_SCORE_KEY, set())
+    if info.name not in requested:
+        left, right = st.columns([3, 2], vertical_alignment="center")
+        left.caption(
+            f"This run: mean Dice **{run_text}** on its validation patients. Is that a gain over its base model "
+            f"{base_name}? Score the base model on the same patients to see."
+        )
+        if right.button("Score the base model", key="finetune_base_score", icon=":material/compare_arrows:"):
+            requested.add(info.name)
+            st.rerun()
+        return
+    dataset, error = load_dataset(info.dataset)
+    if dataset is None:
+        st.error(f"The run's dataset cannot be read to score the base model: {error}")
+        return
+    val = dataset.subset(set(Split.load(info.path / runs_lib.SPLIT_FILE).val))
+    model = load_model_state(str(base))
+    if model.segmenter is None or not len(val):
+        st.error(model.message or "None of the run's validation patients are in its dataset.")
+        return
+    key = f"{dataset.kind}:{Path(dataset.root).resolve()}:val-of-{info.name}"
+    result = evaluate_with_progress(
+        model, val, key, model.threshold, model.min_component_px, model.keep_largest, model.volume_keep_largest
+    )
+    if result is None:
+        return
+    base_dice = result.report.mean_dice
+    delta = None if info.final_dice is None else info.final_dice - base_dice
+    metric_cards(
+        [
+            ("This run", run_text, "Mean per-patient Dice of the run's best weights, at its chosen settings."),
+            (f"Base: {base_name}", f"{base_dice:.3f}", "The base model, with its own settings, same patients."),
+            ("Gain", "n/a" if delta is None else f"{delta:+.3f}", "This run minus the base model."),
+        ]
+    )
+    st.caption(f"Mean per-patient Dice on the run's {len(val.patient_ids)} validation patients.")
 
 
 def finetune_average(run_list: list[runs_lib.RunInfo], chosen: runs_lib.RunInfo, runs_dir: Path, demo: bool) -> None:
@@ -248,6 +312,7 @@ def _finetune_average_jobs(runs_dir: str, demo: bool) -> None:
                 else:
                     finetune_flash("success", f"weights/{job.name} is now the app's model.")
                     st.session_state.pop(MODEL_CHOICE_KEY, None)
+                    st.session_state.pop(MODEL_SPEC_KEY, None)  # else the session's kept choice comes back
                     st.rerun(scope="app")
 
 

@@ -4,6 +4,7 @@ while runs are active, with its status, progress, Stop / Resume / Kill, curves, 
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import streamlit as st
 from brainviewer import runs as runs_lib
 from brainviewer.data.datasets import Dataset
 from brainviewer.model.segmenter import Segmenter
+from brainviewer.runs.phase import run_phase
+from brainviewer.ui.common import metric_cards
 from brainviewer.ui.finetune import finetune_flash
 from brainviewer.ui.server_files import demo_mode
 from brainviewer.ui.sidebar import load_model_state
@@ -108,7 +111,12 @@ def finetune_status(info: runs_lib.RunInfo, run_list: list[runs_lib.RunInfo]) ->
     if info.is_starting:
         st.progress(info.progress, text="Starting: loading the data and the model…")
     elif info.status == runs_lib.RUNNING:
-        st.progress(info.progress, text=f"{steps} · {epoch_text} · ETA {fmt(info.eta_s)}")
+        phase = run_phase(runs_lib.read_records(info.path), info.epochs, info.eta_s, time.time())
+        if phase is None:  # training steps, on time: the status ETA holds
+            st.progress(info.progress, text=f"{steps} · {epoch_text} · ETA {fmt(info.eta_s)}")
+        else:  # validating or choosing the post-processing: the status ETA would read 0s
+            left = f"about {fmt(phase.seconds_left)} left" if phase.seconds_left is not None else "time left unknown"
+            st.progress(info.progress, text=f"{steps} · {epoch_text} · now {phase.text} · {left}")
     elif info.status == runs_lib.QUEUED:
         queue = [
             r.name
@@ -147,10 +155,20 @@ def finetune_status(info: runs_lib.RunInfo, run_list: list[runs_lib.RunInfo]) ->
         ),
         ("Images / s", "n/a" if info.images_per_s is None else f"{info.images_per_s:.1f}", "Recent throughput."),
         ("Training time", fmt(info.duration_s), "All launches together."),
-        ("ETA", fmt(info.eta_s) if info.status == runs_lib.RUNNING else "n/a", "Estimated time left."),
+        ("ETA", eta_text(info), "Estimated time left, validation and the post-processing search included."),
     ]
-    for column, (label, value, help_text) in zip(st.columns(4, gap="small"), cards, strict=True):
-        column.metric(label, value, help=help_text, border=True)
+    metric_cards(cards)
+
+
+def eta_text(info: runs_lib.RunInfo) -> str:
+    """The ETA card: the training steps' ETA, or, while a validation or the post-processing search runs
+    (when that ETA has counted down to 0), the estimate of :func:`~brainviewer.runs.phase.run_phase`."""
+    if info.status != runs_lib.RUNNING:
+        return "n/a"
+    phase = run_phase(runs_lib.read_records(info.path), info.epochs, info.eta_s, time.time())
+    if phase is None:
+        return runs_lib.format_duration(info.eta_s)
+    return "unknown" if phase.seconds_left is None else runs_lib.format_duration(phase.seconds_left)
 
 
 def finetune_controls(info: runs_lib.RunInfo, demo: bool) -> None:

@@ -18,6 +18,7 @@ from brainviewer.data.datasets import Dataset
 from brainviewer.data.volumes.base import MAX_DICOM_FILES, MAX_DICOM_FILES_ENV
 from brainviewer.limits import raise_hint
 from brainviewer.ui.common import first_held_out, no_dataset_help, patient_label, patient_split_note, phantom_dataset
+from brainviewer.ui.examples import example_patient, examples_credit
 from brainviewer.ui.server_files import NONE_CHOICE, demo_mode
 from brainviewer.ui.sidebar import ModelState, named_dataset_name
 from brainviewer.ui.state import (
@@ -26,6 +27,7 @@ from brainviewer.ui.state import (
     DATASET_PATH_KEY,
     OPEN_PATIENT_KEY,
     PATIENT_CURRENT_KEY,
+    PATIENT_HAD_DATASET_KEY,
     PATIENT_OPEN_SLICE_KEY,
     PATIENT_PICK_KEY,
     PATIENT_SOURCE_KEY,
@@ -42,7 +44,8 @@ logger = logging.getLogger(__name__)
 PATIENT_SOURCE_DATASET = "Dataset patient"
 PATIENT_SOURCE_UPLOAD = "NIfTI / DICOM upload"
 PATIENT_SOURCE_PHANTOM = "Synthetic phantom"
-PATIENT_SOURCES = (PATIENT_SOURCE_DATASET, PATIENT_SOURCE_UPLOAD, PATIENT_SOURCE_PHANTOM)
+PATIENT_SOURCE_EXAMPLE = "Real example"
+PATIENT_SOURCES = (PATIENT_SOURCE_DATASET, PATIENT_SOURCE_UPLOAD, PATIENT_SOURCE_EXAMPLE, PATIENT_SOURCE_PHANTOM)
 
 
 def consume_open_patient_request() -> dict | None:
@@ -69,17 +72,33 @@ def consume_open_patient_request() -> dict | None:
     return request
 
 
-def patient_source_picker(has_dataset: bool) -> str:
-    """Radio "Patient from" (key ``patient_source``): dataset / NIfTI-DICOM upload / synthetic phantom."""
+def patient_source_picker(has_dataset: bool, has_example: bool = False) -> str:
+    """Radio "Patient from" (key ``patient_source``): dataset / NIfTI-DICOM upload / real example (when there
+    is one) / synthetic phantom.
+
+    Opens on the dataset when one is configured, else on the real example, else on the phantom; configuring a
+    dataset while the example or the phantom is shown switches to the dataset (as the Review page does).
+    """
+    sources = PATIENT_SOURCES if has_example else tuple(s for s in PATIENT_SOURCES if s != PATIENT_SOURCE_EXAMPLE)
+    default = PATIENT_SOURCE_EXAMPLE if has_example else PATIENT_SOURCE_PHANTOM
+    default = PATIENT_SOURCE_DATASET if has_dataset else default
+    had_dataset = st.session_state.get(PATIENT_HAD_DATASET_KEY)
+    st.session_state[PATIENT_HAD_DATASET_KEY] = has_dataset
+    shown = st.session_state.get(PATIENT_SOURCE_KEY)
+    if has_dataset and had_dataset is False and shown in (PATIENT_SOURCE_PHANTOM, PATIENT_SOURCE_EXAMPLE):
+        st.session_state[PATIENT_SOURCE_KEY] = PATIENT_SOURCE_DATASET  # a dataset was just configured: show it
+    if shown is not None and shown not in sources:
+        st.session_state.pop(PATIENT_SOURCE_KEY)  # e.g. the examples folder went away
     # the index only for a first render: state set by another page must not meet a default too
-    first = {} if PATIENT_SOURCE_KEY in st.session_state else {"index": 0 if has_dataset else 2}
+    first = {} if PATIENT_SOURCE_KEY in st.session_state else {"index": sources.index(default)}
     return st.radio(
         "Patient from",
-        PATIENT_SOURCES,
+        sources,
         **first,
         key=PATIENT_SOURCE_KEY,
         horizontal=True,
-        help="Synthetic phantom patients are generated pictures, not real scans.",
+        help="A real example is a public patient with its ground truth; synthetic phantom patients are generated "
+        "pictures, not real scans.",
     )
 
 
@@ -193,7 +212,8 @@ def choose_patient(dataset: Dataset | None, model: ModelState) -> tuple[Volume, 
     Returns:
         ``(volume, volume_key, source)``; ``source`` is one of :data:`PATIENT_SOURCES`.
     """
-    source = patient_source_picker(has_dataset=dataset is not None)
+    example = example_patient()
+    source = patient_source_picker(has_dataset=dataset is not None, has_example=example is not None)
     if source == PATIENT_SOURCE_DATASET:
         if dataset is None:
             no_dataset_help()
@@ -205,6 +225,9 @@ def choose_patient(dataset: Dataset | None, model: ModelState) -> tuple[Volume, 
             st.error(error, icon=":material/error:")
         if volume is None:
             st.stop()
+    elif source == PATIENT_SOURCE_EXAMPLE and example is not None:
+        examples_credit(patients=True)
+        volume, volume_key = dataset_patient(example, label="Example patient", model=model)
     else:
         volume, volume_key = dataset_patient(phantom_dataset(), label="Phantom patient")
     for note in volume.notes:

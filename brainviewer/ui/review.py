@@ -22,11 +22,13 @@ from brainviewer.model.segmenter import Segmenter
 from brainviewer.ui.common import (
     first_held_out,
     item_banner,
+    metric_cards,
     patient_label,
     patient_split_note,
     review_controls,
     show_panels,
 )
+from brainviewer.ui.examples import example_source_items, review_examples
 from brainviewer.ui.mask_editor import mask_editor, review_source
 from brainviewer.ui.reading_view import review_reading_view
 from brainviewer.ui.review_pages import chosen_pages, page_picker
@@ -86,7 +88,8 @@ def item_probs(model: ModelState, item: ReviewItem) -> np.ndarray | None:
 SOURCE_UPLOAD = "Upload"
 SOURCE_DATASET = "Dataset sample"
 SOURCE_PHANTOM = "Synthetic phantom"
-SOURCES = (SOURCE_UPLOAD, SOURCE_DATASET, SOURCE_PHANTOM)
+SOURCE_EXAMPLES = "Real examples"
+SOURCES = (SOURCE_UPLOAD, SOURCE_DATASET, SOURCE_EXAMPLES, SOURCE_PHANTOM)
 #: Extensions the upload widget accepts (without the dot).
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
 MAX_UPLOAD_FILES_ENV = "BRAINVIEWER_MAX_UPLOAD_FILES"
@@ -97,24 +100,24 @@ MAX_SESSION_SCANS_ENV = "BRAINVIEWER_MAX_SESSION_SCANS"
 MAX_SESSION_SCANS = env_limit(MAX_SESSION_SCANS_ENV, 40)
 
 
-def source_picker(has_dataset: bool) -> str:
-    """Radio "Scans from": Upload / Dataset sample / Synthetic phantom (key ``review_source``).
-
-    Defaults to the dataset when one is configured, else to the synthetic phantom; configuring a
-    dataset while the phantom is shown switches to the dataset.
-    """
-    default = SOURCE_DATASET if has_dataset else SOURCE_PHANTOM
+def source_picker(has_dataset: bool, has_examples: bool = False) -> str:
+    """Radio "Scans from" (key ``review_source``): Upload / Dataset sample / Real examples (when there are) /
+    Synthetic phantom. Defaults to the dataset, else the examples, else the phantom; configuring a dataset
+    while the examples or the phantom are shown switches to the dataset."""
+    sources = SOURCES if has_examples else tuple(s for s in SOURCES if s != SOURCE_EXAMPLES)
+    default = SOURCE_DATASET if has_dataset else SOURCE_EXAMPLES if has_examples else SOURCE_PHANTOM
     had_dataset = st.session_state.get(REVIEW_HAD_DATASET_KEY)
     st.session_state[REVIEW_HAD_DATASET_KEY] = has_dataset
-    if has_dataset and had_dataset is False and st.session_state.get(REVIEW_SOURCE_KEY) == SOURCE_PHANTOM:
+    shown = st.session_state.get(REVIEW_SOURCE_KEY)
+    if has_dataset and had_dataset is False and shown in (SOURCE_PHANTOM, SOURCE_EXAMPLES):
         st.session_state[REVIEW_SOURCE_KEY] = SOURCE_DATASET  # a dataset was just configured: show it
     return st.radio(
         "Scans from",
-        SOURCES,
-        index=state_index(REVIEW_SOURCE_KEY, SOURCES, SOURCES.index(default)),
+        sources,
+        index=state_index(REVIEW_SOURCE_KEY, sources, sources.index(default)),
         key=REVIEW_SOURCE_KEY,
         horizontal=True,
-        help="Synthetic phantom slices are generated pictures, not real scans.",
+        help="Real examples: public scans with their ground truth. Synthetic phantom: generated, not real scans.",
     )
 
 
@@ -257,6 +260,8 @@ def source_items(
         return upload_items()
     if source == SOURCE_DATASET:
         return dataset_items(dataset, model)
+    if source == SOURCE_EXAMPLES:
+        return example_source_items()
     return phantom_source_items()
 
 
@@ -268,25 +273,25 @@ def pick_item(items: list[ReviewItem]) -> ReviewItem | None:
     if len(items) == 1:
         return items[0]
     names = [item.name for item in items]
-    picker, back, forward = st.columns([6, 1, 1], vertical_alignment="bottom")
-    chosen = picker.selectbox(
+    row = st.container(horizontal=True, vertical_alignment="bottom", gap="small")  # buttons never squeezed
+    chosen = row.selectbox(
         f"Scan ({len(items)} loaded)", names, index=state_index(REVIEW_ITEM_KEY, names), key=REVIEW_ITEM_KEY
     )
-    back.button(
+    row.button(
         "Previous",
         key="review_prev",
         on_click=step_item,
         args=(names, -1),
-        width="stretch",
+        width="content",
         shortcut="B",
         help="Show the scan before this one; it wraps around: from the first scan it goes to the last.",
     )
-    forward.button(
+    row.button(
         "Next",
         key="review_next",
         on_click=step_item,
         args=(names, 1),
-        width="stretch",
+        width="content",
         shortcut="N",
         help="Show the scan after this one; it wraps around: from the last scan it goes to the first.",
     )
@@ -326,12 +331,8 @@ def show_metrics(view: ReviewView, model: ModelState) -> None:
     """Metric cards (Dice, IoU, precision, recall, pixel accuracy; tumour areas) or a plain statement why not."""
     areas = view.areas
     if view.metrics is not None:
-        scores = view.score_cards()  # n/a where a ratio has nothing to divide by
-        for column, (label, value, help_text) in zip(st.columns(5, gap="small"), scores, strict=True):
-            column.metric(label, value, help=help_text, border=True)
-        areas_row = view.area_cards()
-        for column, (label, value, help_text) in zip(st.columns(5, gap="small"), areas_row, strict=False):
-            column.metric(label, value, help=help_text, border=True)
+        metric_cards(view.score_cards())  # n/a where a ratio has nothing to divide by
+        metric_cards(view.area_cards())
         return
     if not model.available:
         truth = "" if areas.truth_px is None else f" Ground-truth tumour area: {areas.truth_px:,} px."
@@ -342,8 +343,7 @@ def show_metrics(view: ReviewView, model: ModelState) -> None:
         "Upload the scan together with <scan>_mask.<ext> to score it.",
         icon=":material/info:",
     )
-    pred_col, _, _, _, _ = st.columns(5, gap="small")
-    pred_col.metric("Predicted area (px)", f"{areas.pred_px:,}", border=True)
+    metric_cards([("Predicted area (px)", f"{areas.pred_px:,}", "Predicted tumour pixels at this threshold.")])
 
 
 def show_downloads(view: ReviewView, model: ModelState) -> None:
@@ -406,7 +406,7 @@ def show_probability_map(view: ReviewView) -> None:
 def choose_item(model: ModelState, dataset: Dataset | None) -> ReviewItem:
     """The source radio, the scans it gives (their errors shown) and the scan to review; stops the page
     while there is none."""
-    source = source_picker(has_dataset=dataset is not None)
+    source = source_picker(has_dataset=dataset is not None, has_examples=bool(review_examples()))
     items, errors = source_items(source, dataset, model)
     for error in errors:
         st.error(error, icon=":material/error:")

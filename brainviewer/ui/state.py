@@ -41,7 +41,8 @@ MASK_EDIT_REV_KEY = "_mask_edit_rev"  # revision in the canvas key: bumped to re
 MASK_EDIT_FLASH_KEY = "_mask_edit_flash"  # (kind, text) shown once in the editor after a save or a click
 
 # --- Patients
-PATIENT_SOURCE_KEY = "patient_source"  # the "Patient from" radio: dataset, NIfTI/DICOM upload or phantom
+PATIENT_SOURCE_KEY = "patient_source"  # the "Patient from" radio: dataset, upload, real example or phantom
+PATIENT_HAD_DATASET_KEY = "_patient_had_dataset"  # whether a dataset was configured at the last Patients run
 PATIENT_PICK_KEY = "patient_pick"  # the patient selectbox
 PATIENT_SLICE_KEY = "patient_slice"  # the slice slider (1-based)
 PATIENT_CURRENT_KEY = "_patient_current"  # the cache key of the patient shown at the last run
@@ -87,6 +88,7 @@ FINETUNE_RUN_KEY = "finetune_run"  # the watched run's selectbox
 FINETUNE_CHOOSE_KEY = "finetune_choose"  # the run to evaluate, promote or average
 FINETUNE_EVAL_KEY = "finetune_eval"  # the last requested run evaluation: {"run", "data", "scope"}
 FINETUNE_DELETE_CONFIRM_KEY = "finetune_delete_confirm"  # the run name typed to confirm a delete
+FINETUNE_BASE_SCORE_KEY = "_finetune_base_score"  # runs whose base model was asked to be scored on their patients
 
 
 def reading_key(prefix: str, part: str) -> str:

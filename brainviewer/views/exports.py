@@ -1,8 +1,7 @@
 """Exports of a patient's prediction: masks ZIP, metrics CSV and a one-page HTML report.
 
-Everything is built in memory and returned as ``bytes`` / ``str`` (for download buttons);
-:func:`save_new` writes such bytes to a file that does not exist yet. Nothing is ever
-overwritten. No Streamlit here.
+Everything is built in memory and returned as ``bytes`` / ``str`` (for download buttons); :func:`save_new`
+writes such bytes to a file that does not exist yet. Nothing is ever overwritten. No Streamlit here.
 
 Masks ZIP layout
 ----------------
@@ -18,8 +17,8 @@ predictions as its masks:
 * NIfTI / DICOM volumes: ``<patient id>/<patient id>_<n>.png`` and ``..._<n>_mask.png``
   (the ``kaggle_3m`` layout; slice images are included, windowed to 8 bits).
 
-Masks are 8-bit PNGs, 0 and 255, the LGG ``_mask`` convention. A text file
-:data:`README_NAME` in the ZIP says what it holds.
+Masks are 8-bit PNGs, 0 and 255, the LGG ``_mask`` convention. A text file :data:`README_NAME` in the ZIP
+says what it holds.
 
 Privacy: no export contains DICOM header fields other than :func:`~brainviewer.data.volumes.safe_dicom_summary`'s.
 """
@@ -44,7 +43,15 @@ from brainviewer import __version__
 from brainviewer.data.volumes import Volume, safe_relative_name
 from brainviewer.evaluation.evaluate import EvaluationReport, report_patients_csv
 from brainviewer.files import write_new
-from brainviewer.views.overlay import GT_COLOR, PRED_COLOR, display_rgb, image_to_png_bytes, mask_to_png_bytes, overlay
+from brainviewer.views.overlay import (
+    DEFAULT_DISPLAY_CHANNEL,
+    GT_COLOR,
+    PRED_COLOR,
+    display_rgb,
+    image_to_png_bytes,
+    mask_to_png_bytes,
+    overlay,
+)
 from brainviewer.views.patient import SCANNER_KINDS, PatientSummary
 
 #: Index written into mask ZIPs of ``data_mask.csv`` / COCO datasets (columns of ``data_mask.csv``).
@@ -304,6 +311,8 @@ def patient_report_html(
     threshold: float,
     created: datetime | None = None,
     note: str = "",
+    source: str | None = None,
+    display_channel: int | None = DEFAULT_DISPLAY_CHANNEL,
 ) -> str:
     """A self-contained one-page HTML report of one patient (pictures embedded as base64 PNG).
 
@@ -321,6 +330,8 @@ def patient_report_html(
         threshold: the probability cut used.
         created: report time (default: now, UTC).
         note: a warning shown at the top, e.g. ``"SYNTHETIC PHANTOM: not a real scan"``.
+        source: where the patient comes from (default: the reader kind, e.g. ``kaggle_3m``), e.g. a phantom's.
+        display_channel: a 3-channel scan's channel drawn in grayscale, as the pages do (``None``: RGB).
 
     Returns:
         The HTML text (UTF-8).
@@ -347,7 +358,7 @@ def patient_report_html(
     figures = []
     for index in summary.key_slices:
         image = volume.display_image(index)
-        base = display_rgb(image)
+        base = display_rgb(image, display_channel)
         truth = volume.mask(index)
         pred = np.asarray(pred_masks[index], dtype=bool)
         why = []
@@ -358,7 +369,8 @@ def patient_report_html(
         dice = summary.slice_dice[index]
         caption = f"Slice {index + 1} of {summary.n_slices}" + (f": {', '.join(why)}" if why else "")
         caption += f" · Dice {_num(dice)}" if dice is not None else ""
-        panels = [("Scan", base)]
+        gray = image.ndim == 3 and display_channel is not None  # the red truth never mixed with RGB colours
+        panels = [(f"Scan (channel {display_channel + 1} of 3, grayscale)" if gray else "Scan", base)]
         if truth is not None:
             panels.append(("Ground truth (red)", overlay(base, truth, GT_COLOR, 0.35, contour=True, base=base)))
         panels.append(
@@ -407,7 +419,7 @@ footer {{ margin-top: 2em; font-size: 0.8em; color: #6b7280; }}
 <body>
 <h1>Patient {esc(volume.patient_id)}</h1>
 <p class="meta">Model <b>{esc(model_name)}</b> · threshold {threshold:.2f} ·
-{esc(created.strftime("%Y-%m-%d %H:%M %Z").strip())} · source {esc(volume.source_kind)}</p>
+{esc(created.strftime("%Y-%m-%d %H:%M %Z").strip())} · source {esc(source or volume.source_kind)}</p>
 {warning}
 <h2>Summary</h2>
 <table>

@@ -250,16 +250,17 @@ def test_promote_copies_best_and_switches_active_atomically(tmp_path: Path, dirs
     run_dir = write_fake_run(runs_dir, "ft-run", {"state": "finished"})
     fake_best(run_dir, small_base)
 
+    name = runs.promote.promoted_name(run_dir)  # base weights + date, not the dated run name
     target = runs.promote_run(run_dir)
-    assert target == weights_dir / "ft-run"
-    assert (weights_dir / "ACTIVE").read_text() == "ft-run\n" and runs.active_weights() == "ft-run"
-    assert default_weights_spec() == str(weights_dir / "ft-run")
+    assert target == weights_dir / name
+    assert (weights_dir / "ACTIVE").read_text() == f"{name}\n" and runs.active_weights() == name
+    assert default_weights_spec() == str(weights_dir / name)
     assert (target / "model.safetensors").read_bytes() == (small_base / "model.safetensors").read_bytes()
     assert json.loads((target / "promotion.json").read_text())["run"] == "ft-run"
     assert (weights_dir / "old-model" / "model.safetensors").is_file()  # the previous model stays
 
     # never clobbered: the same name again gets a suffix, and so does an explicit taken name
-    assert runs.promote_run(run_dir) == weights_dir / "ft-run-2"
+    assert runs.promote_run(run_dir) == weights_dir / f"{name}-2"
     assert runs.promote_run(run_dir, name="old-model") == weights_dir / "old-model-2"
     assert runs.active_weights() == "old-model-2"
     runs.set_active("old-model", weights_dir)
@@ -267,6 +268,19 @@ def test_promote_copies_best_and_switches_active_atomically(tmp_path: Path, dirs
         runs.promote_run(run_dir, name="../escape")
     with pytest.raises(ValueError, match="no best weights"):
         runs.promote_run(write_fake_run(runs_dir, "no-best", {"state": "running"}))
+
+
+def test_promoted_name_is_the_base_and_the_date(tmp_path: Path) -> None:
+    run_dir = tmp_path / "figshare-20261129-114754-ab12"
+    run_dir.mkdir()
+    config = {"init_weights": "/srv/app/weights/figshare-unet-resnet18/", "arch": "Unet", "encoder": "resnet18"}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    when = time.mktime((2026, 11, 29, 12, 0, 0, 0, 0, -1))
+    assert runs.promote.promoted_name(run_dir, when) == "figshare-ft-nov29"
+    (run_dir / "config.json").write_text(json.dumps({**config, "encoder": "resnet34"}))  # not its suffix: kept
+    assert runs.promote.promoted_name(run_dir, when) == "figshare-unet-resnet18-ft-nov29"
+    (run_dir / "config.json").write_text(json.dumps({"init_weights": ""}))
+    assert runs.promote.promoted_name(run_dir, when) == "scratch-ft-nov29"
 
 
 @pytest.mark.parametrize("failing", ["copytree", "replace-folder", "replace-active"])
@@ -563,7 +577,7 @@ def test_promotion_names_its_copy_with_its_process_id(dirs, small_base: Path, mo
         return original(*args, **kwargs)
 
     monkeypatch.setattr(tempfile_module, "mkdtemp", recording)
-    runs.promote_run(run_dir, weights_dir=weights_dir)
+    runs.promote_run(run_dir, name="named", weights_dir=weights_dir)
     assert prefixes == [f".named.promote-{os.getpid()}-"]
 
 

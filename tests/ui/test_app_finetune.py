@@ -107,6 +107,8 @@ def test_page_without_runs_offers_the_form_with_the_active_model_first(page_env)
     assert at.selectbox(key="finetune_base").options[-1] == "From scratch (untrained)"
     assert "No runs yet" in page_text(at)
     assert not button(at, "Start").disabled
+    # the sidebar has the model section, as on every page: the app's model, the one a promotion replaces
+    assert at.sidebar.selectbox(key="model_choice").value.startswith("current")
 
 
 def test_demo_mode_disables_starting(page_env, monkeypatch: pytest.MonkeyPatch, phantom_dataset: Path) -> None:
@@ -195,15 +197,27 @@ def test_start_watch_finish_and_promote_from_the_page(page_env, phantom_dataset:
 
     # promote: a new folder under weights/ becomes ACTIVE; the old one stays
     assert at.selectbox(key="finetune_choose").value == "from-page"
+    # the base model's score on the same validation patients, on request, beside the run's
+    at.button(key="finetune_base_score").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["This run"] == f"{info.final_dice:.3f}" and cards["Base: current"] != "n/a"
+    assert cards["Gain"] == f"{info.final_dice - float(cards['Base: current']):+.3f}"
+    # the name offered is the base model's and the date; the user may change it
+    name_box = at.text_input(key="finetune_promote_name_from-page")
+    assert name_box.value == runs.promote.promoted_name(run_dir) and name_box.value.startswith("current-ft-")
+    name_box.set_value("my-model").run()
     at.button(key="finetune_promote").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert (weights_dir / "ACTIVE").read_text() == "from-page\n"
-    assert (weights_dir / "from-page" / "model.safetensors").is_file()
+    assert (weights_dir / "ACTIVE").read_text() == "my-model\n"
+    assert (weights_dir / "my-model" / "model.safetensors").is_file()
     assert (weights_dir / "current" / "model.safetensors").is_file()
-    assert "weights/from-page is now the app's model" in page_text(at)
+    assert "weights/my-model is now the app's model" in page_text(at)
+    # the sidebar (on this page too) now shows it: the session's kept choice of the old model is dropped
+    assert at.sidebar.selectbox(key="model_choice").value == "my-model (default)"
     from brainviewer.model.weights import default_weights_spec
 
-    assert default_weights_spec() == str(weights_dir / "from-page")
+    assert default_weights_spec() == str(weights_dir / "my-model")
 
 
 def test_sampling_and_cross_validation_options_reach_the_run(page_env, phantom_dataset: Path) -> None:

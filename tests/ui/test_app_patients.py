@@ -83,7 +83,7 @@ def test_patients_page_scrubs_without_rerunning_the_model(
     assert f"{patient} · slice {slider.value} of 8" in texts(at)
     assert at.image[1].captions[0] == f"Ground truth: {max(areas):,} px"
     cards = metric_values(at)
-    assert cards["Tumour volume, truth"] == f"{sum(areas):,} vox"  # phantom PNGs: spacing unknown
+    assert cards["Truth (voxels)"] == f"{sum(areas):,}"  # phantom PNGs: spacing unknown, the unit in the label
     assert cards["Tumour slices"].startswith("4 / ")
     assert "Volume Dice" in cards
 

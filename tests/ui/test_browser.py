@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.conftest import SHARED_DATA
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -74,6 +77,20 @@ def _weights_for_screenshot(tiny_weights: Path) -> Path:
 @pytest.fixture
 def app_url(tiny_weights, tmp_path):
     """A running `streamlit run app.py` on a free port (weights: see :func:`_weights_for_screenshot`)."""
+    yield from _running_app(tiny_weights, tmp_path, {})
+
+
+@pytest.fixture
+def examples_app_url(tiny_weights, tmp_path):
+    """As :func:`app_url`, with the shared data as the real examples source (what a fresh start shows)."""
+    if not (SHARED_DATA / "lgg").is_dir() or not (SHARED_DATA / "figshare").is_dir():
+        pytest.skip(f"real data not present at {SHARED_DATA}")
+    if not (REAL_WEIGHTS / "model.safetensors").is_file():
+        pytest.skip(f"the shipped default model is not present at {REAL_WEIGHTS}")
+    yield from _running_app(tiny_weights, tmp_path, {"BRAINVIEWER_EXAMPLES": str(SHARED_DATA)})
+
+
+def _running_app(tiny_weights: Path, tmp_path: Path, extra_env: dict[str, str]):
     if not CHROMIUM.exists():
         pytest.skip(f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
@@ -85,6 +102,7 @@ def app_url(tiny_weights, tmp_path):
         OMP_NUM_THREADS="1",
         HF_HUB_OFFLINE="1",
     )
+    env.update(extra_env)
     port = _free_port()
     log = tmp_path / "streamlit.log"
     command = [
@@ -208,5 +226,92 @@ def test_the_chosen_model_stays_chosen_from_page_to_page(app_url):
                 )
                 expect(picker.locator("input")).to_have_value(other, timeout=60_000)
                 expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        finally:
+            browser.close()
+
+
+#: Metric labels and values (and buttons of the main column) whose text does not fit (an element scrolls
+#: sideways or is cut with an ellipsis), and metric cards that stick out of the page's main column.
+TRUNCATED_METRICS_JS = """() => {
+  const main = document.querySelector('[data-testid="stMain"]').getBoundingClientRect();
+  const cut = [];
+  for (const card of document.querySelectorAll('[data-testid="stMetric"]')) {
+    const parts = card.querySelectorAll('[data-testid="stMetricLabel"], [data-testid="stMetricValue"]');
+    for (const part of parts) {
+      for (const el of [part, ...part.querySelectorAll('*')]) {
+        if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1) {
+          cut.push(card.innerText.replace(/\\s+/g, ' ') + ' [' + el.scrollWidth + ' > ' + el.clientWidth + ']');
+        }
+      }
+    }
+    const box = card.getBoundingClientRect();
+    if (box.right > main.right + 1 || box.width < 40) {
+      cut.push(card.innerText.replace(/\\s+/g, ' ') + ' [outside the page]');
+    }
+  }
+  for (const button of document.querySelectorAll('[data-testid="stMain"] [data-testid="stButton"] button')) {
+    for (const el of [button, ...button.querySelectorAll('*')]) {
+      if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1) {
+        cut.push('button ' + button.innerText + ' [' + el.scrollWidth + ' > ' + el.clientWidth + ']');
+      }
+    }
+  }
+  return [...new Set(cut)];
+}"""
+
+
+def _metric_values(page) -> dict[str, str]:
+    cards = page.locator('[data-testid="stMetric"]')
+    labels = cards.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+    values = cards.locator('[data-testid="stMetricValue"]').all_inner_texts()
+    return {label.strip(): value.strip() for label, value in zip(labels, values, strict=True)}
+
+
+def _wait_settled(page, cards, timeout_s: float = 60.0) -> None:
+    """Wait until the page has stopped running (no running indicator) and shows at least five metric cards."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').filter(has_text="Running").count()
+        if not running and cards.count() >= 5:
+            time.sleep(1.0)  # let the layout settle
+            if cards.count() >= 5:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"the page did not settle with its metric cards within {timeout_s:.0f} s")
+
+
+def test_first_page_is_a_real_example_and_no_metric_is_cut_off(examples_app_url):
+    """A fresh start opens on a real, credited example with a non-empty prediction of the default model
+    (not the phantom), and at 1440 and 820 px wide every metric card on Review and Patients reads in full."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(examples_app_url)
+            cards = page.locator('[data-testid="stMetric"]')
+            expect(cards.filter(has_text="Predicted")).to_be_visible(timeout=120_000)
+            expect(page.get_by_text(re.compile("SYNTHETIC PHANTOM"))).to_have_count(0)  # case-sensitive
+            expect(page.get_by_text("Cheng et al.", exact=False).first).to_be_visible()
+            radio = page.locator('[data-testid="stRadio"]').filter(has_text="Scans from")
+            expect(radio.locator("input:checked")).to_have_count(1)
+            assert "Real examples" in radio.locator("label:has(input:checked)").inner_text()
+            values = _metric_values(page)
+            predicted = next(v for k, v in values.items() if k.startswith("Predicted"))
+            truth = next(v for k, v in values.items() if k.startswith("Truth"))
+            assert int(truth.replace(",", "")) > 0 and int(predicted.replace(",", "")) > 0, values
+            assert float(values["Dice"]) > 0.3, values  # a held-out patient: a fair and non-trivial first look
+            for title in ("Review", "Patients"):
+                page.set_viewport_size({"width": 1440, "height": 1000})
+                page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+                expect(cards.filter(has_text="Dice").first).to_be_visible(timeout=120_000)
+                page.wait_for_load_state("networkidle")
+                for width in (1440, 820):
+                    page.set_viewport_size({"width": width, "height": 1000})
+                    _wait_settled(page, cards)
+                    cut = page.evaluate(TRUNCATED_METRICS_JS)
+                    assert cut == [], f"{title} at {width} px: {cut}"
+            expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         finally:
             browser.close()

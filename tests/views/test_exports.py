@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import re
@@ -283,3 +284,23 @@ def test_dicom_zip_holds_the_windowed_slices_the_model_saw(tmp_path: Path) -> No
     again = open_dataset(tmp_path)
     for k, record in enumerate(again.patients[volume.patient_id]):
         np.testing.assert_array_equal(again.load_image(record), model_inputs(volume)[k])
+
+
+def test_html_report_names_the_real_source_and_draws_a_3_channel_scan_as_one_gray_channel() -> None:
+    """A phantom written in the kaggle_3m layout says it is a phantom, not 'source kaggle_3m'; a 3-channel
+    scan is drawn as its FLAIR channel in grayscale (as the pages do), so a red channel never reads as truth."""
+    scan = np.zeros((8, 8, 3), np.uint8)
+    scan[..., 0], scan[..., 1], scan[..., 2] = 10, 200, 90  # pre-contrast, FLAIR, post-contrast
+    truth = np.zeros((8, 8), bool)
+    volume = Volume("PHANTOM_00", [scan], masks=[truth], source_kind="kaggle_3m")
+    pred = [np.zeros((8, 8), bool)]
+    summary = summarise_patient(volume, pred)
+    page = patient_report_html(volume, summary, pred, "m", 0.5, created=WHEN, source="SYNTHETIC PHANTOM")
+    assert "source SYNTHETIC PHANTOM" in page and "source kaggle_3m" not in page
+    assert "Scan (channel 2 of 3, grayscale)" in page
+    first = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)[0]
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(first))).convert("RGB"))
+    assert (picture == picture[..., :1]).all()  # gray: R = G = B
+    assert "source kaggle_3m" in patient_report_html(volume, summary, pred, "m", 0.5, created=WHEN)
+    rgb = patient_report_html(volume, summary, pred, "m", 0.5, created=WHEN, display_channel=None)
+    assert "Scan (channel" not in rgb
