@@ -218,7 +218,7 @@ def reading_view_rows(segmenter) -> list[tuple[str, object, str]]:
 
     from brainviewer.data.phantom import phantom_slice
     from brainviewer.model.uncertainty import binary_entropy, uncertainty_rgb
-    from brainviewer.views.overlay import image_to_png_bytes
+    from brainviewer.views.overlay import image_to_png_bytes, overview_picture
     from brainviewer.views.reading import Window, apply_window, compose, reading_figure
     from brainviewer.views.review import ReviewItem, render_review
 
@@ -245,12 +245,12 @@ def reading_view_rows(segmenter) -> list[tuple[str, object, str]]:
         return uncertainty_rgb(binary_entropy(probs))
 
     def panels_png() -> object:
-        return [image_to_png_bytes(panel.image) for panel in view.panels if panel.image is not None]
+        return [image_to_png_bytes(overview_picture(panel.image)) for panel in view.panels if panel.image is not None]
 
     side = f"{READING_SIDE}x{READING_SIDE}"
     return [
         (f"window/level move, reading view ({side})", window_move, "LUT + overlays + PNG + plotly JSON"),
         (f"threshold move, page + reading view ({side})", threshold_move, "re-threshold, metrics, overlays, picture"),
         (f"uncertainty map ({side})", uncertainty, "once per scan (cached): entropy + colours"),
-        (f"five panels as PNG ({side})", panels_png, "what st.image encodes on a page rerun"),
+        (f"five panels as PNG ({side})", panels_png, "what st.image encodes on a page rerun (overview size)"),
     ]

@@ -36,7 +36,7 @@ from brainviewer.views.dataset_evaluation import (
     evaluation_request,
     merge_evaluations,
 )
-from brainviewer.views.overlay import DEFAULT_ALPHA, placeholder_image
+from brainviewer.views.overlay import DEFAULT_ALPHA, overview_picture, placeholder_image
 from brainviewer.views.review import (
     NO_PREDICTION_TEXT,
     NO_TRUTH_TEXT,
@@ -170,7 +170,9 @@ def placeholder_text(caption: str) -> str:
 
 
 def show_panels(view: ReviewView) -> None:
-    """The five panels in one row: title above, picture, caption below. Unavailable ones are grey cards."""
+    """The five panels in one row: title above, picture, caption below. Unavailable ones are grey cards.
+    They are an overview, sent at most :data:`~brainviewer.views.overlay.OVERVIEW_MAX_SIDE` px a side (the
+    reading view below shows the scan at full resolution)."""
     for column, panel in zip(st.columns(5, gap="small"), view.panels, strict=True):
         with column:
             st.markdown(f"**{panel.title}**")
@@ -178,7 +180,7 @@ def show_panels(view: ReviewView) -> None:
                 picture = panel.image
             else:
                 picture = placeholder_image(view.panels[0].image.shape[:2], placeholder_text(panel.caption))
-            st.image(picture, caption=panel.caption, width="stretch", output_format="PNG")
+            st.image(overview_picture(picture), caption=panel.caption, width="stretch", output_format="PNG")
 
 
 def metric_cards(cards: Sequence[tuple[str, str, str | None]]) -> None:

@@ -175,6 +175,30 @@ def probs_to_rgb(probs: np.ndarray, cmap: str = "magma") -> np.ndarray:
     return lut[index]
 
 
+#: Longest side, in pixels, of the five overview panels as sent to the browser. They are drawn about 260 px
+#: wide on a 1440 px screen, and encoding five full 512x512 panels as PNG on every rerun (a threshold move)
+#: took longer than the rest of the rerun; the reading view shows the scan at full resolution.
+OVERVIEW_MAX_SIDE = 320
+
+
+def overview_picture(image: np.ndarray, max_side: int = OVERVIEW_MAX_SIDE) -> np.ndarray:
+    """A panel picture shrunk (area averaging) so that its longer side is at most ``max_side``.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, 3)`` uint8 picture.
+        max_side: the longest side to keep; a smaller picture comes back unchanged (the same array).
+
+    Returns:
+        uint8 picture of the same number of channels, aspect ratio kept.
+    """
+    height, width = image.shape[:2]
+    if max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def image_to_png_bytes(image: np.ndarray, compress_level: int = 3) -> bytes:
     """Encode a ``(H, W)`` or ``(H, W, 3)`` uint8 picture as PNG bytes (same size).
 

@@ -229,3 +229,17 @@ def test_review_defaults_to_flair_base_and_can_show_rgb() -> None:
     assert "channel 2 of 3" in gray_view.panels[0].caption
     rgb_view = render_review(item, None, display_channel=None)
     assert (rgb_view.panels[0].image[..., 0] == 0).all() and (rgb_view.panels[0].image[..., 1] == 120).all()
+
+
+def test_overview_picture_shrinks_large_panels_only():
+    from brainviewer.views.overlay import OVERVIEW_MAX_SIDE, overview_picture
+
+    small = np.zeros((OVERVIEW_MAX_SIDE, 100, 3), np.uint8)
+    assert overview_picture(small) is small  # at or under the cap: the same array, not a copy
+    wide = np.zeros((300, 1024, 3), np.uint8)
+    wide[:, 512:] = 200  # right half bright
+    shrunk = overview_picture(wide)
+    assert shrunk.dtype == np.uint8 and shrunk.shape == (round(300 * OVERVIEW_MAX_SIDE / 1024), OVERVIEW_MAX_SIDE, 3)
+    assert shrunk[:, : OVERVIEW_MAX_SIDE // 2 - 1].max() == 0 and shrunk[:, OVERVIEW_MAX_SIDE // 2 + 1 :].min() == 200
+    gray = overview_picture(np.full((640, 640), 7, np.uint8), max_side=64)
+    assert gray.shape == (64, 64) and (gray == 7).all()
