@@ -7,6 +7,7 @@ Skips when Chromium (/usr/bin/chromium), the playwright package or the LGG data 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,33 @@ def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: flo
     pytest.fail(f"streamlit did not become healthy within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+@contextlib.contextmanager
+def running_app(
+    env: dict[str, str], log: Path, port: int | None = None, extra_args: Sequence[str] = ()
+) -> Iterator[str]:
+    """``streamlit run app.py`` on 127.0.0.1 with ``env`` (and ``extra_args`` flags), its output in ``log``;
+    yields its URL once healthy and stops it afterwards (the browser tests' one way to start the app)."""
+    port = port or _free_port()
+    command = [
+        sys.executable, "-m", "streamlit", "run", "app.py",
+        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *extra_args,
+    ]  # fmt: skip
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
 def _weights_for_screenshot(tiny_weights: Path) -> Path:
     """$BRAINVIEWER_WEIGHTS when it names a weights folder, else weights/lgg-unet-resnet18 when trained,
     else the tiny untrained test model (its predictions are noise, but the page works the same)."""
@@ -103,26 +132,8 @@ def _running_app(tiny_weights: Path, tmp_path: Path, extra_env: dict[str, str]):
         HF_HUB_OFFLINE="1",
     )
     env.update(extra_env)
-    port = _free_port()
-    log = tmp_path / "streamlit.log"
-    command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-    ]  # fmt: skip
-    with log.open("w") as handle:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, process, log)
+    with running_app(env, tmp_path / "streamlit.log") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 def _prediction_caption(page) -> str:

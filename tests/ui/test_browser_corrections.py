@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import pytest
 from brainviewer.data.io import read_image, read_mask
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.views.review import threshold_view
-from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, _free_port, _wait_healthy, _weights_for_screenshot
+from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS, _weights_for_screenshot, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -44,26 +42,8 @@ def corrections_app(tiny_weights: Path, tmp_path: Path):
         OMP_NUM_THREADS="1",
         HF_HUB_OFFLINE="1",
     )
-    port = _free_port()
-    log = tmp_path / "streamlit.log"
-    command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-    ]  # fmt: skip
-    with log.open("w") as handle:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, process, log)
+    with running_app(env, tmp_path / "streamlit.log") as url:
         yield url, corrections, weights
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 def test_paint_a_stroke_and_save_the_correction(corrections_app):

@@ -18,8 +18,6 @@ import functools
 import http.server
 import io
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _wait_healthy
+from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -59,13 +57,6 @@ def framed_app(request: pytest.FixtureRequest, tiny_weights: Path, tmp_path: Pat
         HF_HUB_OFFLINE="1",
     )
     port, frame_port = _free_port(), _free_port()
-    log = tmp_path / "streamlit.log"
-    command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-        "--server.enableXsrfProtection", "true", "--server.xsrfCookieSameSite", same_site,
-    ]  # fmt: skip
     (tmp_path / "frame.html").write_text(
         f'<!doctype html><title>another site</title><iframe id="app" src="http://localhost:{port}/" '
         'width="1400" height="1000" allow="clipboard-write"></iframe>'
@@ -73,19 +64,12 @@ def framed_app(request: pytest.FixtureRequest, tiny_weights: Path, tmp_path: Pat
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", frame_port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    with log.open("w") as handle:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    xsrf = ("--server.enableXsrfProtection", "true", "--server.xsrfCookieSameSite", same_site)
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", process, log)
-        yield f"http://127.0.0.1:{frame_port}/frame.html"
+        with running_app(env, tmp_path / "streamlit.log", port, xsrf):
+            yield f"http://127.0.0.1:{frame_port}/frame.html"
     finally:
         server.shutdown()
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 def _scan_png(path: Path) -> Path:
