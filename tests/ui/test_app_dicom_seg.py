@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.data.test_dicom_seg import make_series
-from tests.ui.test_app_patients import app_env, open_page  # noqa: F401  (app_env is a fixture)
+from tests.ui.test_app_patients import open_page
 
 SEG_LABEL = "Predicted mask (DICOM SEG)"
 

@@ -15,23 +15,6 @@ APP = "../../app.py"  # AppTest resolves paths against this test file
 
 
 @pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_weights: Path):
-    """The tiny model configured, no dataset yet, fresh Streamlit caches."""
-    import streamlit as st
-
-    weights_dir = tmp_path / "weights"
-    weights_dir.mkdir()
-    monkeypatch.setenv("BRAINVIEWER_WEIGHTS_DIR", str(weights_dir))
-    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(tiny_weights))
-    monkeypatch.delenv("BRAINVIEWER_DATA", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
-
-@pytest.fixture
 def predict_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Sizes of the batches given to Segmenter.predict_probs_batch (the model forward passes)."""
     calls: list[int] = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import base64
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -34,23 +33,6 @@ from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS, app_url  # noqa: F401
 
 APP = "../../app.py"  # AppTest resolves paths against this test file
 PAGES = [("pages/review.py", READING_REVIEW), ("pages/patients.py", READING_PATIENT)]
-
-
-@pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_weights: Path):
-    """The tiny model configured, no dataset (the pages show the synthetic phantom), fresh caches."""
-    import streamlit as st
-
-    weights_dir = tmp_path / "weights"
-    weights_dir.mkdir()
-    monkeypatch.setenv("BRAINVIEWER_WEIGHTS_DIR", str(weights_dir))
-    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(tiny_weights))
-    monkeypatch.delenv("BRAINVIEWER_DATA", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def open_page(page: str):

@@ -4,31 +4,12 @@ with its mask's page, and says which is shown."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
-import pytest
 import tifffile
 from PIL import Image
 
 APP = "../../app.py"  # AppTest resolves paths against this test file
-
-
-@pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_weights: Path):
-    import streamlit as st
-
-    weights_dir = tmp_path / "weights"
-    weights_dir.mkdir()
-    monkeypatch.setenv("BRAINVIEWER_WEIGHTS_DIR", str(weights_dir))
-    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(tiny_weights))
-    monkeypatch.delenv("BRAINVIEWER_DATA", raising=False)
-    monkeypatch.delenv("BRAINVIEWER_DEMO", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def _tiff_pages(pages: list[np.ndarray]) -> bytes:
