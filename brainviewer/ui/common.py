@@ -141,11 +141,12 @@ def item_banner(item: ReviewItem, model: ModelState) -> None:
     else:
         for message in item.messages:
             st.warning(message, icon=":material/warning:")
-        note = input_kind_note(item.image, model.segmenter.prep, model.label) if model.segmenter else None
+        by_layout = item.channels_by_layout
+        note = input_kind_note(item.image, model.segmenter.prep, model.label, by_layout) if model.segmenter else None
         if note:
             st.info(note, icon=":material/info:")
             current = st.session_state.get(MODEL_CHOICE_KEY)
-            better = fitting_model(item.image, other_models_preprocessing(current))
+            better = fitting_model(item.image, other_models_preprocessing(current), by_layout)
             if better is not None:
                 st.button(
                     f"Use {better} for this scan",

@@ -176,6 +176,7 @@ def show_slice(
         truth=volume.mask(index),
         source=f"{SYNTHETIC_LABEL if synthetic else volume.source_kind} · {volume.slice_names[index]}",
         synthetic=synthetic,
+        channels_by_layout=volume.source_kind == "kaggle_3m",
     )
     view = render_review(
         item,

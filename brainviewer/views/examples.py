@@ -160,7 +160,8 @@ def _item(dataset: Dataset, patient: str, index: int, source: str) -> ReviewItem
     except Exception as err:
         logger.warning("example %s could not be read: %s", record.image_path, err)
         return None
-    return ReviewItem(record.name, image, truth=truth, source=source, patient_id=patient)
+    by_layout = dataset.kind == "kaggle_3m"  # LGG slices repeat FLAIR for a missing sequence
+    return ReviewItem(record.name, image, truth=truth, source=source, patient_id=patient, channels_by_layout=by_layout)
 
 
 def example_items(root: Path) -> list[ReviewItem]:

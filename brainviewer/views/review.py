@@ -64,6 +64,9 @@ class ReviewItem:
         patient_id: the patient it belongs to, when known.
         page, pages: the 0-based page (or frame) shown of a multi-page or animated file, and how many it has.
         shrunk: display copies of a large scan (:mod:`brainviewer.views.display_copy`), made once per item.
+        channels_by_layout: ``True`` for a slice of a dataset layout whose slices are 3-channel by definition
+            (``kaggle_3m``: LGG repeats FLAIR where a sequence is missing), so three equal channels there are
+            not a grayscale scan.
     """
 
     name: str
@@ -76,6 +79,7 @@ class ReviewItem:
     page: int = 0
     pages: int = 1
     shrunk: dict = field(default_factory=dict, repr=False)
+    channels_by_layout: bool = False
 
     @property
     def stem(self) -> str:
@@ -102,17 +106,23 @@ class ReviewItem:
         return display_rgb(self.image)
 
 
-def input_kind_note(image: np.ndarray, prep: Preprocessing, model_label: str) -> str | None:
+def input_kind_note(
+    image: np.ndarray, prep: Preprocessing, model_label: str, channels_by_layout: bool = False
+) -> str | None:
     """A note for the user when ``image`` is not the kind of scan the model was trained on, else ``None``.
 
     A 3-channel model trained on LGG's three sequences sees a grayscale scan (``(H, W)``, or three
     equal channels) repeated in all three; one trained on grayscale scans (see
     :func:`~brainviewer.model.preprocessing.trained_on_grayscale`) reads a 3-channel scan's distinct
-    channels as they are. Either way its prediction may be poor, and the user should know why.
+    channels as they are. Either way its prediction may be poor, and the user should know why. With
+    ``channels_by_layout`` (a ``kaggle_3m`` slice, see :class:`ReviewItem`) three equal channels are a
+    3-channel scan with its missing sequences repeated, which the LGG model was trained on.
     """
     if prep.in_channels != 3:
         return None  # a 1-channel model picks its channel from a 3-channel scan by design
-    gray_scan, gray_model = is_grayscale(image), trained_on_grayscale(prep.channel_names)
+    image = np.asarray(image)
+    gray_scan = image.ndim == 2 or (not channels_by_layout and is_grayscale(image))
+    gray_model = trained_on_grayscale(prep.channel_names)
     if gray_scan and not gray_model:
         return (
             f"A grayscale scan: {model_label} was trained on 3-channel slices ({', '.join(prep.channel_names)}) "
@@ -127,11 +137,13 @@ def input_kind_note(image: np.ndarray, prep: Preprocessing, model_label: str) ->
     return None
 
 
-def fitting_model(image: np.ndarray, candidates: list[tuple[str, Preprocessing]]) -> str | None:
+def fitting_model(
+    image: np.ndarray, candidates: list[tuple[str, Preprocessing]], channels_by_layout: bool = False
+) -> str | None:
     """The first candidate ``(label, preprocessing)`` whose model reads ``image``'s kind of scan (no
     :func:`input_kind_note` for it), or ``None``: what the Review page offers in one click."""
     for label, prep in candidates:
-        if input_kind_note(image, prep, label) is None:
+        if input_kind_note(image, prep, label, channels_by_layout) is None:
             return label
     return None
 

@@ -184,6 +184,7 @@ def item_from_record(dataset: Dataset, record: SliceRecord) -> ReviewItem:
         image,
         source=f"dataset {Path(dataset.root).name} ({dataset.kind}), patient {record.patient_id}",
         patient_id=record.patient_id,
+        channels_by_layout=dataset.kind == "kaggle_3m",
     )
     try:
         item.truth = dataset.load_mask(record, shape=item.shape)

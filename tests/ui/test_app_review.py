@@ -99,6 +99,10 @@ def test_input_kind_note_when_the_scan_is_not_what_the_model_read_in_training():
     assert "pre-contrast, FLAIR, post-contrast" in note
     assert input_kind_note(scan_rgb_equal, lgg, "m") is not None  # three equal channels are a grayscale scan
     assert input_kind_note(scan_lgg, lgg, "m") is None
+    # A kaggle_3m slice with three equal channels is an LGG slice whose missing sequences repeat FLAIR
+    assert input_kind_note(scan_rgb_equal, lgg, "m", channels_by_layout=True) is None
+    assert input_kind_note(scan_rgb_equal, gray, "fs", channels_by_layout=True).startswith("A 3-channel scan")
+    assert input_kind_note(scan_gray, lgg, "m", channels_by_layout=True) is not None  # 2-D stays grayscale
     assert input_kind_note(scan_gray, gray, "m") is None and input_kind_note(scan_rgb_equal, gray, "m") is None
     assert input_kind_note(scan_lgg, gray, "fs").startswith("A 3-channel scan: fs was trained on grayscale scans")
     assert (
@@ -224,6 +228,7 @@ def test_item_from_dataset_record(phantom_dataset):
     assert item.image.shape == (64, 64, 3)
     assert item.truth is not None and item.truth.shape == (64, 64)
     assert not item.synthetic  # the item is a dataset file; the phantom dataset's names say PHANTOM
+    assert item.channels_by_layout == (dataset.kind == "kaggle_3m")  # equal channels there are not grayscale
 
 
 # === brainviewer.views.review: thresholding ============================================================
