@@ -12,10 +12,11 @@ learned from, for the comparison buttons of the Fine-tuning page.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from brainviewer.data.corrections import MIX_INFO_FILE, latest_corrections, write_training_index
+from brainviewer.data.corrections import MIX_INFO_FILE, MIXES_FOLDER, latest_corrections, write_training_index
 from brainviewer.data.split import weights_split
 from brainviewer.files import read_json_object
 from brainviewer.training.config import TrainConfig
@@ -39,11 +40,17 @@ def corrections_config(
 
     Raises:
         ValueError: no corrections yet; corrections alone from fewer than two patients (nothing to validate
-            on: mix them with a dataset); or a dataset that cannot be mixed (COCO polygons).
+            on: mix them with a dataset); a dataset that is the corrections folder itself (or inside it); or a
+            dataset that cannot be mixed (COCO polygons). Nothing is written then.
     """
     settings = settings or TrainConfig()
     if dataset_path is not None and not str(dataset_path).strip():
         dataset_path = None
+    if dataset_path is not None and _inside(dataset_path, root):
+        raise ValueError(
+            f"the dataset to mix in, {dataset_path}, is the corrections folder itself: mix the corrections with "
+            "another dataset (e.g. the one the base model trained on), or train on the corrections alone"
+        )
     base = weights_split(base_weights) if base_weights else None
     if dataset_path is None:
         patients = {r.patient_id for r in latest_corrections(root)}
@@ -63,6 +70,35 @@ def corrections_config(
     )
 
 
+def _inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (both resolved)."""
+    path, folder = Path(path).expanduser().resolve(), Path(folder).expanduser().resolve()
+    return path == folder or folder in path.parents
+
+
+def discard_mix(config: TrainConfig, root: str | Path) -> None:
+    """Remove the index folder :func:`corrections_config` wrote for ``config`` (when the run could not start);
+    only a folder under ``root/.mixes``."""
+    folder = Path(config.data).parent
+    if config.data and folder.is_dir() and folder.resolve().parent == (Path(root) / MIXES_FOLDER).resolve():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def base_training_dataset(weights: str | Path) -> str:
+    """The dataset folder a weights folder was trained on, as its records name it (``train_config.json``'s
+    ``data``, else ``average.json``'s), when that folder exists; else ``""`` (unknown, or an index file such as a
+    corrections mix)."""
+    from brainviewer.model.hub_card import folder_records
+
+    if not weights or not Path(weights).is_dir():
+        return ""
+    found = [folder_records(weights).dataset_path, read_json_object(Path(weights) / "average.json").get("data")]
+    for path in found:
+        if path and Path(path).expanduser().is_dir():
+            return str(Path(path).expanduser())
+    return ""
+
+
 def corrections_run_info(config: TrainConfig) -> dict | None:
     """``{"corrections", "dataset", "corrected_patients"}`` of a run trained on corrections (``dataset`` is
     ``None`` for corrections alone), or ``None`` for any other run."""
@@ -74,4 +110,9 @@ def describe(info: dict) -> str:
     """One line for people: what a corrections run learned from."""
     patients = info.get("corrected_patients") or []
     mixed = f", mixed with {info['dataset']}" if info.get("dataset") else " alone"
-    return f"corrections of {len(patients)} patient(s) from {info['corrections']}{mixed}"
+    return f"corrections of {plural(len(patients), 'patient')} from {info['corrections']}{mixed}"
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 patient``, ``2 patients``, ``1,024 slices``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -17,9 +18,11 @@ from brainviewer.evaluation.evaluate import (
     choose_postprocessing,
     default_sweep,
     evaluate_probs,
+    evaluate_probs_variants,
     with_setting,
 )
 from brainviewer.model.inference import predict_volume_probs
+from brainviewer.model.preprocessing import volume_levels
 from brainviewer.model.segmenter import Segmenter, save_weights
 from brainviewer.runs.layout import BEST, SPLIT_FILE
 from brainviewer.training.config import TrainConfig
@@ -109,25 +112,97 @@ def save_best(
     save_weights(segmenter.model, run_dir / BEST, segmenter.prep, card=card, extra_files=files, overwrite=True)
 
 
+def _setting(report: EvaluationReport) -> tuple:
+    return (
+        round(report.threshold, 4),
+        report.min_component_px,
+        report.keep_largest,
+        report.volume_keep_largest,
+        report.tta_flip,
+    )
+
+
+def _key(report: EvaluationReport, max_fp_rate: float) -> tuple:
+    """What the choice ranks by (as :func:`~brainviewer.evaluation.evaluate.choose_setting`): within the FP-rate
+    limit first, then mean Dice (to 4 decimals), else the lower FP rate."""
+    fp = report.fp_rate or 0.0
+    dice = round(report.mean_dice, 4) if report.patients else 0.0
+    return (1, dice, 0.0) if fp <= max_fp_rate else (0, -fp, dice)
+
+
+def keep_base_unless_better(
+    base: EvaluationReport,
+    chosen: EvaluationReport,
+    candidates: Sequence[EvaluationReport] = (),
+    max_fp_rate: float = 0.05,
+) -> tuple[EvaluationReport, bool]:
+    """``(the setting to keep, whether it is the search's choice)``: the search's ``chosen`` setting only when it
+    scores strictly better than the base (starting) settings on the validation; a tie, or a validation on which
+    every setting scored (``base``, ``chosen`` and ``candidates``) has mean Dice 0, keeps the base settings (a
+    search on nothing must not change the model)."""
+    if _setting(chosen) == _setting(base):
+        return base, False
+    if not any(r.mean_dice > 0 for r in (base, chosen, *candidates)):  # all-zero (or empty): no evidence
+        return base, False
+    return (chosen, True) if _key(chosen, max_fp_rate) > _key(base, max_fp_rate) else (base, False)
+
+
+def base_report(segmenter: Segmenter, val_set: Dataset, candidates: list[EvaluationReport]) -> EvaluationReport:
+    """The validation scores of ``segmenter``'s own threshold and post-processing: among ``candidates`` when the
+    search scored them, else scored here."""
+    prep = segmenter.prep
+    report = EvaluationReport(
+        prep.threshold, prep.min_component_px, prep.keep_largest, [], 0.0, 0, 0, prep.tta_flip, prep.volume_keep_largest
+    )
+    found = next((r for r in candidates if _setting(r) == _setting(report)), None)
+    if found is not None:
+        return found
+    setting = [(prep.threshold, prep.min_component_px, prep.keep_largest, prep.volume_keep_largest)]
+
+    def both(scans: list) -> tuple[list, list]:
+        return segmenter.predict_probs_plain_and_flip(scans, 16, volume_levels(scans, prep))
+
+    plain, flipped = evaluate_probs_variants(val_set, both, [setting, setting], surface_tolerance=None)
+    scored = flipped[0] if prep.tta_flip else plain[0]
+    scored.tta_flip = bool(prep.tta_flip)
+    return scored
+
+
 def finalise(run_dir: Path, segmenter: Segmenter, val_set: Dataset, config: TrainConfig, state: RunState) -> None:
-    """Choose threshold and post-processing on validation data for the best weights."""
+    """Choose threshold and post-processing on validation data for the best weights: the search's choice when it
+    scores strictly better than the weights' own (starting) settings, else those kept."""
     best_dir = run_dir / BEST
     if not best_dir.is_dir():
         return
     best = Segmenter.from_folder(best_dir, device=segmenter.device)
-    chosen, candidates = choose_postprocessing(best, val_set)
+    searched, candidates = choose_postprocessing(best, val_set)
+    base = base_report(best, val_set, candidates)
+    chosen, changed = keep_base_unless_better(base, searched, candidates)
     best.prep = with_setting(best.prep, chosen)
     summary = chosen.summary()
     logger.info(
-        "chosen on validation: threshold %.2f, min component %d px, largest 3-D component %s, flip TTA %s"
-        " -> mean Dice %.4f, FP rate %s",
+        "%s: threshold %.2f, min component %d px, largest 3-D component %s, flip TTA %s"
+        " -> mean Dice %.4f, FP rate %s (starting settings: mean Dice %.4f)",
+        "chosen on validation (better than the starting settings)"
+        if changed
+        else "kept the starting settings (no other setting scores strictly better on validation)",
         chosen.threshold,
         chosen.min_component_px,
         chosen.volume_keep_largest,
         chosen.tta_flip,
         chosen.mean_dice,
         chosen.fp_rate,
+        base.mean_dice,
     )
     table = [report.summary() for report in candidates]
     save_best(best, run_dir, config, state, summary, {"threshold_sweep.json": json.dumps(table, indent=2) + "\n"})
-    append_metrics(run_dir, {"type": "final", "step": state.global_step, **summary, "time": time.time()})
+    append_metrics(
+        run_dir,
+        {
+            "type": "final",
+            "step": state.global_step,
+            **summary,
+            "kept_starting_settings": not changed,
+            "time": time.time(),
+        },
+    )

@@ -9,6 +9,7 @@ and ``python -m brainviewer compare-models`` gives the same figures.
 The models offered are the weights the sidebar lists (``weights/*``, promoted runs) and, outside a public
 demo, the ``best/`` weights of the runs (:func:`compare_choices`). Another page asks for a comparison by
 setting :data:`~brainviewer.ui.state.COMPARE_REQUEST_KEY` to ``{"models": [labels], "dataset_path": str}``
+(and optionally ``"unseen": bool``, whether to compare only on the patients none of the models trained on)
 and switching here; a label is one the sidebar lists or one of :func:`brainviewer.runs.base_weight_choices`
 (the Fine-tuning page's, e.g. ``weights/<name>`` or ``run <name> (best)``). :func:`consume_compare_request`
 (called before the sidebar is drawn) opens the compare view with those models and that dataset.
@@ -35,6 +36,7 @@ from brainviewer.evaluation.compare_models import (
 from brainviewer.evaluation.compare_run import comparison_json, report_scores
 from brainviewer.evaluation.evaluate import EvaluationReport
 from brainviewer.evaluation.stats import describe, format_summary
+from brainviewer.runs.corrections import plural
 from brainviewer.ui.common import evaluate_with_progress, no_dataset_help, phantom_dataset
 from brainviewer.ui.evaluation import open_patient
 from brainviewer.ui.server_files import NONE_CHOICE, demo_mode
@@ -43,6 +45,8 @@ from brainviewer.ui.state import (
     COMPARE_MODELS_KEY,
     COMPARE_REQUEST_KEY,
     COMPARE_RUN_KEY,
+    COMPARE_SWITCHED_KEY,
+    COMPARE_UNSEEN_KEY,
     DATASET_CHOICE_KEY,
     DATASET_PATH_INPUT_KEY,
     DATASET_PATH_KEY,
@@ -95,9 +99,10 @@ def _choice_label(label: str, choices: dict[str, str]) -> str | None:
 
 def consume_compare_request() -> list[str]:
     """Apply another page's request to compare models (before the sidebar and the mode switch are drawn):
-    the compare view, the requested models (those the sidebar lists) and the requested dataset folder (in
-    demo mode only one the operator offers). Forgets the request; returns the requested labels the sidebar
-    does not list (to say so), or ``[]``."""
+    the compare view, the requested models (those the sidebar lists), the requested dataset folder (in
+    demo mode only one the operator offers; a switch of the sidebar's dataset is said on the page) and, when
+    the request says, whether only unseen patients are compared. Forgets the request; returns the requested
+    labels the sidebar does not list (to say so), or ``[]``."""
     request = st.session_state.pop(COMPARE_REQUEST_KEY, None)
     if not isinstance(request, dict):
         return []
@@ -106,8 +111,14 @@ def consume_compare_request() -> list[str]:
     st.session_state[EVAL_MODE_KEY] = COMPARE
     st.session_state[COMPARE_MODELS_KEY] = list(dict.fromkeys(x for x in wanted.values() if x))[:MAX_MODELS]
     st.session_state.pop(COMPARE_RUN_KEY, None)
+    if "unseen" in request:
+        st.session_state[COMPARE_UNSEEN_KEY] = bool(request["unseen"])
     path = str(request.get("dataset_path") or "")
+    st.session_state.pop(COMPARE_SWITCHED_KEY, None)
     if path:
+        old = str(st.session_state.get(DATASET_PATH_KEY) or "")
+        if old != path and not demo_mode():
+            st.session_state[COMPARE_SWITCHED_KEY] = (path, old)
         st.session_state[DATASET_PATH_KEY] = path
         st.session_state[DATASET_PATH_INPUT_KEY] = path
         if demo_mode():  # only a dataset the operator offers is chosen
@@ -169,7 +180,15 @@ def load_models(chosen: list[tuple[str, str]]) -> dict[str, ModelState]:
 
 
 def choose_dataset(dataset: Dataset | None) -> tuple[Dataset, bool]:
-    """The sidebar's dataset or, on request, the synthetic phantom; stops without one. ``(dataset, synthetic)``."""
+    """The sidebar's dataset or, on request, the synthetic phantom; stops without one. ``(dataset, synthetic)``.
+    Says when another page's request switched the sidebar's dataset for this comparison."""
+    switched = st.session_state.get(COMPARE_SWITCHED_KEY)
+    if switched and dataset is not None and dataset_path() == switched[0]:
+        st.info(
+            f"Dataset switched to {switched[0]} for this comparison"
+            + (f" (it was {switched[1]}; change it back on the sidebar)." if switched[1] else "."),
+            icon=":material/swap_horiz:",
+        )
     if dataset is not None:
         return dataset, False
     no_dataset_help()
@@ -184,18 +203,21 @@ def choose_dataset(dataset: Dataset | None) -> tuple[Dataset, bool]:
 
 
 def choose_patients(dataset: Dataset, models: dict[str, ModelState]) -> tuple[Dataset, str]:
-    """All patients, or (default) only those none of the models trained on; stops when none is left."""
+    """All patients, or (default, unless a request said otherwise) only those none of the models trained on;
+    stops when none is left."""
     unseen = unseen_patients(dataset.patient_ids, [m.split for m in models.values()])
     trained = len(dataset.patient_ids) - len(unseen)
+    default = {} if COMPARE_UNSEEN_KEY in st.session_state else {"value": True}  # a request may have set it
     only_unseen = trained > 0 and st.toggle(
-        f"Only the {len(unseen)} patients none of these models trained on",
-        value=True,
-        key="compare_unseen",
-        help=f"{trained} patients of this dataset are in the training split of at least one of the models: "
-        "scores on them flatter that model.",
+        f"Only the {len(unseen)} {'patient' if len(unseen) == 1 else 'patients'} none of these models trained on",
+        key=COMPARE_UNSEEN_KEY,
+        help=f"{plural(trained, 'patient')} of this dataset {'is' if trained == 1 else 'are'} in the training "
+        "split of at least one of the models: scores on them flatter that model.",
+        **default,
     )
     if not only_unseen:
-        return dataset, f"all {len(dataset.patient_ids)} patients"
+        n = len(dataset.patient_ids)
+        return dataset, "the 1 patient" if n == 1 else f"all {n} patients"
     if not unseen:
         st.warning(
             "Every patient of this dataset trained at least one of these models. Turn the switch off to compare on "
@@ -203,7 +225,7 @@ def choose_patients(dataset: Dataset, models: dict[str, ModelState]) -> tuple[Da
             icon=":material/warning:",
         )
         st.stop()
-    return dataset.subset(unseen), f"the {len(unseen)} patients none of the models trained on"
+    return dataset.subset(unseen), f"the {plural(len(unseen), 'patient')} none of the models trained on"
 
 
 def run_comparison(models: dict[str, ModelState], dataset: Dataset, scope: str) -> dict[str, EvaluationReport]:
@@ -213,7 +235,8 @@ def run_comparison(models: dict[str, ModelState], dataset: Dataset, scope: str) 
     request = (tuple(m.model_id for m in models.values()), key)
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     left.caption(
-        f"{scope[:1].upper()}{scope[1:]}: {len(dataset.patient_ids)} patients, {len(dataset):,} slices. Each model "
+        f"{scope[:1].upper()}{scope[1:]}: {plural(len(dataset.patient_ids), 'patient')}, "
+        f"{plural(len(dataset), 'slice')}. Each model "
         "with its own threshold and post-processing, as `evaluate` scores it; each patient is cached once done."
     )
     if right.button("Compare", key="compare_run", type="primary", icon=":material/compare_arrows:", width="stretch"):

@@ -76,7 +76,11 @@ REVIEW_FIRST_GO = "patient_review_first_go"  # the prefix of the "review these f
 # --- Evaluation
 EVAL_REQUESTED_KEY = "eval_requested"  # the evaluation request of the last "Run evaluation" press
 EVAL_DONE_KEY = "_eval_done"  # evaluation requests already finished (no progress bar on reruns)
-COMPARE_REQUEST_KEY = "compare_request"  # a request to compare models: {"models": [weights labels], "dataset_path"}
+# a request to compare models: {"models": [weights labels], "dataset_path": str, "unseen": bool (optional)}; "unseen"
+# sets the "Only the patients none of these models trained on" switch (absent: the switch keeps its own state)
+COMPARE_REQUEST_KEY = "compare_request"
+COMPARE_UNSEEN_KEY = "compare_unseen"  # the compare view's "Only the patients none of these models trained on" switch
+COMPARE_SWITCHED_KEY = "_compare_switched"  # (new, old) dataset path a compare request switched the sidebar to
 EVAL_MODE_KEY = "eval_mode"  # the Evaluation page's "One model" / "Compare models" switch
 COMPARE_MODELS_KEY = "compare_models"  # the compare view's multiselect of weights labels (reference first)
 COMPARE_RUN_KEY = "_compare_requested"  # the comparison of the last "Compare" press

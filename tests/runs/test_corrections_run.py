@@ -11,7 +11,13 @@ from brainviewer import runs
 from brainviewer.data.corrections import SourceScan, save_correction
 from brainviewer.data.datasets import open_dataset
 from brainviewer.data.split import Split
-from brainviewer.runs.corrections import corrections_config, corrections_run_info, describe
+from brainviewer.runs.corrections import (
+    base_training_dataset,
+    corrections_config,
+    corrections_run_info,
+    describe,
+    discard_mix,
+)
 from tests.runs.test_runs import dirs, small_base, tiny_config, wait_for  # noqa: F401 (fixtures)
 
 
@@ -74,3 +80,37 @@ def test_corrections_of_one_patient_alone_cannot_be_split(tmp_path, phantom_data
     with pytest.raises(ValueError, match="mix them with a dataset"):
         corrections_config(root, "", None)
     assert corrections_run_info(tiny_config(phantom_dataset, Path("x"))) is None  # an ordinary run
+
+
+def test_the_corrections_folder_itself_is_refused_as_the_dataset_to_mix_in_before_anything_is_written(
+    tmp_path, phantom_dataset
+):
+    root = tmp_path / "corrections"
+    correct_patients(root, phantom_dataset, open_dataset(phantom_dataset).patient_ids[:2])
+    with pytest.raises(ValueError, match="is the corrections folder itself"):
+        corrections_config(root, "", root)
+    assert not (root / ".mixes").exists()
+
+
+def test_a_mix_that_could_not_start_is_removed(tmp_path, phantom_dataset):
+    root = tmp_path / "corrections"
+    correct_patients(root, phantom_dataset, open_dataset(phantom_dataset).patient_ids[:2])
+    config = corrections_config(root, "", phantom_dataset)
+    assert Path(config.data).is_file()
+    discard_mix(config, root)
+    assert not Path(config.data).parent.exists() and root.is_dir()
+    discard_mix(tiny_config(phantom_dataset, Path("x")), root)  # not a mix: the dataset is left alone
+    assert phantom_dataset.is_dir()
+
+
+def test_the_base_models_training_dataset_when_its_records_name_an_existing_folder(tmp_path, phantom_dataset):
+    weights = tmp_path / "w"
+    weights.mkdir()
+    assert base_training_dataset(weights) == "" and base_training_dataset("") == ""
+    (weights / "train_config.json").write_text(json.dumps({"data": str(tmp_path / "gone")}))
+    assert base_training_dataset(weights) == ""  # not a folder that exists
+    (weights / "train_config.json").write_text(json.dumps({"data": str(phantom_dataset)}))
+    assert base_training_dataset(weights) == str(phantom_dataset)
+    (weights / "train_config.json").unlink()
+    (weights / "average.json").write_text(json.dumps({"data": str(phantom_dataset), "sources": []}))
+    assert base_training_dataset(weights) == str(phantom_dataset)

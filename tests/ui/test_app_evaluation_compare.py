@@ -107,6 +107,7 @@ def test_another_pages_request_opens_the_compare_view_with_its_models_and_datase
     assert at.multiselect(key="compare_models").value == ["tiny-b", "tiny-a (default)"]
     assert "not-a-model" in texts(at, "warning")
     assert at.text_input(key="dataset_path_input").value == str(phantom_dataset)
+    assert f"Dataset switched to {phantom_dataset} for this comparison" in texts(at, "info")
     assert at.toggle(key="compare_unseen").value
     at.button(key="compare_run").click().run()
     assert not at.exception, at.exception
@@ -121,6 +122,41 @@ def test_another_pages_request_opens_the_compare_view_with_its_models_and_datase
     at.multiselect(key="compare_models").set_value(["tiny-b"]).run()
     assert not at.exception, at.exception
     assert "Choose at least two models" in texts(at, "info")
+
+
+def test_a_request_for_all_patients_turns_the_unseen_switch_off_and_counts_are_worded_right(
+    two_models: list[Path], phantom_dataset: Path
+) -> None:
+    """The Fine-tuning page's "on the corrected patients" asks for every patient (``"unseen": False``): the run
+    trained on them, and the switch's default (on) would leave none. One patient is "1 patient"."""
+    ids = open_dataset(phantom_dataset).patient_ids
+    Split(train=ids[1:], val=ids[:1], mode="patient", seed=0).save(two_models[1] / "split.json")
+    at = open_page("pages/review.py")
+    at.session_state["compare_request"] = {
+        "models": ["tiny-a (default)", "tiny-b"],
+        "dataset_path": str(phantom_dataset),
+        "unseen": False,
+    }
+    at.switch_page("pages/evaluation.py").run()
+    assert not at.exception, at.exception
+    switch = at.toggle(key="compare_unseen")
+    assert switch.value is False and switch.label == "Only the 1 patient none of these models trained on"
+    assert f"All {len(ids)} patients: {len(ids)} patients, {len(open_dataset(phantom_dataset))} slices" in texts(
+        at, "caption"
+    )
+    assert not at.warning
+
+    # a request for unseen patients only turns it back on: one patient, worded in the singular
+    at.session_state["compare_request"] = {
+        "models": ["tiny-a (default)", "tiny-b"],
+        "dataset_path": str(phantom_dataset),
+        "unseen": True,
+    }
+    at.run()
+    assert not at.exception, at.exception
+    assert at.toggle(key="compare_unseen").value is True
+    slices = len(open_dataset(phantom_dataset).subset(ids[:1]))
+    assert f"The 1 patient none of the models trained on: 1 patient, {slices} slices" in texts(at, "caption")
 
 
 def test_in_demo_mode_a_request_opens_only_a_dataset_the_operator_offers(
