@@ -83,8 +83,10 @@ def _print_scores(scores: dict) -> None:
 def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
     from brainviewer.data.datasets import open_dataset
     from brainviewer.evaluation.crossval import evaluate_folds, pooled_summary, write_cv_report
+    from brainviewer.evaluation.groups import read_groups
     from brainviewer.model.segmenter import Segmenter
 
+    group_of = read_groups(args.groups) if args.groups else {}  # a bad CSV fails before the long part
     dataset = open_dataset(args.dataset)
 
     def progress(fold: str, done: int, total: int) -> None:
@@ -99,13 +101,13 @@ def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
     )
     print(file=sys.stderr)
     if args.out:
-        paths = write_cv_report(results, args.out, len(dataset.patient_ids), overwrite=args.overwrite)
+        paths = write_cv_report(results, args.out, len(dataset.patient_ids), args.overwrite, group_of)
         print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     if not args.quiet:
         for result in results:
             for p in result.report.patients:
                 print(f"{result.name:24s} {p.patient_id:32s} dice {p.volume_dice:.4f}")
-    pooled = pooled_summary(results, len(dataset.patient_ids))
+    pooled = pooled_summary(results, len(dataset.patient_ids), group_of)
     print(json.dumps(pooled, indent=2))
     _print_scores(pooled["scores"])
     return 0
@@ -245,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--batch-size", type=int, default=16)
     cv.add_argument("--out", help="folder for cv_evaluation.json and cv_per_patient.csv")
     cv.add_argument("--overwrite", action="store_true", help="replace existing report files in --out")
+    cv.add_argument(
+        "--groups",
+        help="CSV of patient id (or file name) and group, e.g. figshare's labels.csv: scores per group as well",
+    )
     cv.add_argument("--quiet", action="store_true", help="print only the summary")
     cv.set_defaults(func=_cmd_cv_evaluate)
 

@@ -31,6 +31,7 @@ from brainviewer.evaluation.evaluate import (
     patient_csv_cells,
     score_summaries,
 )
+from brainviewer.evaluation.groups import NO_GROUP
 from brainviewer.model.inference import predict_volume_probs
 
 if TYPE_CHECKING:
@@ -146,8 +147,11 @@ def _true_positives(patient: PatientResult) -> int:
     return round(patient.volume_dice * (patient.truth_voxels + patient.pred_voxels) / 2)
 
 
-def pooled_summary(results: Sequence[FoldResult], dataset_patients: int | None = None) -> dict:
-    """Scores over the patients of all folds together, plus each fold's own.
+def pooled_summary(
+    results: Sequence[FoldResult], dataset_patients: int | None = None, group_of: dict[str, str] | None = None
+) -> dict:
+    """Scores over the patients of all folds together, plus each fold's own (and, given ``group_of``, each
+    group's: patient id -> group, e.g. the tumour type of :func:`~brainviewer.evaluation.groups.read_groups`).
 
     Returns:
         ``{"pooled": {...}, "scores": {...}, "folds": [{"fold", "weights", "summary"}, ...]}``. ``pooled`` has
@@ -158,7 +162,9 @@ def pooled_summary(results: Sequence[FoldResult], dataset_patients: int | None =
         patients their fold's base model was trained on (fine-tuned folds; their scores flatter them).
         ``scores`` is :func:`~brainviewer.evaluation.evaluate.score_summaries` over the patients of all
         folds: mean ± SD, median [IQR] and bootstrap 95% interval of Dice, sensitivity, precision, volume
-        similarity, HD95 and surface Dice, with ``distance_unit`` and ``surface_dice_tolerance``.
+        similarity, HD95 and surface Dice, with ``distance_unit`` and ``surface_dice_tolerance``. With
+        ``group_of``, ``groups`` maps each group (patients the mapping lacks under ``"(no group)"``) to the
+        same ``scores`` over its pooled patients, so each group's mean has its own bootstrap interval.
     """
     patients = [p for r in results for p in r.report.patients]
     dice = np.array([p.volume_dice for p in patients], dtype=np.float64)
@@ -185,11 +191,21 @@ def pooled_summary(results: Sequence[FoldResult], dataset_patients: int | None =
     tolerances = {r.report.surface_tolerance for r in results if r.report.surface_tolerance is not None}
     if dataset_patients:
         pooled["coverage"] = len(patients) / dataset_patients
-    return {
+    tolerance = tolerances.pop() if len(tolerances) == 1 else None
+    summary = {
         "pooled": pooled,
-        "scores": score_summaries(patients, tolerances.pop() if len(tolerances) == 1 else None),
+        "scores": score_summaries(patients, tolerance),
         "folds": [{"fold": r.name, "weights": str(r.weights), "summary": r.report.summary()} for r in results],
     }
+    if group_of:
+        members: dict[str, list[PatientResult]] = {}
+        for patient in patients:
+            members.setdefault(group_of.get(patient.patient_id, NO_GROUP), []).append(patient)
+        summary["groups"] = {
+            name: {"patients": len(group), "scores": score_summaries(group, tolerance)}
+            for name, group in sorted(members.items())
+        }
+    return summary
 
 
 def pooled_patients_csv(results: Sequence[FoldResult]) -> str:
@@ -205,7 +221,11 @@ def pooled_patients_csv(results: Sequence[FoldResult]) -> str:
 
 
 def write_cv_report(
-    results: Sequence[FoldResult], out_dir: str | Path, dataset_patients: int | None = None, overwrite: bool = False
+    results: Sequence[FoldResult],
+    out_dir: str | Path,
+    dataset_patients: int | None = None,
+    overwrite: bool = False,
+    group_of: dict[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write ``cv_evaluation.json`` (:func:`pooled_summary` and every patient) and ``cv_per_patient.csv``.
 
@@ -219,7 +239,7 @@ def write_cv_report(
         if clash:
             raise FileExistsError(f"{', '.join(clash)} already exist; choose another --out or pass --overwrite.")
     out_dir.mkdir(parents=True, exist_ok=True)
-    document = pooled_summary(results, dataset_patients)
+    document = pooled_summary(results, dataset_patients, group_of)
     document["patients"] = [{"fold": r.name, **asdict(p)} for r in results for p in r.report.patients]
     paths["json"].write_text(json.dumps(document, indent=2) + "\n")
     paths["csv"].write_text(pooled_patients_csv(results))

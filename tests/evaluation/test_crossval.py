@@ -153,3 +153,18 @@ def test_cli_cv_evaluate_with_real_weights(
     assert sorted(p["patient_id"] for p in written["patients"]) == sorted(ids)
     assert cli.main(argv) == 2  # the report exists: refused without --overwrite
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_pooled_scores_per_group(dataset_root: Path, folds: list[Path]) -> None:  # noqa: F811
+    """Each group's patients pooled over the folds, with their own summary (P1 0.7, P2 1.0, P3 0.8)."""
+    results = evaluate_folds(open_dataset(dataset_root), folds, load_fake)
+    groups = pooled_summary(results, group_of={"P1": "glioma", "P3": "glioma", "P2": "pituitary"})["groups"]
+    assert list(groups) == ["glioma", "pituitary"]
+    glioma = groups["glioma"]["scores"]["per_patient_scores"]["volume_dice"]
+    assert groups["glioma"]["patients"] == 2 and glioma["n"] == 2
+    assert glioma["mean"] == pytest.approx(0.75) and glioma["median"] == pytest.approx(0.75)
+    assert glioma["ci_low"] <= 0.75 <= glioma["ci_high"]
+    assert groups["pituitary"]["scores"]["per_patient_scores"]["volume_dice"]["mean"] == pytest.approx(1.0)
+    unlabelled = pooled_summary(results, group_of={"P1": "glioma"})["groups"]
+    assert unlabelled["(no group)"]["patients"] == 2  # patients the CSV lacks are kept, under their own name
+    assert "groups" not in pooled_summary(results)
