@@ -163,10 +163,11 @@ def _apply_canvas(key: str, edit: MaskEdit, mounted: dict, result, scale: float)
         mounted["applied"] = len(objects)
     new, clicked = edit, False
     for obj in objects[mounted["applied"] :]:
-        if obj.get("type") == "path":
+        kind = str(obj.get("type", "")).lower()  # fabric 6 writes "Path" and "Circle"
+        if kind == "path":
             mode = ERASE if obj.get("stroke") == STROKE_COLORS[TOOL_ERASE] else PAINT
             new = new.apply(path_mask(obj, scale, edit.shape), mode)
-        elif obj.get("type") == "circle":
+        elif kind == "circle":
             clicked = True
             pixel = _clicked_pixel({"objects": [obj]}, scale, edit.shape)
             removed = new.remove_component_at(*pixel) if pixel is not None else new
