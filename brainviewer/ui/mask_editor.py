@@ -11,7 +11,8 @@ it, so the strokes it holds are applied before they act). Undo keeps
 :data:`~brainviewer.views.mask_edit.HISTORY_LIMIT` steps.
 
 Saving writes the scan, the corrected mask and a provenance record into the corrections folder
-(:mod:`brainviewer.data.corrections`), never over an earlier save. In a public demo
+(:mod:`brainviewer.data.corrections`), never over an earlier save: that one moves to the patient's
+``.history`` folder, and a save of the mask already saved writes nothing. In a public demo
 (``BRAINVIEWER_DEMO=1``) nothing is saved on the server: the corrected mask can be downloaded instead.
 """
 
@@ -196,11 +197,17 @@ def _save(item: ReviewItem, edit: MaskEdit, model: ModelState, threshold: float 
         logger.exception("saving a correction failed")
         st.session_state[MASK_EDIT_FLASH_KEY] = ("error", f"Could not save the correction: {err}")
         return
+    where = f"{saved.mask.parent.name}/{saved.mask.name}"
+    if saved.unchanged:
+        st.session_state[MASK_EDIT_FLASH_KEY] = ("info", f"Nothing saved: {where} in {root} already holds this mask.")
+        return
     pixels = saved.record["pixels"]
+    kept = saved.record.get("previous") or {}
+    earlier = f" The earlier save is kept as {kept['mask']}." if kept.get("mask") else ""
     st.session_state[MASK_EDIT_FLASH_KEY] = (
         "success",
-        f"Saved {saved.mask.parent.name}/{saved.mask.name} (+{pixels['added']:,} / −{pixels['removed']:,} px) "
-        f"in {root}. Open that folder as a dataset, or train on it from the Fine-tuning page.",
+        f"Saved {where} (+{pixels['added']:,} / −{pixels['removed']:,} px) in {root}.{earlier} "
+        "Open that folder as a dataset, or train on it from the Fine-tuning page.",
     )
 
 
