@@ -153,3 +153,15 @@ def test_training_index_alone_and_mixed_keep_the_corrected_patients_in_training(
 def test_training_index_without_corrections_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="correct a mask"):
         write_training_index(tmp_path)
+
+
+def test_saved_corrections_are_readable_like_other_files_the_app_writes(tmp_path):
+    import os
+
+    image, predicted, corrected = scan_and_masks()
+    old = os.umask(0o022)
+    try:
+        saved = save_correction(tmp_path, SourceScan("case_3.png"), image, predicted, corrected, MODEL, 0.5)
+    finally:
+        os.umask(old)
+    assert {p.stat().st_mode & 0o777 for p in (saved.scan, saved.mask, saved.record_path)} == {0o644}
