@@ -43,8 +43,9 @@ TOOL_PAINT = "Paint"
 TOOL_ERASE = "Erase"
 TOOL_REMOVE = "Remove component"
 TOOLS = (TOOL_PAINT, TOOL_ERASE, TOOL_REMOVE)
-#: The canvas's side on screen (the longer side of the scan is scaled to it).
-CANVAS_SIDE = 512
+#: The canvas's side on screen (the longer side of the scan is scaled to it): 448 px fits the editor beside
+#: the sidebar in an 820 px wide window (512 overflowed it by ~40 px, the canvas toolbar over its right edge).
+CANVAS_SIDE = 448
 #: Edits kept per session (one per scan and prediction); the oldest are dropped.
 MAX_EDITS = 8
 STROKE_COLORS = {TOOL_PAINT: "#00ff00", TOOL_ERASE: "#ff00ff"}

@@ -63,7 +63,7 @@ def test_paint_a_stroke_and_save_the_correction(corrections_app):
             canvas.wait_for(timeout=60_000)
             canvas.scroll_into_view_if_needed()
             box = canvas.bounding_box()
-            assert box is not None and round(box["width"]) == 512  # 256 px scan at twice its size
+            assert box is not None and round(box["width"]) == 448  # 256 px scan at 1.75 times its size
             scale = box["width"] / 256
             y = box["y"] + (ROW + 0.5) * scale
             page.mouse.move(box["x"] + (COL_START + 0.5) * scale, y)
