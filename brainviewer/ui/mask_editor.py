@@ -6,8 +6,8 @@ Paint and erase are free-hand strokes; *Remove component* takes a click (a canva
 connected component under it. The canvas stays mounted while the user paints and erases: each run applies
 the strokes of its ``json_data`` not applied yet, one undo step each (:mod:`brainviewer.views.mask_edit`),
 so strokes drawn while the app reruns are applied at the next run instead of being lost. The canvas is
-remounted empty over the updated mask only on Undo, Reset, Remove component and Save (the buttons sit below
-it, so the strokes it holds are applied before they act). Undo keeps
+remounted empty over the updated mask only on Undo, Reset and Remove component (the buttons sit below it,
+so the strokes it holds are applied before they act; Save applies them too). Undo keeps
 :data:`~brainviewer.views.mask_edit.HISTORY_LIMIT` steps.
 
 Saving writes the scan, the corrected mask and a provenance record into the corrections folder
@@ -278,7 +278,7 @@ def mask_editor(
         added, removed = edit.changes()
         st.caption(
             f"Green: the corrected mask ({int(edit.mask.sum()):,} px; strokes show in green and magenta until "
-            f"Undo, Reset or Save redraws it) · against the prediction at threshold "
+            f"Undo or Reset redraws it) · against the prediction at threshold "
             f"{threshold if threshold is None else f'{threshold:.2f}'}: +{added:,} px added, −{removed:,} px removed"
             + truth_note(edit, item.truth)
         )
@@ -304,8 +304,7 @@ def mask_editor(
                 "(an earlier save of this slice is kept in its patient's .history folder).",
             ):
                 _save(item, edit, model, threshold, source)
-                _bump()
-                st.rerun()
+                st.rerun()  # not remounted: a new canvas reruns the app once more, which would drop the message
             st.download_button(
                 "Corrected mask",
                 data=mask_png(edit.mask),

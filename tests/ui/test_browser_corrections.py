@@ -4,7 +4,7 @@ Opens the Review page on a synthetic phantom slice, turns on "Correct the mask",
 brush on the canvas, saves, and checks that the saved mask differs from the model's prediction exactly where
 the stroke went; then removes the stroke again with one click of "Remove component". Another test paints
 three strokes in quick succession (no waits between them, the app rerunning meanwhile) and checks that all
-three are in the saved mask. Skips when Chromium
+three are in the saved mask, then that Undo takes back the last one alone. Skips when Chromium
 (/usr/bin/chromium) or the playwright package is missing.
 """
 
@@ -149,16 +149,27 @@ def test_strokes_in_quick_succession_are_all_kept(corrections_app):
                     page.mouse.move(box["x"] + (col + 0.5) * scale, y)
                 page.mouse.up()
             expect(page.get_by_text("px added").first).not_to_contain_text("+0 px added", timeout=60_000)
+            page.wait_for_timeout(5_000)  # the app's reruns for the strokes end (a click during one can be lost)
             page.get_by_role("button", name="Save correction").click()
             expect(page.get_by_text("Saved ").first).to_be_visible(timeout=60_000)
+            # Undo takes back one stroke (the last); saved again, the first save moves to .history
+            page.get_by_role("button", name="Undo", exact=True).first.click()
+            page.wait_for_timeout(3_000)
+            page.get_by_role("button", name="Save correction").click()
+            expect(page.get_by_text(".history/").first).to_be_visible(timeout=60_000)
         finally:
             browser.close()
 
-    (record_path,) = corrections.rglob("*.json")
+    def core(mask: np.ndarray, row: int) -> np.ndarray:
+        return mask[row - BRUSH // 2 + 2 : row + BRUSH // 2 - 1, COL_START + 2 : COL_END - 1]
+
+    (record_path,) = corrections.glob("*/*.json")
     record = json.loads(record_path.read_text())
-    saved = read_mask(record_path.with_name(record["mask"]))
+    first = read_mask(record_path.parent / record["previous"]["mask"])
     predicted = _predicted(weights, read_image(record_path.with_name(record["scan"])), record["threshold"])
     for row in rows:
-        core = saved[row - BRUSH // 2 + 2 : row + BRUSH // 2 - 1, COL_START + 2 : COL_END - 1]
-        assert core.all(), f"the stroke at row {row} is not in the saved mask"
-    assert not (predicted & ~saved).any()
+        assert core(first, row).all(), f"the stroke at row {row} is not in the saved mask"
+    assert not (predicted & ~first).any()
+    second = read_mask(record_path.with_name(record["mask"]))
+    assert core(second, rows[0]).all() and core(second, rows[1]).all()
+    assert not (second ^ predicted)[rows[2] - BRUSH : rows[2] + BRUSH].any(), "Undo did not take back the last stroke"
