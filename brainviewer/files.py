@@ -3,7 +3,8 @@
 * :func:`write_atomic` replaces a file through a temporary file and a rename: a reader sees
   the old content or the new, never half of it (status files, pointers such as ``ACTIVE``).
 * :func:`write_new` creates a file and never replaces one, not even one that appeared while
-  the data was being written (exports, predictions, indexes).
+  the data was being written (exports, predictions, indexes, corrections); its mode follows the
+  umask, like a file made with ``open()`` (not the temporary file's 0600).
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ def _temp_beside(path: Path, data: bytes) -> Path:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     return Path(tmp)
+
+
+def _umask() -> int | None:
+    """This process's umask, read without changing it (``os.umask`` sets it process-wide, which would race
+    with the app's other threads); ``None`` where ``/proc/self/status`` does not tell it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
@@ -47,6 +60,9 @@ def write_new(path: str | Path, data: bytes | str) -> Path:
     path = Path(path)
     tmp = _temp_beside(path, _encode(data))
     try:
+        umask = _umask()
+        if umask is not None:  # the temporary file is 0600; a new file is created as open() would make it
+            os.chmod(tmp, 0o666 & ~umask)
         try:
             os.link(tmp, path)
         except FileExistsError:

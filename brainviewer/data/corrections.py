@@ -6,19 +6,24 @@ Layout (``kaggle_3m``-like, so :func:`brainviewer.data.datasets.open_dataset` op
       <patient>/<name>.png          the scan as the model saw it (PNG; TIFF for float or 16-bit colour scans)
       <patient>/<name>_mask.png     the corrected mask, 0/255
       <patient>/<name>.json         provenance: source scan (name, path, sha256), model, threshold, time,
-                                    pixels added and removed
+                                    pixels added and removed, the previous version's record (if any)
+      <patient>/.history/<name>-v1.png, -v1_mask.png, -v1.json ...   earlier saves of the same slice
       .mixes/<stamp>/data_mask.csv  indexes written to train on the corrections (alone or with a dataset),
                                     with mix.json (what was mixed), split.json (mixed: the split kept) and
                                     corrected.csv (mixed: the corrected slices alone, for the comparison)
 
-Nothing is ever overwritten: a scan corrected again is saved as ``<name>-v2`` (``-v3`` ...), every file is
-created with :func:`brainviewer.files.write_new`, and the newest version of each source scan is the one
-training uses (:func:`latest_corrections`). The folder is ``$BRAINVIEWER_CORRECTIONS_DIR``, by default
-``corrections/`` in the working directory.
+The dataset holds one file pair per slice: a slice saved again moves its earlier files into the patient's
+hidden ``.history`` folder (renamed ``<name>-v1`` ``-v2`` ..., with hard links, never over a file) and the new
+correction takes the slice's own name; a save identical to the saved mask writes nothing. Nothing is ever
+overwritten: every file is created with :func:`brainviewer.files.write_new`. The dataset readers and
+:func:`latest_corrections` skip hidden folders; folders saved before this layout may still hold
+``<name>-v2`` files beside ``<name>``, and :func:`latest_corrections` trains on the newest of them. The
+folder is ``$BRAINVIEWER_CORRECTIONS_DIR``, by default ``corrections/`` in the working directory.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -43,11 +48,12 @@ logger = logging.getLogger(__name__)
 CORRECTIONS_ENV = "BRAINVIEWER_CORRECTIONS_DIR"
 DEFAULT_FOLDER = "corrections"
 MIXES_FOLDER = ".mixes"
+HISTORY_FOLDER = ".history"
 INDEX_FILE = "data_mask.csv"
 MIX_INFO_FILE = "mix.json"
 CORRECTED_INDEX_FILE = "corrected.csv"
 PROVENANCE_SCHEMA = "brainviewer-correction/1"
-#: Versions of one scan tried before giving up (each save of the same slice takes the next free one).
+#: Earlier versions of one slice kept in its history before giving up (each new save adds one).
 MAX_VERSIONS = 1000
 
 
@@ -121,26 +127,80 @@ class SourceScan:
 
 @dataclass(frozen=True)
 class SavedCorrection:
-    """The files one save wrote (all new) and its provenance record."""
+    """The files one save wrote (all new) and its provenance record; ``unchanged``: nothing was written, the
+    slice's saved correction already holds this scan and mask (the paths and record are that save's)."""
 
     scan: Path
     mask: Path
     record_path: Path
     record: dict
+    unchanged: bool = False
 
 
-def _claim_name(folder: Path, stem: str, scan_bytes: bytes, suffix: str) -> tuple[str, int, Path]:
-    """Create the scan file under the first free version of ``stem``; its name, version and path."""
+def _current_files(folder: Path, stem: str) -> list[Path]:
+    """The files of the saved correction named ``stem`` in ``folder`` (scan, mask, record), those present."""
+    names = (f"{stem}.png", f"{stem}.tif", f"{stem}_mask.png", f"{stem}.json")
+    return [folder / n for n in names if (folder / n).is_file()]
+
+
+def _same_as_saved(folder: Path, stem: str, image: np.ndarray, corrected: np.ndarray) -> SavedCorrection | None:
+    """The saved correction ``stem`` when it holds this very scan and mask, else ``None``."""
+    record_path, mask_path = folder / f"{stem}.json", folder / f"{stem}_mask.png"
+    try:
+        record = json.loads(record_path.read_text())
+        with Image.open(mask_path) as picture:
+            saved = np.asarray(picture.convert("L")) > 127
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or (record.get("source") or {}).get("sha256") != image_sha256(image):
+        return None
+    if saved.shape != corrected.shape or not (saved == corrected).all():
+        return None
+    return SavedCorrection(folder / str(record.get("scan")), mask_path, record_path, record, unchanged=True)
+
+
+def _move_new(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` atomically, never over an existing ``dst`` (FileExistsError)."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links on this file system
+        if dst.exists():
+            raise FileExistsError(f"{dst} already exists") from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)
+
+
+def _to_history(folder: Path, stem: str) -> tuple[int, dict[str, str]]:
+    """Move the saved correction ``stem`` into ``folder/.history`` as the first free ``<stem>-vN``;
+    ``(N, {"scan"|"mask"|"record": path relative to folder})`` (``(0, {})`` when nothing was saved)."""
+    files = _current_files(folder, stem)
+    if not files:
+        return 0, {}
+    history = folder / HISTORY_FOLDER
+    history.mkdir(exist_ok=True)
     for version in range(1, MAX_VERSIONS + 1):
-        name = stem if version == 1 else f"{stem}-v{version}"
-        taken = [folder / f"{name}{s}" for s in (".png", ".tif", ".json")] + [folder / f"{name}_mask.png"]
-        if any(p.exists() for p in taken):
+        name = f"{stem}-v{version}"
+        if any(history.glob(f"{glob.escape(name)}[._]*")):
             continue
-        try:
-            return name, version, write_new(folder / f"{name}{suffix}", scan_bytes)
-        except FileExistsError:  # another save took this name a moment ago: try the next
-            continue
-    raise ValueError(f"{folder} already holds {MAX_VERSIONS} versions of {stem}; move some away first.")
+        moved: dict[str, str] = {}
+        for path in files:
+            rest = path.name[len(stem) :]
+            target = history / f"{name}{rest}"
+            try:
+                _move_new(path, target)
+            except FileNotFoundError:  # another save moved it a moment ago
+                continue
+            except FileExistsError:  # another save took this version a moment ago: the rest goes to the next
+                break
+            kind = "mask" if rest == "_mask.png" else "record" if rest == ".json" else "scan"
+            moved[kind] = f"{HISTORY_FOLDER}/{target.name}"
+        else:
+            return version, moved
+        files = _current_files(folder, stem)
+    raise ValueError(f"{folder / HISTORY_FOLDER} already holds {MAX_VERSIONS} versions of {stem}; move some away.")
 
 
 def save_correction(
@@ -164,7 +224,9 @@ def save_correction(
         threshold: the probability threshold of the prediction.
 
     Returns:
-        :class:`SavedCorrection`: new files ``<patient>/<name>.png``, ``<name>_mask.png`` and ``<name>.json``.
+        :class:`SavedCorrection`: new files ``<patient>/<name>.png``, ``<name>_mask.png`` and ``<name>.json``
+        (an earlier save of the slice moved to ``<patient>/.history/<name>-vN.*`` first, and named in the
+        record's ``previous``); or, with ``unchanged``, the earlier save when it holds this scan and mask.
 
     Raises:
         ValueError: masks that do not match the scan's size (the message gives both sizes).
@@ -180,7 +242,20 @@ def save_correction(
     folder.mkdir(parents=True, exist_ok=True)
     scan_bytes, suffix = encode_scan(image)
     stem = safe_part(Path(source.name).stem, "scan")
-    name, version, scan_path = _claim_name(folder, stem, scan_bytes, suffix)
+    same = _same_as_saved(folder, stem, image, corrected)
+    if same is not None:
+        logger.info("%s is already saved with this mask; nothing written", same.mask)
+        return same
+    for _ in range(3):  # another save of this slice between the move and the write: move that one too
+        previous_version, previous = _to_history(folder, stem)
+        try:
+            scan_path = write_new(folder / f"{stem}{suffix}", scan_bytes)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise ValueError(f"{folder / stem} is being saved by someone else right now; save again in a moment.")
+    name, version = stem, previous_version + 1
     mask_path = write_new(folder / f"{name}_mask.png", mask_png(corrected))
     record = {
         "schema": PROVENANCE_SCHEMA,
@@ -189,6 +264,7 @@ def save_correction(
         "scan": scan_path.name,
         "version": version,
         "mask": mask_path.name,
+        "previous": previous or None,
         "source": {
             "name": source.name,
             "patient_id": source.patient_id,
@@ -234,7 +310,9 @@ def read_records(root: str | Path) -> list[dict]:
 def latest_corrections(root: str | Path) -> list[SliceRecord]:
     """The newest saved version of each corrected source scan, as dataset slices (patients in natural order).
 
-    Only corrections whose scan and mask files are both present count.
+    Earlier saves moved to a patient's ``.history`` folder are not read; in a folder saved before that layout
+    (``<name>`` and ``<name>-v2`` side by side) the newest of them counts. Only corrections whose scan and
+    mask files are both present count.
     """
     newest: dict[tuple[str, str], dict] = {}
     for record in read_records(root):

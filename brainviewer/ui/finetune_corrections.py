@@ -60,9 +60,10 @@ def corrections_start(runs_dir: Path, demo: bool) -> None:
         patients = sorted({r.patient_id for r in slices})
         st.caption(
             f"{plural(len(slices), 'corrected slice')} of {plural(len(patients), 'patient')} in {root} "
-            "(the newest version of each). Splits stay by patient: alone, the corrected patients are split among "
-            "themselves; mixed with a dataset, every corrected patient trains and the dataset's other patients keep "
-            "the side the base model's split gave them, so its held-out patients stay held out for the comparison."
+            "(the last save of each; earlier saves in .history are not used). Splits stay by patient: alone, the "
+            "corrected patients are split among themselves; mixed with a dataset, every corrected patient trains "
+            "and the dataset's other patients keep the side the base model's split gave them, so its held-out "
+            "patients stay held out for the comparison."
         )
         config = _form(runs_dir, root)
         if config is None:

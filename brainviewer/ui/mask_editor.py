@@ -3,12 +3,16 @@
 The drawing surface is ``streamlit-drawable-canvas`` (0.13, a Streamlit components-v2 widget; checked with
 the pinned Streamlit in headless Chromium: background image shown, strokes returned as ``image_data``).
 Paint and erase are free-hand strokes; *Remove component* takes a click (a canvas point) and removes the
-connected component under it. Each finished stroke or click is applied to the mask at once
-(:mod:`brainviewer.views.mask_edit`), and the canvas is redrawn empty over the updated mask. Undo keeps
+connected component under it. The canvas stays mounted while the user paints and erases: each run applies
+the strokes of its ``json_data`` not applied yet, one undo step each (:mod:`brainviewer.views.mask_edit`),
+so strokes drawn while the app reruns are applied at the next run instead of being lost. The canvas is
+remounted empty over the updated mask only on Undo, Reset and Remove component (the buttons sit below it,
+so the strokes it holds are applied before they act; Save applies them too). Undo keeps
 :data:`~brainviewer.views.mask_edit.HISTORY_LIMIT` steps.
 
 Saving writes the scan, the corrected mask and a provenance record into the corrections folder
-(:mod:`brainviewer.data.corrections`), never over an earlier save. In a public demo
+(:mod:`brainviewer.data.corrections`), never over an earlier save: that one moves to the patient's
+``.history`` folder, and a save of the mask already saved writes nothing. In a public demo
 (``BRAINVIEWER_DEMO=1``) nothing is saved on the server: the corrected mask can be downloaded instead.
 """
 
@@ -28,8 +32,8 @@ from brainviewer.data.volumes import Volume
 from brainviewer.evaluation.metrics import slice_metrics
 from brainviewer.ui.server_files import demo_mode
 from brainviewer.ui.sidebar import ModelState
-from brainviewer.ui.state import MASK_EDIT_FLASH_KEY, MASK_EDIT_KEY, MASK_EDIT_REV_KEY
-from brainviewer.views.mask_edit import ERASE, PAINT, MaskEdit, stroke_mask
+from brainviewer.ui.state import MASK_EDIT_CANVAS_KEY, MASK_EDIT_FLASH_KEY, MASK_EDIT_KEY, MASK_EDIT_REV_KEY
+from brainviewer.views.mask_edit import ERASE, PAINT, MaskEdit, path_mask
 from brainviewer.views.overlay import PRED_COLOR, display_rgb, overlay
 from brainviewer.views.review import ReviewItem
 
@@ -39,8 +43,9 @@ TOOL_PAINT = "Paint"
 TOOL_ERASE = "Erase"
 TOOL_REMOVE = "Remove component"
 TOOLS = (TOOL_PAINT, TOOL_ERASE, TOOL_REMOVE)
-#: The canvas's side on screen (the longer side of the scan is scaled to it).
-CANVAS_SIDE = 512
+#: The canvas's side on screen (the longer side of the scan is scaled to it): 448 px fits the editor beside
+#: the sidebar in an 820 px wide window (512 overflowed it by ~40 px, the canvas toolbar over its right edge).
+CANVAS_SIDE = 448
 #: Edits kept per session (one per scan and prediction); the oldest are dropped.
 MAX_EDITS = 8
 STROKE_COLORS = {TOOL_PAINT: "#00ff00", TOOL_ERASE: "#ff00ff"}
@@ -92,8 +97,22 @@ def _store(key: str, edit: MaskEdit) -> None:
 
 
 def _bump() -> None:
-    """Remount the canvas empty (its key carries a revision) so a stroke is applied once."""
+    """Remount the canvas empty (its key carries a revision) over the current mask, at the next run."""
     st.session_state[MASK_EDIT_REV_KEY] = int(st.session_state.get(MASK_EDIT_REV_KEY, 0)) + 1
+    st.session_state.pop(MASK_EDIT_CANVAS_KEY, None)
+
+
+def _mounted(key: str, edit: MaskEdit) -> dict:
+    """The canvas of this edit: its key, how many of its objects are applied, and the mask its background
+    shows (kept while it is mounted, so the background sent to the browser does not change under the strokes)."""
+    state = st.session_state.get(MASK_EDIT_CANVAS_KEY)
+    if not state or state["edit"] != key:
+        if state:
+            _bump()
+        rev = int(st.session_state.get(MASK_EDIT_REV_KEY, 0))
+        state = {"key": f"mask_canvas_{rev}", "edit": key, "applied": 0, "shown": edit.mask}
+        st.session_state[MASK_EDIT_CANVAS_KEY] = state
+    return state
 
 
 def _background(item: ReviewItem, mask: np.ndarray, channel: int | None, size: tuple[int, int]) -> Image.Image:
@@ -117,8 +136,8 @@ def _clicked_pixel(json_data: dict | None, scale: float, shape: tuple[int, int])
     return row, col
 
 
-def _canvas(item: ReviewItem, edit: MaskEdit, tool: str, brush: int, channel: int | None):
-    """The drawing canvas over the scan; its result (strokes or clicks since it was mounted)."""
+def _canvas(item: ReviewItem, edit: MaskEdit, mounted: dict, tool: str, brush: int, channel: int | None):
+    """The drawing canvas over the scan; its result (strokes and clicks since it was mounted)."""
     from streamlit_drawable_canvas import st_canvas  # registers its component when the app runs
 
     scale = canvas_scale(edit.shape)
@@ -128,37 +147,45 @@ def _canvas(item: ReviewItem, edit: MaskEdit, tool: str, brush: int, channel: in
         fill_color="rgba(255, 0, 0, 0.6)",
         stroke_width=max(1, round(brush * scale)),
         stroke_color=STROKE_COLORS.get(tool, "#ff0000"),
-        background_image=_background(item, edit.mask, channel, (width, height)),
+        background_image=_background(item, mounted["shown"], channel, (width, height)),
         update_streamlit=True,
         height=height,
         width=width,
         drawing_mode="point" if remove else "freedraw",
         point_display_radius=4,
-        return_image_data=not remove,
-        key=f"mask_canvas_{st.session_state.get(MASK_EDIT_REV_KEY, 0)}",
+        key=mounted["key"],
     ), scale
 
 
-def _apply_canvas(key: str, edit: MaskEdit, tool: str, result, scale: float) -> None:
-    """Apply a finished stroke or click to the edit, then remount the canvas over the new mask."""
-    if tool == TOOL_REMOVE:
-        pixel = _clicked_pixel(result.json_data, scale, edit.shape)
-        if pixel is None:
-            return
-        new = edit.remove_component_at(*pixel)
-        if new is edit:
-            st.session_state[MASK_EDIT_FLASH_KEY] = (
-                "info",
-                "No tumour in the mask there: click inside a green component to remove it.",
-            )
-    else:
-        rgba = result.image_data
-        if rgba is None or not np.asarray(rgba)[..., 3].any():
-            return
-        new = edit.apply(stroke_mask(rgba, edit.shape), PAINT if tool == TOOL_PAINT else ERASE)
-    _store(key, new)
-    _bump()
-    st.rerun()
+def _apply_canvas(key: str, edit: MaskEdit, mounted: dict, result, scale: float) -> MaskEdit:
+    """Apply the canvas's strokes and clicks not applied yet, one undo step each, in the order drawn; the
+    edit after them. A click removes a component and remounts the canvas (to show the mask without it)."""
+    objects = (result.json_data or {}).get("objects") or [] if result is not None else []
+    if len(objects) < mounted["applied"]:  # the canvas's own undo took back strokes already applied
+        mounted["applied"] = len(objects)
+    new, clicked = edit, False
+    for obj in objects[mounted["applied"] :]:
+        kind = str(obj.get("type", "")).lower()  # fabric 6 writes "Path" and "Circle"
+        if kind == "path":
+            mode = ERASE if obj.get("stroke") == STROKE_COLORS[TOOL_ERASE] else PAINT
+            new = new.apply(path_mask(obj, scale, edit.shape), mode)
+        elif kind == "circle":
+            clicked = True
+            pixel = _clicked_pixel({"objects": [obj]}, scale, edit.shape)
+            removed = new.remove_component_at(*pixel) if pixel is not None else new
+            if removed is new:
+                st.session_state[MASK_EDIT_FLASH_KEY] = (
+                    "info",
+                    "No tumour in the mask there: click inside a green component to remove it.",
+                )
+            new = removed
+    mounted["applied"] = len(objects)
+    if new is not edit:
+        _store(key, new)
+    if clicked:
+        _bump()
+        st.rerun()
+    return new
 
 
 def _save(item: ReviewItem, edit: MaskEdit, model: ModelState, threshold: float | None, source: SourceScan) -> None:
@@ -171,11 +198,17 @@ def _save(item: ReviewItem, edit: MaskEdit, model: ModelState, threshold: float 
         logger.exception("saving a correction failed")
         st.session_state[MASK_EDIT_FLASH_KEY] = ("error", f"Could not save the correction: {err}")
         return
+    where = f"{saved.mask.parent.name}/{saved.mask.name}"
+    if saved.unchanged:
+        st.session_state[MASK_EDIT_FLASH_KEY] = ("info", f"Nothing saved: {where} in {root} already holds this mask.")
+        return
     pixels = saved.record["pixels"]
+    kept = saved.record.get("previous") or {}
+    earlier = f" The earlier save is kept as {kept['mask']}." if kept.get("mask") else ""
     st.session_state[MASK_EDIT_FLASH_KEY] = (
         "success",
-        f"Saved {saved.mask.parent.name}/{saved.mask.name} (+{pixels['added']:,} / −{pixels['removed']:,} px) "
-        f"in {root}. Open that folder as a dataset, or train on it from the Fine-tuning page.",
+        f"Saved {where} (+{pixels['added']:,} / −{pixels['removed']:,} px) in {root}.{earlier} "
+        "Open that folder as a dataset, or train on it from the Fine-tuning page.",
     )
 
 
@@ -229,7 +262,7 @@ def mask_editor(
     demo = demo_mode()
     with st.container(border=True):
         _flash()
-        left, middle, right = st.columns([3, 2, 3], vertical_alignment="bottom")
+        left, right = st.columns([3, 2], vertical_alignment="bottom")
         tool = left.radio(
             "Tool",
             TOOLS,
@@ -238,8 +271,19 @@ def mask_editor(
             help="Paint adds tumour, Erase removes it (drag on the scan); Remove component removes the "
             "connected piece of the mask you click.",
         )
-        brush = middle.slider("Brush (scan pixels)", 1, 40, 6, key="mask_edit_brush", disabled=tool == TOOL_REMOVE)
-        with right.container(horizontal=True, gap="small"):
+        brush = right.slider("Brush (scan pixels)", 1, 40, 6, key="mask_edit_brush", disabled=tool == TOOL_REMOVE)
+        mounted = _mounted(key, edit)
+        result, scale = _canvas(item, edit, mounted, tool, brush, channel)
+        edit = _apply_canvas(key, edit, mounted, result, scale)
+        added, removed = edit.changes()
+        st.caption(
+            f"Green: the corrected mask ({int(edit.mask.sum()):,} px; strokes show in green and magenta until "
+            f"Undo or Reset redraws it) · against the prediction at threshold "
+            f"{threshold if threshold is None else f'{threshold:.2f}'}: +{added:,} px added, −{removed:,} px removed"
+            + truth_note(edit, item.truth)
+        )
+        # below the canvas (and its toolbar): the canvas's strokes are applied before these act
+        with st.container(horizontal=True, gap="small"):
             if st.button("Undo", key="mask_edit_undo", disabled=not edit.can_undo, icon=":material/undo:"):
                 _store(key, edit.undo())
                 _bump()
@@ -248,15 +292,6 @@ def mask_editor(
                 _store(key, edit.reset())
                 _bump()
                 st.rerun()
-        result, scale = _canvas(item, edit, tool, brush, channel)
-        _apply_canvas(key, edit, tool, result, scale)
-        added, removed = edit.changes()
-        st.caption(
-            f"Green: the corrected mask ({int(edit.mask.sum()):,} px) · against the prediction at threshold "
-            f"{threshold if threshold is None else f'{threshold:.2f}'}: +{added:,} px added, −{removed:,} px removed"
-            + truth_note(edit, item.truth)
-        )
-        with st.container(horizontal=True, gap="small"):
             if st.button(
                 "Save correction",
                 key="mask_edit_save",
@@ -266,10 +301,10 @@ def mask_editor(
                 help="Public demo: nothing is saved on the server; download the mask instead."
                 if demo
                 else f"Writes the scan, the corrected mask and a provenance record into {corrections_root()} "
-                "(never over an earlier save).",
+                "(an earlier save of this slice is kept in its patient's .history folder).",
             ):
                 _save(item, edit, model, threshold, source)
-                st.rerun()
+                st.rerun()  # not remounted: a new canvas reruns the app once more, which would drop the message
             st.download_button(
                 "Corrected mask",
                 data=mask_png(edit.mask),

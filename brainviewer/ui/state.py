@@ -38,6 +38,7 @@ REVIEW_PAGES_KEY = "_review_pages"  # {scan name: 0-based page} chosen with the 
 # --- Correcting the mask (Review and Patients)
 MASK_EDIT_KEY = "_mask_edit"  # {edit key: MaskEdit} of this session's mask corrections (a few, newest last)
 MASK_EDIT_REV_KEY = "_mask_edit_rev"  # revision in the canvas key: bumped to remount the canvas empty
+MASK_EDIT_CANVAS_KEY = "_mask_edit_canvas"  # the mounted canvas: {"key", "edit", "applied" objects, "shown" mask}
 MASK_EDIT_FLASH_KEY = "_mask_edit_flash"  # (kind, text) shown once in the editor after a save or a click
 
 # --- Patients

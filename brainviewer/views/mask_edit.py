@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 PAINT = "paint"
@@ -61,6 +61,38 @@ def stroke_mask(rgba: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if alpha.size != (shape[1], shape[0]):
         alpha = alpha.resize((shape[1], shape[0]), Image.Resampling.BOX)
     return np.asarray(alpha) >= STROKE_ALPHA
+
+
+def path_mask(obj: dict, scale: float, shape: tuple[int, int]) -> np.ndarray:
+    """The pixels of a scan of ``shape`` ``(H, W)`` that one free-hand canvas stroke covers.
+
+    Args:
+        obj: a fabric.js ``path`` object of the canvas's ``json_data`` (``path`` commands in canvas pixels,
+            ``strokeWidth``); one stroke, so strokes can be applied (and undone) one at a time.
+        scale: canvas pixels per scan pixel.
+        shape: the scan's ``(H, W)``.
+
+    Returns:
+        ``(H, W)`` bool, as :func:`stroke_mask` would give for the stroke drawn alone (round caps and joins).
+    """
+    points = [
+        (float(command[i]), float(command[i + 1]))
+        for command in obj.get("path") or []
+        for i in range(1, len(command) - 1, 2)
+    ]
+    size = (max(1, round(shape[1] * scale)), max(1, round(shape[0] * scale)))
+    alpha = Image.new("L", size, 0)
+    if points:
+        width = float(obj.get("strokeWidth", 1))
+        draw = ImageDraw.Draw(alpha)
+        if len(points) > 1:
+            draw.line(points, fill=255, width=max(1, round(width)), joint="curve")
+        radius = width / 2
+        for x, y in (points[0], points[-1]):
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
+    rgba = np.zeros((size[1], size[0], 4), dtype=np.uint8)
+    rgba[..., 3] = np.asarray(alpha)
+    return stroke_mask(rgba, shape)
 
 
 def apply_stroke(mask: np.ndarray, stroke: np.ndarray, mode: str) -> np.ndarray:

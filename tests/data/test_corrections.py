@@ -59,18 +59,56 @@ def test_a_save_writes_scan_mask_and_provenance_in_a_layout_the_app_opens(tmp_pa
     assert (dataset.load_mask(dataset.records[0]) == corrected).all()
 
 
-def test_saving_the_same_scan_again_never_overwrites(tmp_path):
+def test_saving_the_same_scan_again_keeps_one_slice_and_moves_the_earlier_save_to_history(tmp_path):
     image, predicted, corrected = scan_and_masks()
     source = SourceScan("case_3.png")
     first = save_correction(tmp_path, source, image, predicted, corrected, MODEL, 0.5)
-    before = {p: p.read_bytes() for p in (first.scan, first.mask, first.record_path)}
+    before = {p.name[len("case_3") :]: p.read_bytes() for p in (first.scan, first.mask, first.record_path)}
     second = save_correction(tmp_path, source, image, predicted, predicted, MODEL, 0.5)
-    assert second.scan.name == "case_3-v2.png" and second.mask.name == "case_3-v2_mask.png"
-    assert all(p.read_bytes() == data for p, data in before.items())
-    assert len(read_records(tmp_path)) == 2
-    # training uses the newest version of the scan only
+    assert not second.unchanged
+    assert (second.scan, second.mask) == (first.scan, first.mask)  # the slice keeps its own name
+    assert (read_mask(second.mask) == predicted).all()
+    history = first.scan.parent / ".history"
+    # nothing lost: the earlier save's files, byte for byte, under <name>-v1
+    assert {p.name: p.read_bytes() for p in history.iterdir()} == {f"case_3-v1{k}": v for k, v in before.items()}
+    assert second.record["previous"] == {
+        "scan": ".history/case_3-v1.png",
+        "mask": ".history/case_3-v1_mask.png",
+        "record": ".history/case_3-v1.json",
+    }
+    assert second.record["version"] == 2
+    third = save_correction(tmp_path, source, image, predicted, corrected, MODEL, 0.5)
+    assert third.record["previous"]["record"] == ".history/case_3-v2.json" and third.record["version"] == 3
+    assert len(list(history.iterdir())) == 6
+    # the folder opens as a dataset of one slice (the history is hidden), and training uses that slice
+    dataset = open_dataset(tmp_path)
+    assert len(dataset.records) == 1 and (dataset.load_mask(dataset.records[0]) == corrected).all()
     (newest,) = latest_corrections(tmp_path)
-    assert newest.image_path == second.scan
+    assert newest.image_path == third.scan and len(read_records(tmp_path)) == 1
+
+
+def test_a_save_identical_to_the_saved_mask_writes_nothing(tmp_path):
+    image, predicted, corrected = scan_and_masks()
+    source = SourceScan("case_3.png")
+    first = save_correction(tmp_path, source, image, predicted, corrected, MODEL, 0.5)
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    again = save_correction(tmp_path, source, image, predicted, corrected, MODEL, 0.5)
+    assert again.unchanged and again.mask == first.mask and again.record_path == first.record_path
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+
+
+def test_a_folder_saved_with_v2_names_still_trains_on_the_newest_version(tmp_path):
+    image, predicted, corrected = scan_and_masks()
+    source = SourceScan("case_3.png")
+    first = save_correction(tmp_path, source, image, predicted, corrected, MODEL, 0.5)
+    record = {**first.record, "scan": "case_3-v2.png", "mask": "case_3-v2_mask.png", "version": 2}
+    record["saved_at"] = "2999-01-01T00:00:00+00:00"
+    folder = first.scan.parent
+    (folder / "case_3-v2.png").write_bytes(first.scan.read_bytes())
+    (folder / "case_3-v2_mask.png").write_bytes(first.mask.read_bytes())
+    (folder / "case_3-v2.json").write_text(json.dumps(record))
+    (newest,) = latest_corrections(tmp_path)
+    assert newest.image_path.name == "case_3-v2.png"
 
 
 def test_a_mask_of_another_size_is_refused_with_both_sizes(tmp_path):
@@ -115,3 +153,15 @@ def test_training_index_alone_and_mixed_keep_the_corrected_patients_in_training(
 def test_training_index_without_corrections_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="correct a mask"):
         write_training_index(tmp_path)
+
+
+def test_saved_corrections_are_readable_like_other_files_the_app_writes(tmp_path):
+    import os
+
+    image, predicted, corrected = scan_and_masks()
+    old = os.umask(0o022)
+    try:
+        saved = save_correction(tmp_path, SourceScan("case_3.png"), image, predicted, corrected, MODEL, 0.5)
+    finally:
+        os.umask(old)
+    assert {p.stat().st_mode & 0o777 for p in (saved.scan, saved.mask, saved.record_path)} == {0o644}

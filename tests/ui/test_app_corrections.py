@@ -63,7 +63,7 @@ def saved_files(root: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_a_painted_correction_is_saved_with_its_provenance_and_nothing_is_overwritten(app_env: Path):
+def test_a_painted_correction_is_saved_with_its_provenance_and_a_second_save_keeps_the_first(app_env: Path):
     at = open_editor()
     assert at.button(key="mask_edit_undo").disabled and at.button(key="mask_edit_reset").disabled
     key, edit = the_edit(at)
@@ -91,11 +91,23 @@ def test_a_painted_correction_is_saved_with_its_provenance_and_nothing_is_overwr
     scan = read_image(mask_path.with_name(mask_path.name.replace("_mask", "")))
     assert scan.shape[:2] == corrected.shape
 
-    at.button(key="mask_edit_save").click().run()  # the same scan saved again: a new version beside it
+    at.button(key="mask_edit_save").click().run()  # the same mask saved again: nothing written, and it says so
+    assert saved_files(app_env) == first
+    assert any("Nothing saved" in i.value for i in at.info)
+
+    key, edit = the_edit(at)
+    at.session_state[MASK_EDIT_KEY] = {key: edit.undo()}  # back to the prediction, saved again
+    at.run()
+    at.button(key="mask_edit_save").click().run()
+    assert not at.exception, at.exception
+    assert any(".history/" in s.value for s in at.success)
     second = saved_files(app_env)
-    assert all(second[p] == data for p, data in first.items())
-    assert len(second) == 2 * len(first)
-    assert open_dataset(app_env).kind == "kaggle_3m"  # the app opens the corrections folder as a dataset
+    # the earlier save is kept, byte for byte, in the patient's hidden history; the slice keeps its name
+    history = {p.name.replace("-v1", ""): data for p, data in second.items() if p.parent.name == ".history"}
+    assert history == {p.name: data for p, data in first.items()}
+    assert (read_mask(mask_path) == predicted).all()
+    dataset = open_dataset(app_env)  # the app opens the corrections folder as a dataset: one slice
+    assert dataset.kind == "kaggle_3m" and len(dataset.records) == 1
 
 
 def test_undo_and_reset_through_the_buttons(app_env: Path):

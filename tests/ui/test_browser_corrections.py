@@ -2,7 +2,9 @@
 
 Opens the Review page on a synthetic phantom slice, turns on "Correct the mask", paints one stroke with the
 brush on the canvas, saves, and checks that the saved mask differs from the model's prediction exactly where
-the stroke went; then removes the stroke again with one click of "Remove component". Skips when Chromium
+the stroke went; then removes the stroke again with one click of "Remove component". Another test paints
+three strokes in quick succession (no waits between them, the app rerunning meanwhile) and checks that all
+three are in the saved mask, then that Undo takes back the last one alone. Skips when Chromium
 (/usr/bin/chromium) or the playwright package is missing.
 """
 
@@ -61,7 +63,7 @@ def test_paint_a_stroke_and_save_the_correction(corrections_app):
             canvas.wait_for(timeout=60_000)
             canvas.scroll_into_view_if_needed()
             box = canvas.bounding_box()
-            assert box is not None and round(box["width"]) == 512  # 256 px scan at twice its size
+            assert box is not None and round(box["width"]) == 448  # 256 px scan at 1.75 times its size
             scale = box["width"] / 256
             y = box["y"] + (ROW + 0.5) * scale
             page.mouse.move(box["x"] + (COL_START + 0.5) * scale, y)
@@ -109,3 +111,65 @@ def test_paint_a_stroke_and_save_the_correction(corrections_app):
     assert saved[core].all(), "the painted stroke is not tumour in the saved mask"
     assert not (predicted & ~saved).any()  # painting removes nothing
     assert record["pixels"]["added"] == int(changed.sum()) and record["pixels"]["removed"] == 0
+
+
+def _predicted(weights: Path, scan: np.ndarray, threshold: float) -> np.ndarray:
+    segmenter = Segmenter.from_folder(weights, device="cpu")
+    return threshold_view(
+        segmenter.predict_probs(scan),
+        threshold,
+        min_component_px=segmenter.prep.min_component_px,
+        keep_largest=segmenter.prep.keep_largest,
+    ).pred_mask
+
+
+def test_strokes_in_quick_succession_are_all_kept(corrections_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, corrections, weights = corrections_app
+    rows = (30, 60, 90)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(url)
+            page.get_by_text("Correct the mask").first.wait_for(timeout=120_000)
+            page.get_by_text("Correct the mask").first.click()
+            canvas = page.locator("canvas.upper-canvas").first
+            canvas.wait_for(timeout=60_000)
+            canvas.scroll_into_view_if_needed()
+            box = canvas.bounding_box()
+            assert box is not None
+            scale = box["width"] / 256
+            for row in rows:  # no waits: each mouse-up sends the canvas while the app may still be rerunning
+                y = box["y"] + (row + 0.5) * scale
+                page.mouse.move(box["x"] + (COL_START + 0.5) * scale, y)
+                page.mouse.down()
+                for col in range(COL_START, COL_END + 1, 8):
+                    page.mouse.move(box["x"] + (col + 0.5) * scale, y)
+                page.mouse.up()
+            expect(page.get_by_text("px added").first).not_to_contain_text("+0 px added", timeout=60_000)
+            page.wait_for_timeout(5_000)  # the app's reruns for the strokes end (a click during one can be lost)
+            page.get_by_role("button", name="Save correction").click()
+            expect(page.get_by_text("Saved ").first).to_be_visible(timeout=60_000)
+            # Undo takes back one stroke (the last); saved again, the first save moves to .history
+            page.get_by_role("button", name="Undo", exact=True).first.click()
+            page.wait_for_timeout(3_000)
+            page.get_by_role("button", name="Save correction").click()
+            expect(page.get_by_text(".history/").first).to_be_visible(timeout=60_000)
+        finally:
+            browser.close()
+
+    def core(mask: np.ndarray, row: int) -> np.ndarray:
+        return mask[row - BRUSH // 2 + 2 : row + BRUSH // 2 - 1, COL_START + 2 : COL_END - 1]
+
+    (record_path,) = corrections.glob("*/*.json")
+    record = json.loads(record_path.read_text())
+    first = read_mask(record_path.parent / record["previous"]["mask"])
+    predicted = _predicted(weights, read_image(record_path.with_name(record["scan"])), record["threshold"])
+    for row in rows:
+        assert core(first, row).all(), f"the stroke at row {row} is not in the saved mask"
+    assert not (predicted & ~first).any()
+    second = read_mask(record_path.with_name(record["mask"]))
+    assert core(second, rows[0]).all() and core(second, rows[1]).all()
+    assert not (second ^ predicted)[rows[2] - BRUSH : rows[2] + BRUSH].any(), "Undo did not take back the last stroke"

@@ -109,3 +109,15 @@ def test_mask_changes_counts_added_and_removed():
     after[2:6, 2:6] = False
     after[0, 31] = True
     assert mask_changes(before, after) == (1, 16)
+
+
+def test_path_mask_rasterises_one_freehand_stroke_on_the_scan_grid():
+    from brainviewer.views.mask_edit import path_mask
+
+    # a horizontal stroke at canvas y=21 from x=10 to x=90, 8 canvas px wide, on a canvas twice the scan's size
+    stroke = {"type": "path", "strokeWidth": 8, "path": [["M", 10, 21], ["Q", 50, 21, 50, 21], ["L", 90, 21]]}
+    mask = path_mask(stroke, 2.0, (64, 64))
+    assert mask.shape == (64, 64)
+    assert mask[10, 5:45].all()  # the stroke's core, in scan pixels
+    assert not mask[:7].any() and not mask[14:].any() and not mask[:, 48:].any()
+    assert not path_mask({"type": "path", "path": []}, 2.0, (64, 64)).any()
