@@ -43,9 +43,8 @@ from brainviewer.views.review import (
     SYNTHETIC_LABEL,
     ReviewItem,
     ReviewView,
-    fitting_model,
-    input_kind_note,
 )
+from brainviewer.views.scan_kind import fitting_model, input_kind_note
 
 logger = logging.getLogger(__name__)
 

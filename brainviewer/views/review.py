@@ -26,7 +26,6 @@ import numpy as np
 
 from brainviewer.evaluation.metrics import SliceMetrics, slice_metrics
 from brainviewer.model.postprocess import postprocess
-from brainviewer.model.preprocessing import Preprocessing, is_grayscale, trained_on_grayscale
 from brainviewer.views import display_copy
 from brainviewer.views.overlay import (
     DEFAULT_ALPHA,
@@ -104,48 +103,6 @@ class ReviewItem:
     def display(self) -> np.ndarray:
         """The scan as ``(H, W, 3)`` uint8 RGB for display (computed once)."""
         return display_rgb(self.image)
-
-
-def input_kind_note(
-    image: np.ndarray, prep: Preprocessing, model_label: str, channels_by_layout: bool = False
-) -> str | None:
-    """A note for the user when ``image`` is not the kind of scan the model was trained on, else ``None``.
-
-    A 3-channel model trained on LGG's three sequences sees a grayscale scan (``(H, W)``, or three
-    equal channels) repeated in all three; one trained on grayscale scans (see
-    :func:`~brainviewer.model.preprocessing.trained_on_grayscale`) reads a 3-channel scan's distinct
-    channels as they are. Either way its prediction may be poor, and the user should know why. With
-    ``channels_by_layout`` (a ``kaggle_3m`` slice, see :class:`ReviewItem`) three equal channels are a
-    3-channel scan with its missing sequences repeated, which the LGG model was trained on.
-    """
-    if prep.in_channels != 3:
-        return None  # a 1-channel model picks its channel from a 3-channel scan by design
-    image = np.asarray(image)
-    gray_scan = image.ndim == 2 or (not channels_by_layout and is_grayscale(image))
-    gray_model = trained_on_grayscale(prep.channel_names)
-    if gray_scan and not gray_model:
-        return (
-            f"A grayscale scan: {model_label} was trained on 3-channel slices ({', '.join(prep.channel_names)}) "
-            "and sees this scan repeated in all three, so its prediction may be poor. A model trained on grayscale "
-            "scans (see the sidebar) suits it better."
-        )
-    if not gray_scan and gray_model:
-        return (
-            f"A 3-channel scan: {model_label} was trained on grayscale scans and reads these three different "
-            "channels as they are, so its prediction may be poor. A model trained on 3-channel slices suits it better."
-        )
-    return None
-
-
-def fitting_model(
-    image: np.ndarray, candidates: list[tuple[str, Preprocessing]], channels_by_layout: bool = False
-) -> str | None:
-    """The first candidate ``(label, preprocessing)`` whose model reads ``image``'s kind of scan (no
-    :func:`input_kind_note` for it), or ``None``: what the Review page offers in one click."""
-    for label, prep in candidates:
-        if input_kind_note(image, prep, label, channels_by_layout) is None:
-            return label
-    return None
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def test_two_scans_with_one_name_keep_the_first_and_say_how_to_name_a_mask():
 
 def test_input_kind_note_when_the_scan_is_not_what_the_model_read_in_training():
     from brainviewer.model.preprocessing import GRAY_CHANNEL_NAME, Preprocessing
-    from brainviewer.views.review import input_kind_note
+    from brainviewer.views.scan_kind import input_kind_note
 
     lgg, gray = Preprocessing(), Preprocessing(channel_names=[GRAY_CHANNEL_NAME] * 3)
     scan_gray = gradient()
