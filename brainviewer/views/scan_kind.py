@@ -17,8 +17,8 @@ def input_kind_note(
     equal channels) repeated in all three; one trained on grayscale scans (see
     :func:`~brainviewer.model.preprocessing.trained_on_grayscale`) reads a 3-channel scan's distinct
     channels as they are. Either way its prediction may be poor, and the user should know why. With
-    ``channels_by_layout`` (a ``kaggle_3m`` slice, see :class:`~brainviewer.views.review.ReviewItem`) three equal channels are a
-    3-channel scan with its missing sequences repeated, which the LGG model was trained on.
+    ``channels_by_layout`` (a ``kaggle_3m`` slice, see :class:`~brainviewer.views.review.ReviewItem`) three
+    equal channels are a 3-channel scan with its missing sequences repeated, which the LGG model was trained on.
     """
     if prep.in_channels != 3:
         return None  # a 1-channel model picks its channel from a 3-channel scan by design
