@@ -48,6 +48,18 @@ def corrections_app(tiny_weights: Path, tmp_path: Path):
         yield url, corrections, weights
 
 
+def _open_editor(browser, url: str):
+    """A 1440x1000 page of the app with the mask editor turned on: ``(page, the canvas's bounding box)``."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(url)
+    page.get_by_text("Correct the mask").first.wait_for(timeout=120_000)
+    page.get_by_text("Correct the mask").first.click()
+    canvas = page.locator("canvas.upper-canvas").first
+    canvas.wait_for(timeout=60_000)
+    canvas.scroll_into_view_if_needed()
+    return page, canvas.bounding_box()
+
+
 def test_paint_a_stroke_and_save_the_correction(corrections_app):
     from playwright.sync_api import expect, sync_playwright
 
@@ -55,14 +67,7 @@ def test_paint_a_stroke_and_save_the_correction(corrections_app):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            page.goto(url)
-            page.get_by_text("Correct the mask").first.wait_for(timeout=120_000)
-            page.get_by_text("Correct the mask").first.click()
-            canvas = page.locator("canvas.upper-canvas").first
-            canvas.wait_for(timeout=60_000)
-            canvas.scroll_into_view_if_needed()
-            box = canvas.bounding_box()
+            page, box = _open_editor(browser, url)
             assert box is not None and round(box["width"]) == 448  # 256 px scan at 1.75 times its size
             scale = box["width"] / 256
             y = box["y"] + (ROW + 0.5) * scale
@@ -147,14 +152,7 @@ def test_strokes_in_quick_succession_are_all_kept(corrections_app):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            page.goto(url)
-            page.get_by_text("Correct the mask").first.wait_for(timeout=120_000)
-            page.get_by_text("Correct the mask").first.click()
-            canvas = page.locator("canvas.upper-canvas").first
-            canvas.wait_for(timeout=60_000)
-            canvas.scroll_into_view_if_needed()
-            box = canvas.bounding_box()
+            page, box = _open_editor(browser, url)
             assert box is not None
             scale = box["width"] / 256
             for row in rows:  # no waits: each mouse-up sends the canvas while the app may still be rerunning
