@@ -169,11 +169,26 @@ def test_the_ranking_is_the_entropy_order_of_the_cached_probabilities(app_env, m
 
 # === In a real browser (headless Chromium): size, keyboard shortcut, zoom kept ==================
 
+# Streamlit redraws the chart when its picture changes: between the old element going and the new one being laid
+# out there is no chart, so every script below answers null (keep waiting) rather than failing in that moment.
 _PLOT_STATE = (
     "() => { const d = document.querySelector('[data-testid=stPlotlyChart] .js-plotly-plot');"
+    " if (!d || !d._fullLayout || !d.data) return null;"
     " const r = d.getBoundingClientRect();"
     " return {width: r.width, height: r.height, x: d._fullLayout.xaxis.range, source: d.data[0].source}; }"
 )
+_SOURCE_CHANGED = (
+    "(old) => { const d = document.querySelector('.js-plotly-plot'); return d?.data && d.data[0].source !== old; }"
+)
+_ZOOMED_IN = (
+    "(w) => { const r = document.querySelector('.js-plotly-plot')?._fullLayout?.xaxis?.range;"
+    " return r && r[1] - r[0] < w; }"
+)
+
+
+def _plot_state(page) -> dict:
+    """The chart's size, x range and picture, once a laid-out chart is on the page."""
+    return page.wait_for_function(_PLOT_STATE, timeout=30_000).json_value()
 
 
 @pytest.mark.browser
@@ -189,8 +204,7 @@ def test_reading_view_in_a_browser_is_large_answers_keys_and_keeps_the_tumour_zo
             chart = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
             chart.wait_for(timeout=120_000)
             chart.scroll_into_view_if_needed()
-            page.wait_for_function("() => document.querySelector('.js-plotly-plot')?._fullLayout", timeout=30_000)
-            first = page.evaluate(_PLOT_STATE)
+            first = _plot_state(page)
             assert first["width"] >= 512 and first["height"] >= 512, first
 
             truth = page.locator('[data-testid="stButton"]').filter(has_text="Ground truth").first
@@ -198,33 +212,20 @@ def test_reading_view_in_a_browser_is_large_answers_keys_and_keeps_the_tumour_zo
             page.mouse.click(5, 5)  # the focus on the page, not on a widget
             page.keyboard.press("g")  # the shortcut hides the ground truth
             expect(truth).to_contain_text("visibility_off", timeout=30_000)
-            page.wait_for_function(
-                "(old) => document.querySelector('.js-plotly-plot').data[0].source !== old",
-                arg=first["source"],
-                timeout=30_000,
-            )
+            page.wait_for_function(_SOURCE_CHANGED, arg=first["source"], timeout=30_000)
 
             page.locator('[data-testid="stButton"]').filter(has_text="Prediction").first.click()  # truth alone
             page.keyboard.press("g")
             expect(truth).not_to_contain_text("visibility_off", timeout=30_000)
             page.locator('[data-testid="stButton"]').filter(has_text="Zoom to tumour").first.click()
-            page.wait_for_function(
-                "(w) => { const r = document.querySelector('.js-plotly-plot')._fullLayout.xaxis.range;"
-                " return r[1] - r[0] < w; }",
-                arg=first["x"][1] - first["x"][0],
-                timeout=30_000,
-            )
-            zoomed = page.evaluate(_PLOT_STATE)
+            page.wait_for_function(_ZOOMED_IN, arg=first["x"][1] - first["x"][0], timeout=30_000)
+            zoomed = _plot_state(page)
             thumb = page.locator('[data-testid="stSlider"]').filter(has_text="Width (contrast)").get_by_role("slider")
             thumb.focus()
             for _ in range(10):
                 thumb.press("ArrowLeft")
-            page.wait_for_function(
-                "(old) => document.querySelector('.js-plotly-plot').data[0].source !== old",
-                arg=zoomed["source"],
-                timeout=30_000,
-            )
-            after = page.evaluate(_PLOT_STATE)
+            page.wait_for_function(_SOURCE_CHANGED, arg=zoomed["source"], timeout=30_000)
+            after = _plot_state(page)
             assert after["x"] == pytest.approx(zoomed["x"])  # the window moved, the zoom stayed
             expect(page.locator('[data-testid="stException"]')).to_have_count(0)
         finally:
