@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare_run.add_parser(sub)  # compare-models
 
+    from brainviewer.training import gate_fit
+
+    gate_fit.add_parser(sub)  # fit-gate
+
     av = sub.add_parser(
         "average",
         help="average the weights of models fine-tuned from one another (a model soup)",

@@ -11,6 +11,8 @@ size, after the model's threshold and post-processing (:meth:`Segmenter.mask_fro
   layout), stacked in natural name order, and only the largest 3-D connected component of
   the stack is kept, as :func:`brainviewer.evaluation.evaluate.evaluate_probs` does for weights that ask for
   it. Do not use it on a folder of unrelated slices.
+* Without ``volume``, each scan is a slice seen alone: weights with a tumour-present gate
+  (:mod:`brainviewer.model.gate`) write an empty mask for a slice the gate calls tumour-free.
 
 Existing outputs are never replaced unless ``overwrite=True``, and two inputs that would
 write the same output are refused. Unreadable scans are reported, not fatal.
@@ -27,7 +29,7 @@ import numpy as np
 
 from brainviewer.data.io import ScanReadError, is_mask_name, is_supported, natural_key, read_image
 from brainviewer.files import write_atomic, write_new
-from brainviewer.model.inference import patient_levels, predict_batch
+from brainviewer.model.inference import patient_levels, predict_slices
 from brainviewer.model.postprocess import keep_largest_volume_component
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.views.overlay import mask_to_png_bytes
@@ -207,8 +209,9 @@ def predict_paths(
         masks: list[tuple[PredictionJob, np.ndarray]] = []
         for start in range(0, len(loaded), max(1, batch_size)):
             masks += [
-                (job, segmenter.mask_from_probs(probs, threshold))
-                for job, probs in _infer(
+                # a slice alone goes through the weights' tumour-present gate; a volume has its 3-D step instead
+                (job, _mask(segmenter, probs, threshold, None if volume else presence))
+                for job, probs, presence in _infer(
                     segmenter, loaded[start : start + max(1, batch_size)], batch_size, failed, levels
                 )
             ]
@@ -239,20 +242,29 @@ def _write_masks(masks: list[tuple[PredictionJob, np.ndarray]], overwrite: bool,
     return written
 
 
+def _mask(segmenter: Segmenter, probs: np.ndarray, threshold: float | None, presence: float | None) -> np.ndarray:
+    """The slice's mask; ``presence`` (its tumour-present probability) is passed only when there is one, so
+    stand-in segmenters without a gate keep working."""
+    if presence is None:
+        return segmenter.mask_from_probs(probs, threshold)
+    return segmenter.mask_from_probs(probs, threshold, presence)
+
+
 def _infer(
     segmenter: Segmenter,
     loaded: list[tuple[PredictionJob, np.ndarray]],
     batch_size: int,
     failed: list[Failure],
     levels: np.ndarray | None = None,
-) -> list[tuple[PredictionJob, np.ndarray]]:
-    """Probabilities for a batch; if the batch fails, scan by scan so one bad scan costs only itself.
-    ``levels``: the patient's intensity levels (``--volume``), else each scan is normalised alone."""
+) -> list[tuple[PredictionJob, np.ndarray, float | None]]:
+    """Probabilities and tumour-present probability for a batch; if the batch fails, scan by scan so one bad
+    scan costs only itself. ``levels``: the patient's intensity levels (``--volume``), else each scan is
+    normalised alone."""
     if not loaded:
         return []
     try:
-        probs = predict_batch(segmenter, [image for _, image in loaded], batch_size, levels)
-        return [(job, p) for (job, _), p in zip(loaded, probs, strict=True)]
+        probs, presence = predict_slices(segmenter, [image for _, image in loaded], batch_size, levels)
+        return [(job, p, g) for (job, _), p, g in zip(loaded, probs, presence, strict=True)]
     except (ValueError, RuntimeError) as err:
         if len(loaded) == 1:
             failed.append((loaded[0][0].source, f"the model could not process it: {err}"))

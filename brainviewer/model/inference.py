@@ -17,6 +17,19 @@ def predict_batch(
     return segmenter.predict_probs_batch(images, batch_size, levels)  # type: ignore[attr-defined]
 
 
+def predict_slices(
+    segmenter: object, images: list[np.ndarray], batch_size: int, levels: np.ndarray | None = None
+) -> tuple[list[np.ndarray], list[float | None]]:
+    """``(probs, tumour-present probabilities)`` as ``segmenter.predict_slices`` gives them; a segmenter without
+    that method (a stand-in) gives ``None`` for each scan's tumour-present probability (no gate)."""
+    if not hasattr(segmenter, "predict_slices"):
+        probs = predict_batch(segmenter, images, batch_size, levels)
+        return probs, [None] * len(probs)
+    if levels is None:
+        return segmenter.predict_slices(images, batch_size)
+    return segmenter.predict_slices(images, batch_size, levels)
+
+
 def patient_levels(segmenter: object, slices: list[np.ndarray]) -> np.ndarray | None:
     """The patient's intensity levels when ``segmenter``'s weights normalise per volume, else ``None``."""
     prep = getattr(segmenter, "prep", None)

@@ -2,8 +2,10 @@
 
 The exported graph maps ``image`` ``(N, C, S, S)`` float32 (preprocessed, see
 :func:`brainviewer.model.preprocessing.to_input`) to ``logits`` ``(N, 1, S, S)`` float32, with a dynamic batch
-dimension ``N`` and the fixed ``S = prep.input_size``. The weights folder's ``preprocessing.json`` is stored
-in the ONNX model's metadata (key :data:`PREP_METADATA_KEY`), so a ``.onnx`` file is self-contained.
+dimension ``N`` and the fixed ``S = prep.input_size``; a model with a tumour-present head
+(:mod:`brainviewer.model.gate`) has a second output ``tumour_logit`` ``(N, 1)``. The weights folder's
+``preprocessing.json`` is stored in the ONNX model's metadata (key :data:`PREP_METADATA_KEY`), so a ``.onnx`` file
+is self-contained.
 
 Needs ``onnx`` and ``onnxruntime`` (``pip install onnx onnxruntime``, or ``onnxruntime-gpu`` for CUDA);
 the default exporter (``dynamo=True``, torch.export based) also needs ``onnxscript``. Without
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainviewer.model.gate import split_output, tumour_shown
 from brainviewer.model.postprocess import postprocess
 from brainviewer.model.preprocessing import PREPROCESSING_FILE, Preprocessing, to_input, unletterbox
 
@@ -30,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
+PRESENCE_NAME = "tumour_logit"
 #: ONNX opset of the export (both exporters support it; onnxruntime >= 1.14 runs it).
 DEFAULT_OPSET = 18
 #: Metadata key holding the preprocessing JSON inside the .onnx file.
@@ -74,6 +78,7 @@ def export_onnx(
     """
     import torch
 
+    from brainviewer.model.gate import has_head
     from brainviewer.model.segmenter import load_model
 
     _require("onnx", "ONNX export")
@@ -88,6 +93,7 @@ def export_onnx(
         raise FileExistsError(f"{out_path} already exists; choose another --out or pass overwrite=True.")
     model, prep = load_model(weights_folder, map_location="cpu")
     model.eval()
+    outputs = [OUTPUT_NAME, PRESENCE_NAME] if has_head(model) else [OUTPUT_NAME]
     example = torch.zeros(2, prep.in_channels, prep.input_size, prep.input_size)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
@@ -104,7 +110,7 @@ def export_onnx(
                     str(tmp),
                     dynamo=True,
                     input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
+                    output_names=outputs,
                     dynamic_shapes=({0: batch},),
                     opset_version=opset,
                     external_data=False,
@@ -117,8 +123,8 @@ def export_onnx(
                     str(tmp),
                     dynamo=False,
                     input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    output_names=outputs,
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
                     opset_version=opset,
                 )
         proto = onnx.load(str(tmp))
@@ -224,7 +230,15 @@ class OnnxSegmenter:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw network output ``(N, 1, S, S)`` float32 for a preprocessed ``(N, C, S, S)`` float32 batch."""
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return self.outputs(batch)[0]
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(mask logits (N, 1, S, S), tumour-present logits (N, 1) or None)`` float32 for a preprocessed
+        batch; the second is ``None`` for a file exported from weights without a head."""
+        names = [o.name for o in self.session.get_outputs()]
+        wanted = [OUTPUT_NAME, PRESENCE_NAME] if PRESENCE_NAME in names else [OUTPUT_NAME]
+        got = self.session.run(wanted, {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})
+        return got[0], (got[1] if len(got) > 1 else None)
 
     def predict_probs_batch(
         self, images: list[np.ndarray], batch_size: int = 8, levels: np.ndarray | None = None
@@ -240,24 +254,46 @@ class OnnxSegmenter:
             ``probs`` for each scan: ``(H, W)`` float32 in ``[0, 1]`` at the scan's own size (with
             ``prep.tta_flip``, the mean over the scan and its left-right mirror).
         """
+        return self.predict_slices(images, batch_size, levels)[0]
+
+    def predict_slices(
+        self, images: list[np.ndarray], batch_size: int = 8, levels: np.ndarray | None = None
+    ) -> tuple[list[np.ndarray], list[float | None]]:
+        """``(probs, tumour-present probabilities)``, as :meth:`Segmenter.predict_slices` gives them."""
         results: list[np.ndarray] = []
+        presence: list[float | None] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
+            n = len(chunk)
             batch = np.stack([to_input(image, self.prep, levels) for image in chunk])
             if self.prep.tta_flip:  # as Segmenter: the mean of the scan's and its mirror's probabilities
-                both = _sigmoid(self.logits(np.concatenate([batch, batch[..., ::-1]])))[:, 0]
-                probs = (both[: len(chunk)] + both[len(chunk) :, :, ::-1]) / 2
+                logits, labels = self.outputs(np.concatenate([batch, batch[..., ::-1]]))
+                both = _sigmoid(logits)[:, 0]
+                probs = (both[:n] + both[n:, :, ::-1]) / 2
+                present = None if labels is None else (_sigmoid(labels)[:n, 0] + _sigmoid(labels)[n:, 0]) / 2
             else:
-                probs = _sigmoid(self.logits(batch))[:, 0]
+                logits, labels = self.outputs(batch)
+                probs = _sigmoid(logits)[:, 0]
+                present = None if labels is None else _sigmoid(labels)[:, 0]
             results.extend(unletterbox(p, image.shape[:2]) for p, image in zip(probs, chunk, strict=True))
-        return results
+            presence.extend([None] * n if present is None else [float(v) for v in present])
+        return results, presence
 
     def predict_probs(self, image: np.ndarray) -> np.ndarray:
         """Tumour probabilities ``(H, W)`` float32 in ``[0, 1]`` for one scan ``(H, W[, 3])``."""
         return self.predict_probs_batch([image])[0]
 
-    def mask_from_probs(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
-        """Threshold ``probs`` and apply the weights' post-processing: ``(H, W)`` bool."""
+    def tumour_shown(self, presence: float | None) -> bool:
+        """As :meth:`Segmenter.tumour_shown`."""
+        return tumour_shown(presence, self.prep.tumour_gate)
+
+    def mask_from_probs(
+        self, probs: np.ndarray, threshold: float | None = None, presence: float | None = None
+    ) -> np.ndarray:
+        """Threshold ``probs`` and apply the weights' post-processing and gate: ``(H, W)`` bool (as
+        :meth:`Segmenter.mask_from_probs`)."""
+        if not self.tumour_shown(presence):
+            return np.zeros(probs.shape, dtype=bool)
         cut = self.prep.threshold if threshold is None else threshold
         return postprocess(probs >= cut, self.prep.min_component_px, self.prep.keep_largest)
 
@@ -277,7 +313,8 @@ def check_against_torch(
         seed: for the random ``(N, C, S, S)`` standard-normal inputs.
 
     Returns:
-        ``max |logits_torch - logits_onnx|`` over every batch (float32 export: typically ~1e-5).
+        ``max |logits_torch - logits_onnx|`` over every batch and output (mask logits, and the tumour-present
+        logits of a model with a head; float32 export: typically ~1e-5).
     """
     import torch
 
@@ -290,9 +327,13 @@ def check_against_torch(
     for n in batch_sizes:
         batch = rng.standard_normal((n, prep.in_channels, prep.input_size, prep.input_size)).astype(np.float32)
         with torch.inference_mode():
-            expected = model(torch.from_numpy(batch)).numpy()
-        got = onnx_model.logits(batch)
-        if got.shape != expected.shape:
-            raise ValueError(f"ONNX output shape {got.shape} differs from PyTorch's {expected.shape} for batch {n}.")
-        worst = max(worst, float(np.abs(got - expected).max()))
+            expected = [t if t is None else t.numpy() for t in split_output(model(torch.from_numpy(batch)))]
+        for got, want in zip(onnx_model.outputs(batch), expected, strict=True):
+            if (got is None) != (want is None):
+                raise ValueError("The ONNX file and the weights disagree on the tumour-present output; export again.")
+            if got is None:
+                continue
+            if got.shape != want.shape:
+                raise ValueError(f"ONNX output shape {got.shape} differs from PyTorch's {want.shape} for batch {n}.")
+            worst = max(worst, float(np.abs(got - want).max()))
     return worst

@@ -74,6 +74,11 @@ class Preprocessing:
     norm_target: list[float] = field(default_factory=lambda: [0.7])
     """With a percentile ``intensity_norm``: the unit-range value that percentile is moved to, in (0, 1];
     one value for every channel or one per channel."""
+    tumour_gate: float | None = None
+    """Tumour-present gate (:mod:`brainviewer.model.gate`): a slice predicted alone shows its mask only when the
+    model's classification head gives it a tumour-present probability of at least this, in ``[0, 1)``; chosen
+    on validation patients for a target false-positive rate. ``None`` (weights without a head) never gates.
+    Whole patients (``--volume``, evaluation, the Patients page) are not gated: their 3-D step does that."""
 
     def __post_init__(self) -> None:
         for name in ("input_size", "in_channels", "gray_channel", "min_component_px"):
@@ -130,6 +135,11 @@ class Preprocessing:
                 f"norm_target must be one number in (0, 1] or {self.in_channels} of them, got {self.norm_target!r}"
             )
         self.norm_target = [float(t) for t in targets]
+        gate = self.tumour_gate
+        if gate is not None:
+            if isinstance(gate, bool) or not isinstance(gate, (int, float)) or not 0.0 <= gate < 1.0:
+                raise ValueError(f"tumour_gate must be a number in [0, 1) or null (no gate), got {gate!r}")
+            self.tumour_gate = float(gate)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``<folder>/preprocessing.json`` (the folder must exist); returns its path."""

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from brainviewer.compat import import_smp
+from brainviewer.model.gate import split_output, tumour_shown
 from brainviewer.model.postprocess import postprocess
 from brainviewer.model.preprocessing import PREPROCESSING_FILE, Preprocessing, to_input, unletterbox
 
@@ -264,8 +265,20 @@ class Segmenter:
             ``probs`` for each scan: ``(H, W)`` float32 in ``[0, 1]`` at the scan's own size.
             With ``prep.tta_flip`` they are the mean over the scan and its left-right mirror.
         """
-        plain, averaged = self._probs(images, batch_size, flip=self.prep.tta_flip, levels=levels)
-        return averaged if self.prep.tta_flip else plain
+        return self.predict_slices(images, batch_size, levels)[0]
+
+    def predict_slices(
+        self, images: list[np.ndarray], batch_size: int = 8, levels: np.ndarray | None = None
+    ) -> tuple[list[np.ndarray], list[float | None]]:
+        """Tumour probabilities and tumour-present probabilities for several scans.
+
+        Returns:
+            ``(probs, presence)``: ``probs`` as :meth:`predict_probs_batch` gives them, and for each scan the
+            classification head's tumour-present probability in ``[0, 1]`` (``None`` for a model without a
+            head). With ``prep.tta_flip`` both are means over the scan and its mirror.
+        """
+        out = self._run(images, batch_size, flip=self.prep.tta_flip, levels=levels)
+        return (out[1], out[3]) if self.prep.tta_flip else (out[0], out[2])
 
     def predict_probs_plain_and_flip(
         self, images: list[np.ndarray], batch_size: int = 8, levels: np.ndarray | None = None
@@ -273,17 +286,21 @@ class Segmenter:
         """Both kinds of probabilities from one pass of the scans and their mirrors, whatever
         ``prep.tta_flip`` says: ``(plain, flip-averaged)``, each as :meth:`predict_probs_batch` gives them
         with ``tta_flip`` off and on. Used to choose the post-processing with and without TTA at once."""
-        return self._probs(images, batch_size, flip=True, levels=levels)
+        return self._run(images, batch_size, flip=True, levels=levels)[:2]
 
     @torch.inference_mode()
-    def _probs(
+    def _run(
         self, images: list[np.ndarray], batch_size: int, flip: bool, levels: np.ndarray | None = None
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """``(plain probs, flip-averaged probs)``; the second list is empty unless ``flip``."""
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[float | None], list[float | None]]:
+        """``(plain probs, flip-averaged probs, plain presence, flip-averaged presence)``; the averaged lists
+        are empty unless ``flip``; presence is ``None`` per scan for a model without a head."""
         plain: list[np.ndarray] = []
         averaged: list[np.ndarray] = []
+        presence: list[float | None] = []
+        presence_averaged: list[float | None] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
+            n = len(chunk)
             inputs = [to_input(img, self.prep, levels) for img in chunk]
             batch = torch.from_numpy(np.stack(inputs)).to(self.device)
             if flip:
@@ -291,24 +308,37 @@ class Segmenter:
             if self.device.type == "cuda":
                 batch = batch.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    logits = self.model(batch)
+                    logits, labels = split_output(self.model(batch))
             else:
-                logits = self.model(batch)
+                logits, labels = split_output(self.model(batch))
             probs_t = torch.sigmoid(logits.float())[:, 0]
             sizes = [img.shape[:2] for img in chunk]
-            plain.extend(
-                unletterbox(p, size) for p, size in zip(probs_t[: len(chunk)].cpu().numpy(), sizes, strict=True)
-            )
+            plain.extend(unletterbox(p, size) for p, size in zip(probs_t[:n].cpu().numpy(), sizes, strict=True))
+            present = None if labels is None else torch.sigmoid(labels.float())[:, 0].cpu().numpy()
+            presence.extend([None] * n if present is None else [float(v) for v in present[:n]])
             if flip:  # mean of the plain and the mirrored pass, mirrored back
-                mean_t = (probs_t[: len(chunk)] + probs_t[len(chunk) :].flip(-1)) / 2
+                mean_t = (probs_t[:n] + probs_t[n:].flip(-1)) / 2
                 averaged.extend(unletterbox(p, size) for p, size in zip(mean_t.cpu().numpy(), sizes, strict=True))
-        return plain, averaged
+                both = [None] * n if present is None else [float(v) for v in (present[:n] + present[n:]) / 2]
+                presence_averaged.extend(both)
+        return plain, averaged, presence, presence_averaged
 
     def predict_probs(self, image: np.ndarray) -> np.ndarray:
         """Tumour probabilities ``(H, W)`` float32 in ``[0, 1]`` for one scan ``(H, W[, 3])``."""
         return self.predict_probs_batch([image])[0]
 
-    def mask_from_probs(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
-        """Threshold ``probs`` and apply the weights' post-processing: ``(H, W)`` bool."""
+    def tumour_shown(self, presence: float | None) -> bool:
+        """Whether the tumour-present gate lets a slice with head output ``presence`` show its mask
+        (see :mod:`brainviewer.model.gate`); always true for weights without a gate."""
+        return tumour_shown(presence, self.prep.tumour_gate)
+
+    def mask_from_probs(
+        self, probs: np.ndarray, threshold: float | None = None, presence: float | None = None
+    ) -> np.ndarray:
+        """Threshold ``probs`` and apply the weights' post-processing: ``(H, W)`` bool. Given the slice's
+        tumour-present probability ``presence`` (:meth:`predict_slices`), a slice the gate calls tumour-free
+        gets an empty mask."""
+        if not self.tumour_shown(presence):
+            return np.zeros(probs.shape, dtype=bool)
         cut = self.prep.threshold if threshold is None else threshold
         return postprocess(probs >= cut, self.prep.min_component_px, self.prep.keep_largest)

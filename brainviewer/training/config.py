@@ -60,6 +60,15 @@ class TrainConfig:
     """Intensity normalisation the model is trained with and saves in preprocessing.json: none,
     percentile (each image's channels: their 99th head percentile to a common level) or volume_percentile
     (the same over each patient's slices). Empty: the base model's (with init_weights) or none."""
+    tumour_head: bool = False
+    """Train smp's tumour-present classification head (aux_params) with the segmentation, and choose its gate
+    threshold on the validation patients at the end, so that a slice seen alone shows no false tumour (see
+    brainviewer.model.gate). Always on when init_weights already has a head."""
+    tumour_head_weight: float = 0.2
+    """Weight of the head's loss (binary cross-entropy: does the crop hold tumour) beside the segmentation loss."""
+    gate_max_fp: float = 0.03
+    """The gate threshold is the smallest at which at most this share of the validation patients' tumour-free
+    slices, each predicted alone, show a predicted pixel."""
 
     # sampling
     crop_size: int = 128
@@ -139,6 +148,10 @@ class TrainConfig:
             raise ValueError(
                 f"intensity_norm must be one of {', '.join(INTENSITY_NORMS)} (or empty); got {self.intensity_norm!r}"
             )
+        if self.tumour_head_weight < 0:
+            raise ValueError(f"tumour_head_weight must be >= 0; got {self.tumour_head_weight}")
+        if not 0.0 <= self.gate_max_fp < 1.0:
+            raise ValueError(f"gate_max_fp must be in [0, 1), e.g. 0.03; got {self.gate_max_fp}")
         if not 0.0 <= self.missing_sequence_prob <= 1.0:
             raise ValueError(f"missing_sequence_prob must be in [0, 1]; got {self.missing_sequence_prob}")
 

@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from brainviewer.data.datasets import Dataset
 from brainviewer.data.split import Split, base_trained_val, split_for_config, weights_split
+from brainviewer.model.gate import attach_head, has_head
 from brainviewer.model.preprocessing import GRAY_CHANNEL_NAME, LGG_CHANNEL_NAMES, Preprocessing
 from brainviewer.model.segmenter import Segmenter, build_model, load_model
 from brainviewer.runs.layout import CHECKPOINT, RUNNING, SPLIT_FILE, STOP_FILE
@@ -190,6 +191,9 @@ def model_and_preprocessing(config: TrainConfig, train_set: Dataset) -> tuple[to
             mean=[0.0] * config.in_channels,
             std=[1.0] * config.in_channels,
         )
+    if config.tumour_head and not has_head(model):
+        attach_head(model)  # trained with the segmentation; its gate threshold is chosen at the end of the run
+    prep.tumour_gate = None  # a base model's threshold does not hold for the head once it trains on
     norm_changed = bool(config.intensity_norm) and config.intensity_norm != prep.intensity_norm
     if norm_changed:  # the base's mean and std describe other input, so they are measured again below
         prep.intensity_norm = config.intensity_norm

@@ -12,7 +12,9 @@ from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
+from brainviewer.model.gate import split_output
 from brainviewer.runs.layout import CHECKPOINT, RUNNING, STOP_FILE
 from brainviewer.training.config import TrainConfig
 from brainviewer.training.data import EpochBatches, batch_loader, epoch_order, step_seed
@@ -119,8 +121,12 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     torch.manual_seed(step_seed(session.config.seed, state.epoch, state.step_in_epoch, session.rank))  # dropout
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=session.use_amp):
-        logits = session.net(images)
+        logits, labels = split_output(session.net(images))
     loss = session.loss_fn(logits.float(), targets)
+    if labels is not None:  # the tumour-present head: does this crop hold tumour
+        present = (targets.flatten(1).amax(1) > 0).float()
+        head_loss = F.binary_cross_entropy_with_logits(labels.float()[:, 0], present)
+        loss = loss + session.config.tumour_head_weight * head_loss
     loss.backward()
     optimizer.step()
     return images.shape[0], loss, lr

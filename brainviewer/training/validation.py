@@ -26,6 +26,7 @@ from brainviewer.model.preprocessing import volume_levels
 from brainviewer.model.segmenter import Segmenter, save_weights
 from brainviewer.runs.layout import BEST, SPLIT_FILE
 from brainviewer.training.config import TrainConfig
+from brainviewer.training.gate_fit import GATE_FILE, gate_for_validation
 from brainviewer.training.records import RunState, append_metrics
 from brainviewer.training.session import TrainingSession
 
@@ -179,6 +180,7 @@ def finalise(run_dir: Path, segmenter: Segmenter, val_set: Dataset, config: Trai
     base = base_report(best, val_set, candidates)
     chosen, changed = keep_base_unless_better(base, searched, candidates)
     best.prep = with_setting(best.prep, chosen)
+    gate = gate_for_validation(best, val_set, config.gate_max_fp)  # a model with a tumour-present head
     summary = chosen.summary()
     logger.info(
         "%s: threshold %.2f, min component %d px, largest 3-D component %s, flip TTA %s"
@@ -195,7 +197,18 @@ def finalise(run_dir: Path, segmenter: Segmenter, val_set: Dataset, config: Trai
         base.mean_dice,
     )
     table = [report.summary() for report in candidates]
-    save_best(best, run_dir, config, state, summary, {"threshold_sweep.json": json.dumps(table, indent=2) + "\n"})
+    extra = {"threshold_sweep.json": json.dumps(table, indent=2) + "\n"}
+    if gate is not None:
+        extra[GATE_FILE] = json.dumps(gate, indent=2) + "\n"
+        logger.info(
+            "tumour-present gate %s: single-slice FP rate %.3f -> %.3f, tumour slices shown %d/%d",
+            gate["tumour_gate"],
+            gate["ungated"]["fp_rate"],
+            gate["gated"]["fp_rate"],
+            gate["gated"]["tumour_slices_shown"],
+            gate["gated"]["tumour_slices"],
+        )
+    save_best(best, run_dir, config, state, summary, extra)
     append_metrics(
         run_dir,
         {

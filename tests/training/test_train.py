@@ -605,3 +605,24 @@ def test_the_weights_record_whether_they_were_trained_on_grayscale_scans(phantom
     tuned = train(tiny_config(gray, tmp_path, "on-gray", max_steps=1, init_weights=str(base / "best")))
     assert Segmenter.from_folder(tuned / "best", device="cpu").prep.channel_names == [GRAY_CHANNEL_NAME] * 3
     assert "trained on grayscale scans" in (tuned / "best" / "README.md").read_text()
+
+
+def test_a_tumour_head_trains_with_the_segmentation_and_gets_its_gate_on_validation(
+    phantom_dataset: Path, tmp_path: Path
+) -> None:
+    from brainviewer.model.gate import has_head
+    from brainviewer.training.gate_fit import GATE_FILE
+
+    run_dir = train(tiny_config(phantom_dataset, tmp_path, "head", max_steps=3, tumour_head=True, gate_max_fp=0.0))
+    best = run_dir / "best"
+    assert json.loads((best / "config.json").read_text())["aux_params"]["classes"] == 1
+    report = json.loads((best / GATE_FILE).read_text())
+    segmenter = Segmenter.from_folder(best, device="cpu")
+    assert has_head(segmenter.model)
+    assert segmenter.prep.tumour_gate == report["tumour_gate"]  # the threshold chosen on validation, recorded
+    assert report["gated"]["fp_rate"] <= report["ungated"]["fp_rate"]
+    assert report["validation_patients"] == json.loads((run_dir / "split.json").read_text())["val"]
+    # fine-tuning it keeps the head training and chooses the threshold again
+    tuned = train(tiny_config(phantom_dataset, tmp_path, "head-tuned", max_steps=2, init_weights=str(best), seed=4))
+    assert (tuned / "best" / GATE_FILE).is_file()
+    assert has_head(Segmenter.from_folder(tuned / "best", device="cpu").model)
