@@ -31,7 +31,7 @@ def split_output(output: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch
     return output, None
 
 
-def has_head(model: nn.Module) -> bool:
+def has_head(model: nn.Module | None) -> bool:
     """Whether ``model`` (an smp model) has a classification head."""
     return getattr(model, "classification_head", None) is not None
 

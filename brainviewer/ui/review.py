@@ -18,7 +18,6 @@ import streamlit as st
 from brainviewer.data.datasets import Dataset
 from brainviewer.data.io import IMAGE_SUFFIXES
 from brainviewer.limits import env_limit, raise_hint, scan_slot
-from brainviewer.model.segmenter import Segmenter
 from brainviewer.ui.common import (
     first_held_out,
     item_banner,
@@ -31,6 +30,7 @@ from brainviewer.ui.common import (
 from brainviewer.ui.examples import example_source_items, review_examples
 from brainviewer.ui.mask_editor import mask_editor, review_source
 from brainviewer.ui.reading_view import review_reading_view
+from brainviewer.ui.review_model import gate_hides_mask, item_prediction
 from brainviewer.ui.review_pages import chosen_pages, page_picker
 from brainviewer.ui.sidebar import ModelState
 from brainviewer.ui.state import (
@@ -59,28 +59,6 @@ logger = logging.getLogger(__name__)
 
 
 # === Inference =================================================================================
-
-
-@st.cache_data(max_entries=64, show_spinner="Running the model on this scan…")
-def _cached_probs(model_id: str, item_key: str, _segmenter: Segmenter, _image: np.ndarray) -> np.ndarray:
-    """Probabilities keyed by (model id, scan content hash); the underscored arguments are not hashed."""
-    with scan_slot():  # a bounded number of scans segmented at once, all sessions together
-        return _segmenter.predict_probs_batch([_image])[0]
-
-
-def item_probs(model: ModelState, item: ReviewItem) -> np.ndarray | None:
-    """``(H, W)`` float32 tumour probabilities of ``item`` (cached), or ``None`` without a model.
-
-    A failing model shows ``st.error`` and returns ``None``; it never stops the page.
-    """
-    if model.segmenter is None or model.model_id is None:
-        return None
-    try:
-        return _cached_probs(model.model_id, item.key, model.segmenter, item.image)
-    except Exception as err:
-        logger.exception("model failed on %s", item.name)
-        st.error(f"The model failed on {item.name}: {type(err).__name__}: {err}")
-        return None
 
 
 # === Sources ===================================================================================
@@ -426,7 +404,8 @@ def show_item(item: ReviewItem, model: ModelState, dataset: Dataset | None = Non
     item_banner(item, model)
     threshold, opacity = review_controls(model)
     channel = display_channel_control(item)
-    probs = item_probs(model, item)
+    probs, presence = item_prediction(model, item)
+    hidden = probs is not None and gate_hides_mask(model, presence)  # the tumour-present gate: an empty mask
     view = render_review(
         item,
         probs,
@@ -434,6 +413,7 @@ def show_item(item: ReviewItem, model: ModelState, dataset: Dataset | None = Non
         alpha=opacity,
         min_component_px=model.min_component_px,
         keep_largest=model.keep_largest,
+        pred_mask=np.zeros(item.shape, dtype=bool) if hidden else None,
         no_prediction_reason=model.reason,
         display_channel=channel,
     )

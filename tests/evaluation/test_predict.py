@@ -53,6 +53,15 @@ def test_folder_layout_sizes_and_values(segmenter: Segmenter, scans: Path, tmp_p
         assert set(np.unique(mask)) <= {0, 255}
 
 
+def use_probs(monkeypatch: pytest.MonkeyPatch, segmenter: Segmenter, probs) -> None:
+    """Make ``segmenter`` answer ``probs(images)`` (no tumour-present head) wherever predict asks it."""
+
+    def slices(images: list[np.ndarray], batch_size: int = 8, levels: object = None) -> tuple[list, list]:
+        return probs(images, batch_size), [None] * len(images)
+
+    monkeypatch.setattr(segmenter, "predict_slices", slices)
+
+
 def test_masks_are_the_models_thresholded_post_processed_probs(
     segmenter: Segmenter, scans: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -70,7 +79,7 @@ def test_masks_are_the_models_thresholded_post_processed_probs(
             out.append(probs)
         return out
 
-    monkeypatch.setattr(segmenter, "predict_probs_batch", fake_probs)
+    use_probs(monkeypatch, segmenter, fake_probs)
     segmenter.prep.min_component_px = 2
     written, _ = predict_paths(segmenter, [scans], tmp_path / "o1", threshold=None, batch_size=2)
     assert batches == [2, 1]  # three scans in batches of two
@@ -182,7 +191,7 @@ def test_volume_keeps_the_largest_3d_component_per_folder(
     def probs_from_image(images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
         return [(np.asarray(image).reshape(32, 32, -1)[..., 0] > 128).astype(np.float32) * 0.9 for image in images]
 
-    monkeypatch.setattr(segmenter, "predict_probs_batch", probs_from_image)
+    use_probs(monkeypatch, segmenter, probs_from_image)
     segmenter.prep.min_component_px = 0
     calls: list[tuple[int, int]] = []
     out = tmp_path / "vol"

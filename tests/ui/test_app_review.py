@@ -357,15 +357,15 @@ def app_env(monkeypatch, tmp_path):
 
 @pytest.fixture
 def predict_calls(monkeypatch):
-    """Counts Segmenter.predict_probs_batch calls (the model forward passes)."""
+    """Counts Segmenter.predict_slices calls (the model forward passes of the Review page)."""
     calls = []
-    original = Segmenter.predict_probs_batch
+    original = Segmenter.predict_slices
 
-    def counting(self, images, batch_size=8):
+    def counting(self, images, batch_size=8, levels=None):
         calls.append(len(images))
-        return original(self, images, batch_size)
+        return original(self, images, batch_size, levels)
 
-    monkeypatch.setattr(Segmenter, "predict_probs_batch", counting)
+    monkeypatch.setattr(Segmenter, "predict_slices", counting)
     return calls
 
 

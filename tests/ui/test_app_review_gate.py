@@ -1,0 +1,58 @@
+"""The Review page with weights that have a tumour-present gate: a slice the head calls tumour-free shows no
+mask and says why, and the reviewer can show the mask anyway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brainviewer.model.gate import attach_head
+from brainviewer.model.preprocessing import Preprocessing
+from brainviewer.model.segmenter import load_model, save_weights
+from tests.ui.test_app_review import gradient, new_app, png_bytes
+
+
+def gated_weights(tiny_weights: Path, folder: Path, presence_logit: float) -> Path:
+    """The tiny model with a full ungated mask on every slice, and a head whose answer is always
+    ``sigmoid(presence_logit)``, gated at 0.5."""
+    model, prep = load_model(tiny_weights)
+    with torch.no_grad():
+        model.segmentation_head[0].bias.fill_(20.0)
+    attach_head(model, np.zeros(int(model.encoder.out_channels[-1]), np.float32), presence_logit)
+    return save_weights(model, folder, Preprocessing(**{**prep.__dict__, "tumour_gate": 0.5}))
+
+
+def review_upload(at) -> None:
+    at.radio(key="review_source").set_value("Upload").run()
+    scan = np.stack([gradient(64, 64)] * 3, axis=-1)
+    at.file_uploader(key="review_upload").set_value(("slice.png", png_bytes(scan), "image/png")).run()
+
+
+def test_a_slice_the_gate_calls_tumour_free_shows_no_mask_until_asked(
+    app_env, monkeypatch: pytest.MonkeyPatch, tiny_weights: Path, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(gated_weights(tiny_weights, tmp_path / "gated", -10.0)))
+    at = new_app().run()
+    review_upload(at)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("calls this slice tumour-free" in str(info.value) for info in at.info)
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["Predicted area (px)"] == "0"
+    at.toggle(key="review_show_gated").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {m.label: m.value for m in at.metric}["Predicted area (px)"] == f"{64 * 64:,}"
+
+
+def test_a_slice_the_gate_lets_through_shows_its_mask_and_the_probability(
+    app_env, monkeypatch: pytest.MonkeyPatch, tiny_weights: Path, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(gated_weights(tiny_weights, tmp_path / "open", 10.0)))
+    at = new_app().run()
+    review_upload(at)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Tumour-present probability 1.00 (gate 0.50)" in str(c.value) for c in at.caption)
+    assert not any("tumour-free" in str(info.value) for info in at.info)
+    assert {m.label: m.value for m in at.metric}["Predicted area (px)"] == f"{64 * 64:,}"
