@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from brainviewer.compat import import_smp
+from brainviewer.model.gate import attach_head, split_output
 from brainviewer.model.hub import ALLOW_PATTERNS
 from brainviewer.model.preprocessing import Preprocessing
 from brainviewer.model.segmenter import ARCHITECTURES, CONFIG_FILE, WEIGHTS_FILE, build_model, load_model, save_weights
@@ -36,9 +37,12 @@ def _assert_same_network(via_smp: torch.nn.Module, via_app: torch.nn.Module, in_
     assert all(torch.equal(smp_state[k], app_state[k]) for k in app_state)
     x = torch.randn(2, in_channels, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        out_smp, out_app = via_smp(x), via_app(x)
+        (out_smp, label_smp), (out_app, label_app) = split_output(via_smp(x)), split_output(via_app(x))
     assert out_smp.shape == (2, 1, size, size)
     assert torch.equal(out_smp, out_app)
+    assert (label_smp is None) == (label_app is None)  # a tumour-present head (aux_params) loads in both
+    if label_smp is not None:
+        assert label_smp.shape == (2, 1) and torch.equal(label_smp, label_app)
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -61,6 +65,14 @@ def test_a_saved_folder_loads_with_smp_from_pretrained(arch: str, tmp_path: Path
 
 def test_the_tiny_fixture_loads_with_smp(tiny_weights: Path) -> None:
     via_smp, via_app = _both_loaders(tiny_weights)
+    _assert_same_network(via_smp, via_app, in_channels=3, size=64)
+
+
+def test_weights_with_a_tumour_present_head_load_with_smp(tiny_weights: Path, tmp_path: Path) -> None:
+    model, prep = load_model(tiny_weights)
+    attach_head(model, torch.linspace(-1, 1, int(model.encoder.out_channels[-1])).numpy(), 0.3)
+    folder = save_weights(model, tmp_path / "gated", prep)
+    via_smp, via_app = _both_loaders(folder)
     _assert_same_network(via_smp, via_app, in_channels=3, size=64)
 
 
