@@ -29,8 +29,11 @@ def test_a_tumour_free_slice_predicted_empty_reads_n_a(monkeypatch, tmp_path, ti
     monkeypatch.delenv("BRAINVIEWER_DATA", raising=False)
     monkeypatch.setattr(
         Segmenter,
-        "predict_probs_batch",
-        lambda self, images, batch_size=8, levels=None: [np.zeros(i.shape[:2], np.float32) for i in images],
+        "predict_slices",
+        lambda self, images, batch_size=8, levels=None: (
+            [np.zeros(i.shape[:2], np.float32) for i in images],
+            [None] * len(images),
+        ),
     )
     st.cache_data.clear()
     st.cache_resource.clear()
