@@ -83,6 +83,43 @@ def copy_missing_sequences(image: np.ndarray, rng: np.random.Generator, prob: fl
     return image
 
 
+INTENSITY_GAIN = (0.75, 1.33)
+"""Range of the per-channel intensity gain of :func:`vary_intensity` (log-uniform)."""
+INTENSITY_GAMMA = (0.7, 1.5)
+"""Range of the per-channel gamma of :func:`vary_intensity` (log-uniform)."""
+BIAS_FIELD_COEFF = (-0.3, 0.3)
+"""Range of the Legendre coefficients of :func:`vary_intensity`'s bias field (MONAI ``RandBiasField``, degree 3)."""
+
+
+def vary_intensity(image: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
+    """Mimic another scanner or hospital: each channel's intensities get their own gain and gamma, and the
+    image a smooth multiplicative bias field (MONAI's ``RandBiasField``: ``exp`` of a degree-3 Legendre
+    polynomial), the differences an intensity normalisation leaves between sites.
+
+    Args:
+        image: ``(H, W, C)`` or ``(H, W)`` float32 in unit range.
+        rng: the sample's random generator.
+        prob: chance of the change, in ``[0, 1]``.
+
+    Returns:
+        The image, changed or not (a new array, clipped to ``[0, 1]``, when changed).
+    """
+    if prob <= 0 or rng.random() >= prob:
+        return image
+    from monai.transforms import RandBiasField
+
+    planar = image[..., None] if image.ndim == 2 else image
+    channels = planar.shape[-1]
+    gain = np.exp(rng.uniform(*np.log(INTENSITY_GAIN), channels)).astype(np.float32)
+    gamma = np.exp(rng.uniform(*np.log(INTENSITY_GAMMA), channels)).astype(np.float32)
+    out = np.clip(planar, 0.0, 1.0) ** gamma * gain
+    bias = RandBiasField(degree=3, coeff_range=BIAS_FIELD_COEFF, prob=1.0)
+    bias.set_random_state(seed=int(rng.integers(2**31)))
+    out = np.asarray(bias(np.moveaxis(out, -1, 0).astype(np.float32)))  # MONAI is channel-first
+    out = np.clip(np.moveaxis(out, 0, -1), 0.0, 1.0).astype(np.float32)
+    return out[..., 0] if image.ndim == 2 else out
+
+
 def random_crop(
     image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, tumour_prob: float
 ) -> tuple[np.ndarray, np.ndarray]:

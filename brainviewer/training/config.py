@@ -83,6 +83,9 @@ class TrainConfig:
     missing_sequence_prob: float = 0.0
     """3-channel LGG-style scans: chance a training slice gets FLAIR (channel 1) copied into the pre- and/or
     post-contrast channel, as kaggle_3m stores patients without those sequences (0 = never)."""
+    intensity_augment_prob: float = 0.0
+    """Chance that a training slice looks as if from another scanner: per-channel gain and gamma and a smooth
+    bias field (brainviewer.training.augment.vary_intensity), on top of --augment (0 = never)."""
 
     # optimisation
     loss: str = "bce_dice"
@@ -153,6 +156,8 @@ class TrainConfig:
             raise ValueError(f"tumour_head_weight must be >= 0; got {self.tumour_head_weight}")
         if not 0.0 <= self.gate_max_fp < 1.0:
             raise ValueError(f"gate_max_fp must be in [0, 1), e.g. 0.03; got {self.gate_max_fp}")
+        if not 0.0 <= self.intensity_augment_prob <= 1.0:
+            raise ValueError(f"intensity_augment_prob must be in [0, 1]; got {self.intensity_augment_prob}")
         if not 0.0 <= self.missing_sequence_prob <= 1.0:
             raise ValueError(f"missing_sequence_prob must be in [0, 1]; got {self.missing_sequence_prob}")
 

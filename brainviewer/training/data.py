@@ -23,7 +23,7 @@ from brainviewer.model.preprocessing import (
     prepare_unit,
     volume_levels,
 )
-from brainviewer.training.augment import apply_augmentation, copy_missing_sequences, random_crop
+from brainviewer.training.augment import apply_augmentation, copy_missing_sequences, random_crop, vary_intensity
 from brainviewer.training.config import TrainConfig
 
 
@@ -80,6 +80,8 @@ def make_sample(
     mask = cache.masks[index]
     if config.missing_sequence_prob:  # its own stream: the crops and augmentations stay as without it
         image = copy_missing_sequences(image, np.random.default_rng([seed, 3]), config.missing_sequence_prob)
+    if config.intensity_augment_prob:  # its own stream too
+        image = vary_intensity(image, np.random.default_rng([seed, 4]), config.intensity_augment_prob)
     image, mask = apply_augmentation(pipeline, image, mask, int(rng.integers(2**31)))
     if config.crop_size:
         image, mask = random_crop(image, mask, config.crop_size, rng, config.tumour_crop_prob)

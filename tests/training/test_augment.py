@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from brainviewer.model.preprocessing import Preprocessing
-from brainviewer.training.augment import apply_augmentation, build_augmentation, copy_missing_sequences, random_crop
+from brainviewer.training.augment import (
+    apply_augmentation,
+    build_augmentation,
+    copy_missing_sequences,
+    random_crop,
+    vary_intensity,
+)
 from brainviewer.training.config import TrainConfig
 from brainviewer.training.data import SliceCache, make_sample
 
@@ -89,3 +95,32 @@ def test_training_samples_with_missing_sequences_keep_their_crops(tmp_path) -> N
         assert np.array_equal(again, b_image)
     with pytest.raises(ValueError, match="missing_sequence_prob"):
         TrainConfig(data=str(tmp_path), missing_sequence_prob=1.5)
+
+
+def test_another_scanners_intensities_differ_per_channel_are_smooth_and_reproducible() -> None:
+    image = np.tile(np.linspace(0.1, 0.9, 64, dtype=np.float32), (64, 1))[..., None].repeat(3, axis=2)
+    assert vary_intensity(image, np.random.default_rng(0), prob=0.0) is image
+    out = vary_intensity(image, np.random.default_rng(1), prob=1.0)
+    assert out.shape == image.shape and out.dtype == np.float32 and out.min() >= 0.0 and out.max() <= 1.0
+    assert not np.allclose(out[..., 0], out[..., 1])  # each channel its own gain and gamma
+    assert np.array_equal(out, vary_intensity(image, np.random.default_rng(1), prob=1.0))
+    column = out[:, 32, 1]  # the input is constant down a column: what changes there is the bias field
+    assert column.std() > 0 and np.abs(np.diff(column)).max() < 0.05  # smooth, no speckle
+    gray = vary_intensity(image[..., 0], np.random.default_rng(2), prob=1.0)
+    assert gray.shape == (64, 64)
+
+
+def test_training_samples_with_scanner_intensities_keep_their_masks(tmp_path) -> None:
+    """The option changes intensities only: masks and crops are those of a run without it."""
+    rng = np.random.default_rng(0)
+    cache = SliceCache(rng.random((3, 64, 64, 3)).astype(np.float16), np.ones((3, 64, 64), np.uint8), np.ones(3, bool))
+    prep = Preprocessing(input_size=64, mean=[0.0] * 3, std=[1.0] * 3)
+    plain = TrainConfig(data=str(tmp_path), input_size=64, crop_size=32, augment="light")
+    varied = TrainConfig(data=str(tmp_path), input_size=64, crop_size=32, augment="light", intensity_augment_prob=1.0)
+    pipeline = build_augmentation("light")
+    for index in range(3):
+        a_image, a_mask = make_sample(cache, index, plain, prep, pipeline, seed=7 + index)
+        b_image, b_mask = make_sample(cache, index, varied, prep, pipeline, seed=7 + index)
+        assert np.array_equal(a_mask, b_mask) and not np.allclose(a_image, b_image)
+    with pytest.raises(ValueError, match="intensity_augment_prob"):
+        TrainConfig(data=str(tmp_path), intensity_augment_prob=-0.1)
