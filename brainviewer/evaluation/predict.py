@@ -195,7 +195,7 @@ def predict_paths(
             "pass volume=True (--volume) when each folder holds one patient's slices"
         )
     written: list[Path] = []
-    done = 0
+    done = gated = 0
     # With volume, a whole folder at a time: a patient's masks must all be known before the 3-D step.
     for group in _by_folder(jobs) if volume else list(_batches(jobs, max(1, batch_size))):
         loaded: list[tuple[PredictionJob, np.ndarray]] = []
@@ -208,13 +208,13 @@ def predict_paths(
         levels = patient_levels(segmenter, [image for _, image in loaded]) if volume else None
         masks: list[tuple[PredictionJob, np.ndarray]] = []
         for start in range(0, len(loaded), max(1, batch_size)):
-            masks += [
+            for job, probs, presence in _infer(
+                segmenter, loaded[start : start + max(1, batch_size)], batch_size, failed, levels
+            ):
                 # a slice alone goes through the weights' tumour-present gate; a volume has its 3-D step instead
-                (job, _mask(segmenter, probs, threshold, None if volume else presence))
-                for job, probs, presence in _infer(
-                    segmenter, loaded[start : start + max(1, batch_size)], batch_size, failed, levels
-                )
-            ]
+                presence = None if volume else presence
+                gated += presence is not None and not segmenter.tumour_shown(presence)
+                masks.append((job, _mask(segmenter, probs, threshold, presence)))
         if volume:
             kept = keep_largest_volume_component([mask for _, mask in masks])
             masks = [(job, mask) for (job, _), mask in zip(masks, kept, strict=True)]
@@ -223,6 +223,8 @@ def predict_paths(
         if progress:
             progress(done, len(jobs))
     logger.info("wrote %d masks to %s; %d inputs failed", len(written), out_dir, len(failed))
+    if gated:
+        logger.info("%d slices called tumour-free by the weights' tumour-present gate: their masks are empty", gated)
     return written, failed
 
 
