@@ -68,7 +68,7 @@ class TrainConfig:
     """Weight of the head's loss (binary cross-entropy: does the crop hold tumour) beside the segmentation loss."""
     gate_max_fp: float = 0.025
     """The gate threshold is the smallest at which at most this share of the validation patients' tumour-free
-    slices, each predicted alone, show a predicted pixel (below 3%: a threshold chosen on some patients
+    slices, each predicted alone, show a predicted pixel (below 0.03: a threshold chosen on some patients
     overshoots its rate on others)."""
 
     # sampling
