@@ -31,6 +31,7 @@ from brainviewer.model.hub_card import CardRecords
 from brainviewer.model.modelcard import front_matter, validation_table
 from brainviewer.model.preprocessing import Preprocessing
 from brainviewer.model.segmenter import Segmenter, default_device, load_model, save_weights
+from brainviewer.training.gate_fit import GATE_FILE, gate_for_validation
 
 logger = logging.getLogger(__name__)
 
@@ -223,9 +224,11 @@ def write_average(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another name or pass overwrite=True")
     model, prep = average_models(folders)
+    prep.tumour_gate = None  # an averaged head needs its own threshold: chosen below with data, else no gate
     split = common_split(folders)
     summary = None
     sweep = None
+    gate = None
     if data is not None:
         if split is None:
             raise ValueError(
@@ -239,6 +242,8 @@ def write_average(
         segmenter = Segmenter(model=model.to(run_on).eval(), prep=prep, device=run_on, name=out.name)
         chosen, candidates = choose_postprocessing(segmenter, dataset)
         prep = with_setting(prep, chosen)
+        segmenter.prep = prep
+        gate = gate_for_validation(segmenter, dataset)  # sets prep.tumour_gate where the models have a head
         summary = chosen.summary()
         sweep = [report.summary() for report in candidates]
         logger.info("average on %d validation patients: mean Dice %.4f", len(split.val), chosen.mean_dice)
@@ -247,6 +252,8 @@ def write_average(
     extra = {SOURCES_FILE: json.dumps(record, indent=2) + "\n"}
     if split is not None:
         extra[SPLIT_FILE] = json.dumps(asdict(split), indent=2) + "\n"
+    if gate is not None:
+        extra[GATE_FILE] = json.dumps(gate, indent=2) + "\n"
     if summary is not None:
         extra["validation.json"] = json.dumps(summary, indent=2) + "\n"
         extra["threshold_sweep.json"] = json.dumps(sweep, indent=2) + "\n"

@@ -128,3 +128,25 @@ def test_common_split_carries_every_source_s_inherited_patients(tmp_path: Path) 
     Split(["P2", "P1"], ["P3"], "random", 0, base_train=["X2", "P1"]).save(b / "split.json")
     split = common_split([a, b])
     assert split is not None and split.val == ["P3"] and split.base_train == ["X1", "X2"]
+
+
+def test_an_average_of_gated_models_chooses_its_own_gate_or_none(tmp_path: Path, phantom_dataset: Path) -> None:
+    from brainviewer.model.gate import attach_head, has_head
+    from brainviewer.model.segmenter import load_model
+    from brainviewer.training.gate_fit import GATE_FILE
+
+    split = split_patients(open_dataset(phantom_dataset).patient_ids, val_count=2, seed=1)
+    folders = []
+    for name, seed in (("a", 0), ("b", 1)):
+        model, prep = load_model(tiny_folder(tmp_path / "plain", name, seed))
+        attach_head(model)
+        prep.tumour_gate = 0.9  # the sources' thresholds do not hold for the averaged head
+        folders.append(save_weights(model, tmp_path / name, prep))
+        split.save(folders[-1] / "split.json")
+    out, _ = write_average(folders, tmp_path / "soup", phantom_dataset, device="cpu")
+    report = json.loads((out / GATE_FILE).read_text())
+    loaded = Segmenter.from_folder(out, device="cpu")
+    assert has_head(loaded.model) and loaded.prep.tumour_gate == report["tumour_gate"]
+    assert report["validation_patients"] == sorted(split.val)
+    unscored, _ = write_average(folders, tmp_path / "unscored")
+    assert Segmenter.from_folder(unscored, device="cpu").prep.tumour_gate is None
