@@ -95,13 +95,7 @@ def test_paint_a_stroke_and_save_the_correction(corrections_app):
     record = json.loads(record_path.read_text())
     saved = read_mask(record_path.with_name(record["mask"]))
     scan = read_image(record_path.with_name(record["scan"]))
-    segmenter = Segmenter.from_folder(weights, device="cpu")
-    predicted = threshold_view(
-        segmenter.predict_probs(scan),
-        record["threshold"],
-        min_component_px=segmenter.prep.min_component_px,
-        keep_largest=segmenter.prep.keep_largest,
-    ).pred_mask
+    predicted = _predicted(weights, scan, record["threshold"])
     rows, cols = np.indices(saved.shape)
     # within the brush's reach of the stroke's path (half a brush, plus a pixel of anti-aliasing)
     reach = (
@@ -119,13 +113,17 @@ def test_paint_a_stroke_and_save_the_correction(corrections_app):
 
 
 def _predicted(weights: Path, scan: np.ndarray, threshold: float) -> np.ndarray:
+    """The mask the Review page shows (and the editor starts from): empty where the weights' tumour-present
+    gate calls the slice tumour-free."""
     segmenter = Segmenter.from_folder(weights, device="cpu")
-    return threshold_view(
-        segmenter.predict_probs(scan),
+    (probs,), (presence,) = segmenter.predict_slices([scan])
+    mask = threshold_view(
+        probs,
         threshold,
         min_component_px=segmenter.prep.min_component_px,
         keep_largest=segmenter.prep.keep_largest,
     ).pred_mask
+    return mask if segmenter.tumour_shown(presence) else np.zeros_like(mask)
 
 
 def _click_until(page, button, shown, tries: int = 3) -> None:
@@ -164,7 +162,9 @@ def test_strokes_in_quick_succession_are_all_kept(corrections_app):
                 page.mouse.up()
             expect(page.get_by_text("px added").first).not_to_contain_text("+0 px added", timeout=60_000)
             page.wait_for_timeout(5_000)  # the app's reruns for the strokes end (a click during one can be lost)
-            _click_until(page, page.get_by_role("button", name="Save correction"), page.get_by_text("Saved ").first)
+            _click_until(
+                page, page.get_by_role("button", name="Save correction").first, page.get_by_text("Saved ").first
+            )
             # Undo takes back one stroke (the last); saved again, the first save moves to .history
             added = page.get_by_text("px added").first
             before = added.inner_text()
@@ -174,7 +174,9 @@ def test_strokes_in_quick_succession_are_all_kept(corrections_app):
                 page.get_by_text("px added").filter(has_not_text=before).first,
             )
             page.wait_for_timeout(3_000)
-            _click_until(page, page.get_by_role("button", name="Save correction"), page.get_by_text(".history/").first)
+            _click_until(
+                page, page.get_by_role("button", name="Save correction").first, page.get_by_text(".history/").first
+            )
         finally:
             browser.close()
 
