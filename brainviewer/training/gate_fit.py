@@ -63,6 +63,28 @@ class PatientSlices:
     truth: np.ndarray
 
 
+def _outcomes(p: PatientSlices, threshold: float | None) -> tuple[int, int, int, int, float]:
+    """One patient's ``(false positives, tumour-free slices, tumour slices shown, tumour slices, Dice of the
+    stacked single-slice masks)`` with the gate at ``threshold`` (``None``: no gate)."""
+    kept = p.shown if threshold is None else p.shown & (p.presence >= threshold)
+    total = int(p.truth.sum() + p.predicted[kept].sum())
+    dice = 1.0 if total == 0 else 2.0 * float(p.overlap[kept].sum()) / total
+    tumour = p.has_tumour
+    return int((kept & ~tumour).sum()), int((~tumour).sum()), int((kept & tumour).sum()), int(tumour.sum()), dice
+
+
+def _pooled(outcomes: list[tuple[int, int, int, int, float]]) -> dict[str, float | int]:
+    fp, negatives, shown, positives = (sum(o[i] for o in outcomes) for i in range(4))
+    return {
+        "fp_rate": fp / max(negatives, 1),
+        "fp": fp,
+        "tumour_free_slices": negatives,
+        "tumour_slices_shown": shown,
+        "tumour_slices": positives,
+        "mean_dice": float(np.mean([o[4] for o in outcomes])) if outcomes else 0.0,
+    }
+
+
 def score_gate(patients: dict[str, PatientSlices], threshold: float | None) -> dict[str, float | int]:
     """Single-slice outcomes of a gate at ``threshold`` (``None``: no gate) over ``patients``.
 
@@ -71,24 +93,7 @@ def score_gate(patients: dict[str, PatientSlices], threshold: float | None) -> d
         ``tumour_free_slices``, ``tumour_slices_shown``, ``tumour_slices``, and ``mean_dice``: the mean over
         patients of the Dice of their stacked single-slice masks (1 for a patient with neither).
     """
-    fp = negatives = shown_tumour = positives = 0
-    dices = []
-    for p in patients.values():
-        kept = p.shown if threshold is None else p.shown & (p.presence >= threshold)
-        fp += int((kept & ~p.has_tumour).sum())
-        negatives += int((~p.has_tumour).sum())
-        shown_tumour += int((kept & p.has_tumour).sum())
-        positives += int(p.has_tumour.sum())
-        total = int(p.truth.sum() + p.predicted[kept].sum())
-        dices.append(1.0 if total == 0 else 2.0 * float(p.overlap[kept].sum()) / total)
-    return {
-        "fp_rate": fp / max(negatives, 1),
-        "fp": fp,
-        "tumour_free_slices": negatives,
-        "tumour_slices_shown": shown_tumour,
-        "tumour_slices": positives,
-        "mean_dice": float(np.mean(dices)) if dices else 0.0,
-    }
+    return _pooled([_outcomes(p, threshold) for p in patients.values()])
 
 
 def choose_threshold(patients: dict[str, PatientSlices], max_fp: float = DEFAULT_MAX_FP) -> float | None:
@@ -103,26 +108,11 @@ def choose_threshold(patients: dict[str, PatientSlices], max_fp: float = DEFAULT
 
 
 def leave_one_patient_out(patients: dict[str, PatientSlices], max_fp: float = DEFAULT_MAX_FP) -> dict:
-    """The gate's honest single-slice figures: each patient scored with the threshold chosen on the others."""
-    fp = negatives = shown = positives = 0
-    dices, thresholds = [], []
-    for pid in patients:
-        rest = {q: s for q, s in patients.items() if q != pid}
-        threshold = choose_threshold(rest, max_fp)
-        one = score_gate({pid: patients[pid]}, threshold)
-        fp, negatives = fp + int(one["fp"]), negatives + int(one["tumour_free_slices"])
-        shown, positives = shown + int(one["tumour_slices_shown"]), positives + int(one["tumour_slices"])
-        dices.append(float(one["mean_dice"]))
-        thresholds.append(threshold)
-    return {
-        "fp_rate": fp / max(negatives, 1),
-        "fp": fp,
-        "tumour_free_slices": negatives,
-        "tumour_slices_shown": shown,
-        "tumour_slices": positives,
-        "mean_dice": float(np.mean(dices)) if dices else 0.0,
-        "thresholds": thresholds,
-    }
+    """The gate's honest single-slice figures (as :func:`score_gate`, plus ``thresholds``): each patient scored
+    with the threshold chosen on the others."""
+    thresholds = [choose_threshold({q: s for q, s in patients.items() if q != pid}, max_fp) for pid in patients]
+    outcomes = [_outcomes(p, t) for p, t in zip(patients.values(), thresholds, strict=True)]
+    return {**_pooled(outcomes), "thresholds": thresholds}
 
 
 def gate_report(patients: dict[str, PatientSlices], threshold: float | None, max_fp: float, how: str) -> dict:
