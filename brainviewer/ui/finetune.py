@@ -181,6 +181,24 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
             cv_fold = c4.number_input(
                 "Held-out fold", 0, 99, 0, key="finetune_cv_fold", help="0 .. folds - 1; with folds only."
             )
+            c1, c2 = st.columns(2)
+            intensity_augment = c1.number_input(
+                "Other-scanner share",
+                0.0,
+                1.0,
+                0.0,
+                0.05,
+                key="finetune_intensity_augment",
+                help="The share of training slices made to look as if from another scanner: per-channel gain and "
+                "gamma and a smooth bias field. 0 = never.",
+            )
+            tumour_head = c2.checkbox(
+                "Train a tumour-present head",
+                key="finetune_tumour_head",
+                help="A classification head that hides the mask of a slice seen alone when it calls the slice "
+                "tumour-free; its threshold is chosen on the validation patients at the end. Always on when the "
+                "base model has one (the default model does).",
+            )
         with st.expander("From scratch only: architecture"):
             c1, c2, c3 = st.columns(3)
             arch = c1.selectbox("Architecture", list(ARCHITECTURES), key="finetune_arch")
@@ -215,6 +233,8 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
             crop_size=int(crop_size),
             empty_fraction=float(empty_fraction),
             missing_sequence_prob=float(missing_sequence),
+            intensity_augment_prob=float(intensity_augment),
+            tumour_head=bool(tumour_head),
             augment=augment,
             loss=loss,
             epochs=int(epochs),

@@ -226,6 +226,8 @@ def test_sampling_and_cross_validation_options_reach_the_run(page_env, phantom_d
     fill_start_form(at, phantom_dataset, "fold-1")
     at.number_input(key="finetune_missing_sequence").set_value(0.25)
     at.number_input(key="finetune_empty_fraction").set_value(0.4)
+    at.number_input(key="finetune_intensity_augment").set_value(0.5)
+    at.checkbox(key="finetune_tumour_head").check()
     at.number_input(key="finetune_cv_folds").set_value(3)
     at.number_input(key="finetune_cv_fold").set_value(3)  # out of range: explained, nothing started
     button(at, "Start").click().run()
@@ -237,6 +239,7 @@ def test_sampling_and_cross_validation_options_reach_the_run(page_env, phantom_d
     assert not at.exception, [e.value for e in at.exception]
     config = TrainConfig.load(runs_dir / "fold-1" / "config.json")
     assert (config.cv_folds, config.cv_fold, config.missing_sequence_prob, config.empty_fraction) == (3, 1, 0.25, 0.4)
+    assert config.intensity_augment_prob == 0.5 and config.tumour_head
 
 
 def test_a_base_with_a_split_keeps_it_unless_unticked(page_env, phantom_dataset: Path) -> None:
