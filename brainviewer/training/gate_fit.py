@@ -129,6 +129,27 @@ def gate_report(patients: dict[str, PatientSlices], threshold: float | None, max
     }
 
 
+def gate_card_section(report: dict) -> str:
+    """A model card section (markdown) for a ``tumour_gate.json`` report."""
+    rows = [("no gate", report["ungated"]), ("gate, leave-one-patient-out", report["gated_leave_one_patient_out"])]
+    lines = [
+        "## Tumour-present gate for a slice seen alone",
+        f"Threshold {report['tumour_gate']} (`tumour_gate` in `preprocessing.json`), chosen for at most "
+        f"{report['max_fp']:.1%} false positives on the validation patients' tumour-free slices, each predicted "
+        f"alone; {report['how']}. Whole patients are not gated. Full report: `{GATE_FILE}`.",
+        "",
+        "| each slice predicted alone | tumour-free slices with a predicted pixel | tumour slices shown | mean "
+        "per-patient Dice of the stacked slices |",
+        "|---|---|---|---|",
+    ]
+    for name, s in rows:
+        lines.append(
+            f"| {name} | {s['fp_rate']:.1%} ({s['fp']} of {s['tumour_free_slices']}) | "
+            f"{s['tumour_slices_shown']} of {s['tumour_slices']} | {s['mean_dice']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # === Predicting the validation slices ==========================================================
 
 
@@ -282,7 +303,8 @@ def fit_gate(
         if f.is_file() and f.suffix in (".json", ".md") and f.name not in ("config.json", "preprocessing.json")
     }
     extra[GATE_FILE] = json.dumps(report, indent=2) + "\n"
-    save_weights(segmenter.model, out, segmenter.prep, extra_files=extra)
+    card = extra.pop("README.md", f"# {out.name}\n").rstrip("\n") + "\n\n" + gate_card_section(report)
+    save_weights(segmenter.model, out, segmenter.prep, card=card, extra_files=extra)
     for folder in (f for f in weights.iterdir() if f.is_dir() and not f.name.startswith(".")):
         shutil.copytree(folder, out / folder.name)  # e.g. evaluation/: the segmentation is unchanged
     return out, report

@@ -26,7 +26,7 @@ from brainviewer.model.preprocessing import volume_levels
 from brainviewer.model.segmenter import Segmenter, save_weights
 from brainviewer.runs.layout import BEST, SPLIT_FILE
 from brainviewer.training.config import TrainConfig
-from brainviewer.training.gate_fit import DEFAULT_MAX_FP, GATE_FILE, gate_for_validation
+from brainviewer.training.gate_fit import DEFAULT_MAX_FP, GATE_FILE, gate_card_section, gate_for_validation
 from brainviewer.training.records import RunState, append_metrics
 from brainviewer.training.session import TrainingSession
 
@@ -99,11 +99,15 @@ def save_best(
     state: RunState,
     summary: dict,
     extra: dict[str, str] | None = None,
+    gate: dict | None = None,
 ) -> None:
-    """Atomically replace ``run_dir/best`` with the current weights and a model card."""
+    """Atomically replace ``run_dir/best`` with the current weights and a model card (with a section on the
+    tumour-present ``gate`` report, when there is one)."""
     from brainviewer.model.modelcard import render_card
 
     card = render_card(config, state, summary, run_dir, segmenter.prep.channel_names)
+    if gate is not None:
+        card = card.rstrip("\n") + "\n\n" + gate_card_section(gate)
     files = {
         "train_config.json": config.to_json(),
         SPLIT_FILE: (run_dir / SPLIT_FILE).read_text(),
@@ -209,7 +213,7 @@ def finalise(run_dir: Path, segmenter: Segmenter, val_set: Dataset, config: Trai
             gate["gated"]["tumour_slices_shown"],
             gate["gated"]["tumour_slices"],
         )
-    save_best(best, run_dir, config, state, summary, extra)
+    save_best(best, run_dir, config, state, summary, extra, gate)
     append_metrics(
         run_dir,
         {

@@ -147,6 +147,8 @@ def test_fit_gate_writes_a_new_folder_with_head_threshold_and_report(
     assert {f.name: f.read_bytes() for f in source.iterdir()} == before  # the source is untouched
     assert (out / "split.json").read_text() == (source / "split.json").read_text()
     assert json.loads((out / GATE_FILE).read_text())["tumour_gate"] == report["tumour_gate"]
+    card = (out / "README.md").read_text()
+    assert card.startswith((source / "README.md").read_text().rstrip()) and "Tumour-present gate" in card
     loaded = Segmenter.from_folder(out, device="cpu")
     assert has_head(loaded.model) and loaded.prep.tumour_gate == report["tumour_gate"]
     assert report["validation_patients"] == ids[4:]

@@ -622,6 +622,7 @@ def test_a_tumour_head_trains_with_the_segmentation_and_gets_its_gate_on_validat
     assert segmenter.prep.tumour_gate == report["tumour_gate"]  # the threshold chosen on validation, recorded
     assert report["gated"]["fp_rate"] <= report["ungated"]["fp_rate"]
     assert report["validation_patients"] == json.loads((run_dir / "split.json").read_text())["val"]
+    assert "## Tumour-present gate for a slice seen alone" in (best / "README.md").read_text()  # the card says so
     # fine-tuning it keeps the head training and chooses the threshold again
     tuned = train(tiny_config(phantom_dataset, tmp_path, "head-tuned", max_steps=2, init_weights=str(best), seed=4))
     assert (tuned / "best" / GATE_FILE).is_file()
