@@ -15,9 +15,16 @@ A weights folder with a head is a plain smp model with ``aux_params`` in its ``c
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
+
+from brainviewer.model.postprocess import postprocess
+
+if TYPE_CHECKING:
+    from brainviewer.model.preprocessing import Preprocessing
 
 AUX_PARAMS: dict[str, object] = {"classes": 1, "pooling": "avg", "dropout": 0.2, "activation": None}
 """smp ``aux_params`` of the tumour-present head: one logit, average pooling, dropout 0.2 in training."""
@@ -77,3 +84,15 @@ def tumour_shown(presence: float | None, gate: float | None) -> bool:
     """Whether a slice's mask is shown: always without a gate or without a head's output, else when the
     tumour-present probability ``presence`` (in ``[0, 1]``) reaches the ``gate`` threshold."""
     return gate is None or presence is None or presence >= gate
+
+
+def slice_mask(
+    probs: np.ndarray, prep: Preprocessing, threshold: float | None = None, presence: float | None = None
+) -> np.ndarray:
+    """A slice's ``(H, W)`` bool mask from its ``probs`` as the weights' ``prep`` reads them: cut at ``threshold``
+    (default ``prep.threshold``), post-processed, and empty where the gate calls the slice tumour-free (given its
+    tumour-present probability ``presence``)."""
+    if not tumour_shown(presence, prep.tumour_gate):
+        return np.zeros(probs.shape, dtype=bool)
+    cut = prep.threshold if threshold is None else threshold
+    return postprocess(probs >= cut, prep.min_component_px, prep.keep_largest)

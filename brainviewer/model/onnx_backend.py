@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainviewer.model.gate import split_output, tumour_shown
-from brainviewer.model.postprocess import postprocess
+from brainviewer.model.gate import slice_mask, split_output, tumour_shown
 from brainviewer.model.preprocessing import PREPROCESSING_FILE, Preprocessing, to_input, unletterbox
 
 logger = logging.getLogger(__name__)
@@ -270,7 +269,8 @@ class OnnxSegmenter:
                 logits, labels = self.outputs(np.concatenate([batch, batch[..., ::-1]]))
                 both = _sigmoid(logits)[:, 0]
                 probs = (both[:n] + both[n:, :, ::-1]) / 2
-                present = None if labels is None else (_sigmoid(labels)[:n, 0] + _sigmoid(labels)[n:, 0]) / 2
+                both_present = None if labels is None else _sigmoid(labels)[:, 0]
+                present = None if both_present is None else (both_present[:n] + both_present[n:]) / 2
             else:
                 logits, labels = self.outputs(batch)
                 probs = _sigmoid(logits)[:, 0]
@@ -292,10 +292,7 @@ class OnnxSegmenter:
     ) -> np.ndarray:
         """Threshold ``probs`` and apply the weights' post-processing and gate: ``(H, W)`` bool (as
         :meth:`Segmenter.mask_from_probs`)."""
-        if not self.tumour_shown(presence):
-            return np.zeros(probs.shape, dtype=bool)
-        cut = self.prep.threshold if threshold is None else threshold
-        return postprocess(probs >= cut, self.prep.min_component_px, self.prep.keep_largest)
+        return slice_mask(probs, self.prep, threshold, presence)
 
 
 def check_against_torch(

@@ -29,8 +29,7 @@ import torch
 from torch import nn
 
 from brainviewer.compat import import_smp
-from brainviewer.model.gate import split_output, tumour_shown
-from brainviewer.model.postprocess import postprocess
+from brainviewer.model.gate import slice_mask, split_output, tumour_shown
 from brainviewer.model.preprocessing import PREPROCESSING_FILE, Preprocessing, to_input, unletterbox
 
 logger = logging.getLogger(__name__)
@@ -338,7 +337,4 @@ class Segmenter:
         """Threshold ``probs`` and apply the weights' post-processing: ``(H, W)`` bool. Given the slice's
         tumour-present probability ``presence`` (:meth:`predict_slices`), a slice the gate calls tumour-free
         gets an empty mask."""
-        if not self.tumour_shown(presence):
-            return np.zeros(probs.shape, dtype=bool)
-        cut = self.prep.threshold if threshold is None else threshold
-        return postprocess(probs >= cut, self.prep.min_component_px, self.prep.keep_largest)
+        return slice_mask(probs, self.prep, threshold, presence)

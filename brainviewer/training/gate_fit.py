@@ -185,9 +185,8 @@ def patient_slices(segmenter: object, dataset: Dataset, patient_ids: list[str], 
 def gate_for_validation(segmenter: object, val_set: Dataset, max_fp: float = DEFAULT_MAX_FP) -> dict | None:
     """Choose the gate threshold of a jointly trained head on ``val_set`` and set it in ``segmenter.prep``;
     returns the report for ``tumour_gate.json``, or ``None`` for a model without a head."""
-    if not has_head(getattr(segmenter, "model", None)):
+    if not has_head(segmenter.model):  # type: ignore[attr-defined]
         return None
-    segmenter.prep.tumour_gate = None  # type: ignore[attr-defined]  # the masks are scored ungated
     patients = patient_slices(segmenter, val_set, val_set.patient_ids)
     threshold = choose_threshold(patients, max_fp)
     segmenter.prep.tumour_gate = threshold  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from brainviewer.model.preprocessing import volume_levels
 from brainviewer.model.segmenter import Segmenter, save_weights
 from brainviewer.runs.layout import BEST, SPLIT_FILE
 from brainviewer.training.config import TrainConfig
-from brainviewer.training.gate_fit import DEFAULT_MAX_FP, GATE_FILE, gate_card_section, gate_for_validation
+from brainviewer.training.gate_fit import GATE_FILE, gate_card_section, gate_for_validation
 from brainviewer.training.records import RunState, append_metrics
 from brainviewer.training.session import TrainingSession
 
@@ -184,8 +184,7 @@ def finalise(run_dir: Path, segmenter: Segmenter, val_set: Dataset, config: Trai
     base = base_report(best, val_set, candidates)
     chosen, changed = keep_base_unless_better(base, searched, candidates)
     best.prep = with_setting(best.prep, chosen)
-    max_fp = getattr(config, "gate_max_fp", DEFAULT_MAX_FP)
-    gate = gate_for_validation(best, val_set, max_fp)  # a model with a tumour-present head
+    gate = gate_for_validation(best, val_set, config.gate_max_fp)  # a model with a tumour-present head
     summary = chosen.summary()
     logger.info(
         "%s: threshold %.2f, min component %d px, largest 3-D component %s, flip TTA %s"

@@ -27,7 +27,7 @@ GATE_HELP = (
 
 
 @st.cache_data(max_entries=64, show_spinner="Running the model on this scan…")
-def _cached_probs(
+def _cached_prediction(
     model_id: str, item_key: str, _segmenter: Segmenter, _image: np.ndarray
 ) -> tuple[np.ndarray, float | None]:
     """Probabilities and tumour-present probability keyed by (model id, scan content hash); the underscored
@@ -46,7 +46,7 @@ def item_prediction(model: ModelState, item: ReviewItem) -> tuple[np.ndarray | N
     if model.segmenter is None or model.model_id is None:
         return None, None
     try:
-        return _cached_probs(model.model_id, item.key, model.segmenter, item.image)
+        return _cached_prediction(model.model_id, item.key, model.segmenter, item.image)
     except Exception as err:
         logger.exception("model failed on %s", item.name)
         st.error(f"The model failed on {item.name}: {type(err).__name__}: {err}")

@@ -162,11 +162,10 @@ def test_fit_gate_writes_a_new_folder_with_head_threshold_and_report(
 
 
 def _patient(presence: list[float], shown: list[bool], tumour: list[bool]) -> PatientSlices:
-    n = len(presence)
     truth = np.array([10 if t else 0 for t in tumour])
     predicted = np.array([10 if s else 0 for s in shown])
     overlap = np.minimum(truth, predicted)
-    return PatientSlices(np.array(presence), np.array(shown), np.array(tumour), overlap, predicted, truth[:n])
+    return PatientSlices(np.array(presence), np.array(shown), np.array(tumour), overlap, predicted, truth)
 
 
 def test_the_threshold_is_the_smallest_that_reaches_the_false_positive_target() -> None:

@@ -75,6 +75,13 @@ def test_missing_sequences_copy_flair_into_the_other_channels() -> None:
     assert copy_missing_sequences(gray, rng, prob=1.0) is gray
 
 
+def _with_and_without(tmp_path, **option: float) -> tuple[Preprocessing, TrainConfig, TrainConfig, object]:
+    """``(prep, config without option, config with option, light pipeline)`` for 64 px slices in 32 px crops."""
+    prep = Preprocessing(input_size=64, mean=[0.0] * 3, std=[1.0] * 3)
+    plain = TrainConfig(data=str(tmp_path), input_size=64, crop_size=32, augment="light")
+    return prep, plain, TrainConfig(**{**plain.__dict__, **option}), build_augmentation("light")
+
+
 def test_training_samples_with_missing_sequences_keep_their_crops(tmp_path) -> None:
     """The option changes channels only: crops, flips and masks are those of a run without it."""
     rng = np.random.default_rng(0)
@@ -82,10 +89,7 @@ def test_training_samples_with_missing_sequences_keep_their_crops(tmp_path) -> N
     masks = np.zeros((4, 64, 64), np.uint8)
     masks[:, 20:40, 20:40] = 1
     cache = SliceCache(images, masks, np.ones(4, bool))
-    prep = Preprocessing(input_size=64, mean=[0.0] * 3, std=[1.0] * 3)
-    plain = TrainConfig(data=str(tmp_path), input_size=64, crop_size=32, augment="light")
-    copied = TrainConfig(data=str(tmp_path), input_size=64, crop_size=32, augment="light", missing_sequence_prob=1.0)
-    pipeline = build_augmentation("light")
+    prep, plain, copied, pipeline = _with_and_without(tmp_path, missing_sequence_prob=1.0)
     for index in range(4):
         a_image, a_mask = make_sample(cache, index, plain, prep, pipeline, seed=100 + index)
         b_image, b_mask = make_sample(cache, index, copied, prep, pipeline, seed=100 + index)
@@ -114,10 +118,7 @@ def test_training_samples_with_scanner_intensities_keep_their_masks(tmp_path) ->
     """The option changes intensities only: masks and crops are those of a run without it."""
     rng = np.random.default_rng(0)
     cache = SliceCache(rng.random((3, 64, 64, 3)).astype(np.float16), np.ones((3, 64, 64), np.uint8), np.ones(3, bool))
-    prep = Preprocessing(input_size=64, mean=[0.0] * 3, std=[1.0] * 3)
-    plain = TrainConfig(data=str(tmp_path), input_size=64, crop_size=32, augment="light")
-    varied = TrainConfig(data=str(tmp_path), input_size=64, crop_size=32, augment="light", intensity_augment_prob=1.0)
-    pipeline = build_augmentation("light")
+    prep, plain, varied, pipeline = _with_and_without(tmp_path, intensity_augment_prob=1.0)
     for index in range(3):
         a_image, a_mask = make_sample(cache, index, plain, prep, pipeline, seed=7 + index)
         b_image, b_mask = make_sample(cache, index, varied, prep, pipeline, seed=7 + index)

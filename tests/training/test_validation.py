@@ -10,6 +10,7 @@ import pytest
 
 from brainviewer.evaluation.evaluate import EvaluationReport, PatientResult
 from brainviewer.training import validation
+from brainviewer.training.config import TrainConfig
 
 
 def report(threshold: float, dice: float, volume_keep_largest: bool = True, tta: bool = False, fp: int = 0):
@@ -52,7 +53,7 @@ def test_finalise_logs_that_it_kept_the_starting_settings(
     prep = SimpleNamespace(
         threshold=0.5, min_component_px=0, keep_largest=False, volume_keep_largest=True, tta_flip=False
     )
-    best = SimpleNamespace(prep=prep)
+    best = SimpleNamespace(prep=prep, model=None)  # no tumour-present head: no gate to choose
     searched = report(0.7, 0.0, volume_keep_largest=False, tta=True)
     candidates = [report(0.5, 0.0), searched]
     monkeypatch.setattr(validation.Segmenter, "from_folder", lambda *a, **k: best)
@@ -62,7 +63,9 @@ def test_finalise_logs_that_it_kept_the_starting_settings(
     monkeypatch.setattr(validation, "save_best", lambda *a, **k: saved.append(a))
     monkeypatch.setattr(validation, "append_metrics", lambda run_dir, record: records.append(record))
     with caplog.at_level(logging.INFO, logger=validation.__name__):
-        validation.finalise(tmp_path, SimpleNamespace(device="cpu"), None, None, SimpleNamespace(global_step=3))
+        validation.finalise(
+            tmp_path, SimpleNamespace(device="cpu"), None, TrainConfig(), SimpleNamespace(global_step=3)
+        )
     assert best.prep.chosen is candidates[0]
     (final,) = records
     assert (final["threshold"], final["volume_keep_largest"], final["tta_flip"]) == (0.5, True, False)

@@ -60,6 +60,17 @@ def _open_editor(browser, url: str):
     return page, canvas.bounding_box()
 
 
+def _stroke(page, box: dict, row: int, step: int) -> None:
+    """Drag the brush along scan row ``row`` from COL_START to COL_END, a mouse move every ``step`` scan pixels."""
+    scale = box["width"] / 256
+    y = box["y"] + (row + 0.5) * scale
+    page.mouse.move(box["x"] + (COL_START + 0.5) * scale, y)
+    page.mouse.down()
+    for col in range(COL_START, COL_END + 1, step):
+        page.mouse.move(box["x"] + (col + 0.5) * scale, y)
+    page.mouse.up()
+
+
 def test_paint_a_stroke_and_save_the_correction(corrections_app):
     from playwright.sync_api import expect, sync_playwright
 
@@ -70,12 +81,7 @@ def test_paint_a_stroke_and_save_the_correction(corrections_app):
             page, box = _open_editor(browser, url)
             assert box is not None and round(box["width"]) == 448  # 256 px scan at 1.75 times its size
             scale = box["width"] / 256
-            y = box["y"] + (ROW + 0.5) * scale
-            page.mouse.move(box["x"] + (COL_START + 0.5) * scale, y)
-            page.mouse.down()
-            for col in range(COL_START, COL_END + 1, 4):
-                page.mouse.move(box["x"] + (col + 0.5) * scale, y)
-            page.mouse.up()
+            _stroke(page, box, ROW, step=4)
             expect(page.get_by_text("px added").first).not_to_contain_text("+0 px added", timeout=60_000)
             page.get_by_role("button", name="Save correction").click()
             expect(page.get_by_text("Saved ").first).to_be_visible(timeout=60_000)
@@ -152,14 +158,8 @@ def test_strokes_in_quick_succession_are_all_kept(corrections_app):
         try:
             page, box = _open_editor(browser, url)
             assert box is not None
-            scale = box["width"] / 256
             for row in rows:  # no waits: each mouse-up sends the canvas while the app may still be rerunning
-                y = box["y"] + (row + 0.5) * scale
-                page.mouse.move(box["x"] + (COL_START + 0.5) * scale, y)
-                page.mouse.down()
-                for col in range(COL_START, COL_END + 1, 8):
-                    page.mouse.move(box["x"] + (col + 0.5) * scale, y)
-                page.mouse.up()
+                _stroke(page, box, row, step=8)
             expect(page.get_by_text("px added").first).not_to_contain_text("+0 px added", timeout=60_000)
             page.wait_for_timeout(5_000)  # the app's reruns for the strokes end (a click during one can be lost)
             _click_until(
