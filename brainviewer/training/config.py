@@ -106,8 +106,14 @@ class TrainConfig:
     """Keep the encoder frozen for this many epochs (useful when fine-tuning)."""
     early_stop_patience: int = 12
     """Stop after this many validations without a better mean per-patient Dice (0 = never)."""
+    val_every: int = 1
+    """Validate (and keep the best weights) every this many epochs, and always after the last one."""
     amp: bool = True
-    """Mixed precision (bf16) on CUDA; ignored on CPU, which always trains in float32."""
+    """Mixed precision (bf16) on CUDA; on CPU see cpu_amp."""
+    cpu_amp: bool = False
+    """bf16 autocast on CPU too, for training steps and per-epoch validation (the final threshold choice
+    stays float32): about 1.9x faster steps on CPUs with native bf16 (AVX512-BF16 or AMX); float32, with a
+    warning, on a CPU without it."""
 
     # run control
     device: str = "auto"
@@ -146,6 +152,8 @@ class TrainConfig:
             raise ValueError(f"crop_size must be a multiple of 32 and <= input_size; got {self.crop_size}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("batch_size and epochs must be at least 1")
+        if self.val_every < 1:
+            raise ValueError(f"val_every must be at least 1 (1 = validate after every epoch); got {self.val_every}")
         if not 0.0 <= self.empty_fraction <= 1.0:
             raise ValueError(f"empty_fraction must be in [0, 1]; got {self.empty_fraction}")
         if self.intensity_norm not in ("", *INTENSITY_NORMS):

@@ -148,9 +148,12 @@ def run_epochs(
 
 
 def end_epoch(session: TrainingSession) -> None:
-    """End of epoch: validate, keep the best, count a validation that did not improve, checkpoint."""
-    state = session.state
-    improved = validate_and_record(session)
+    """End of epoch: validate (every ``val_every`` epochs and after the last), keep the best, count a
+    validation that did not improve, checkpoint."""
+    state, config = session.state, session.config
+    done = state.epoch + 1
+    validating = done % config.val_every == 0 or done >= config.epochs or max_steps_reached(session)
+    improved = validate_and_record(session) if validating else True
     state.epoch += 1
     state.step_in_epoch = 0
     if not improved:

@@ -120,7 +120,7 @@ def open_session(
         segmenter=Segmenter(model, prep, device, name=run_dir.name, source=str(run_dir)),
         loss_fn=get_loss(config.loss),
         pipeline=build_augmentation(config.augment),
-        use_amp=config.amp and device.type == "cuda",
+        use_amp=use_amp(config, device),
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         net=model,
@@ -129,6 +129,19 @@ def open_session(
         write_status(run_dir, RUNNING, epoch=state.epoch, global_step=state.global_step, total_steps=total_steps)
     session.t_window = time.time()  # the throughput window opens now
     return session
+
+
+def use_amp(config: TrainConfig, device: torch.device) -> bool:
+    """Whether steps (and, on CPU, validation) run under bf16 autocast: ``amp`` on CUDA, ``cpu_amp`` on
+    a CPU with native bf16 (oneDNN says so); float32 otherwise."""
+    if device.type == "cuda":
+        return config.amp
+    if not config.cpu_amp:
+        return False
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        logger.warning("cpu_amp: this CPU has no native bf16 (AVX512-BF16 or AMX); training in float32")
+        return False
+    return True
 
 
 def prepare_run_folder(

@@ -53,7 +53,8 @@ def validate_and_record(session: TrainingSession) -> bool:
     if session.rank == 0:
         t0 = time.time()
         segmenter.model.eval()
-        report, _ = validate(segmenter, session.val_set)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=session.use_amp and device.type == "cpu"):
+            report, _ = validate(segmenter, session.val_set)  # the Segmenter runs bf16 on CUDA itself
         segmenter.model.train()
         summary = report.summary()
         improved = report.mean_dice > state.best_dice

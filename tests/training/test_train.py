@@ -493,6 +493,8 @@ def test_config_rejects_bad_values(phantom_dataset: Path) -> None:
         TrainConfig(input_size=64, crop_size=96)
     with pytest.raises(ValueError, match="unknown config field"):
         TrainConfig.from_dict({"learning_rate": 1.0})
+    with pytest.raises(ValueError, match="val_every must be at least 1"):
+        TrainConfig(val_every=0)
     config = tiny_config(phantom_dataset, Path("runs"), "x")
     assert TrainConfig.from_dict(json.loads(config.to_json())) == config
 
@@ -627,3 +629,43 @@ def test_a_tumour_head_trains_with_the_segmentation_and_gets_its_gate_on_validat
     tuned = train(tiny_config(phantom_dataset, tmp_path, "head-tuned", max_steps=2, init_weights=str(best), seed=4))
     assert (tuned / "best" / GATE_FILE).is_file()
     assert has_head(Segmenter.from_folder(tuned / "best", device="cpu").model)
+
+
+def test_val_every_validates_every_nth_epoch_and_after_the_last(phantom_dataset: Path, tmp_path: Path) -> None:
+    run = train(tiny_config(phantom_dataset, tmp_path, "sparse-val", epochs=3, val_every=2, early_stop_patience=1))
+    validated = [r["epoch"] for r in read_metrics(run) if r["type"] == "val"]
+    assert validated == [1, 2]  # epoch 2 of 3 (the 2nd), then the last; epoch 1 is not validated
+    status = json.loads((run / STATUS_FILE).read_text())
+    assert status["state"] == "finished"  # an epoch without a validation does not count towards an early stop
+    assert (run / "best" / "model.safetensors").is_file()
+
+
+def test_cpu_amp_trains_in_bf16_where_the_cpu_has_it_and_in_float32_with_a_warning_elsewhere(
+    phantom_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from brainviewer.training.session import use_amp
+
+    cpu = torch.device("cpu")
+    assert not use_amp(TrainConfig(data="x"), cpu)  # the default: float32 on CPU, as before
+    assert use_amp(TrainConfig(data="x", cpu_amp=True), torch.device("cuda")) is True  # amp decides on CUDA
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert not use_amp(TrainConfig(data="x", cpu_amp=True), cpu)
+    assert "no native bf16" in caplog.text
+    monkeypatch.undo()
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no native bf16")
+    seen: list[torch.dtype] = []
+    original = train_steps.split_output
+
+    def spy(output: object) -> object:
+        logits, labels = original(output)
+        seen.append(logits.dtype)
+        return logits, labels
+
+    monkeypatch.setattr(train_steps, "split_output", spy)
+    run = train(tiny_config(phantom_dataset, tmp_path, "bf16", cpu_amp=True, epochs=1))
+    assert seen and set(seen) == {torch.bfloat16}  # every step's forward ran under autocast
+    losses = [loss for _, loss in train_losses(run)]
+    assert all(np.isfinite(losses))
+    assert json.loads((run / STATUS_FILE).read_text())["state"] == "finished"
