@@ -98,6 +98,7 @@ def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
         lambda folder: Segmenter.from_folder(folder, device=args.device),
         args.batch_size,
         progress,
+        single_slice=args.single_slice,
     )
     print(file=sys.stderr)
     if args.out:
@@ -110,6 +111,14 @@ def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
     pooled = pooled_summary(results, len(dataset.patient_ids), group_of)
     print(json.dumps(pooled, indent=2))
     _print_scores(pooled["scores"])
+    for name, figures in pooled.get("single_slice", {}).items():
+        if name != "gates":
+            print(
+                f"single slice, {name}: {figures['fp']}/{figures['tumour_free_slices']} tumour-free slices "
+                f"show a tumour ({figures['fp_rate']:.1%}); {figures['tumour_slices_shown']}/"
+                f"{figures['tumour_slices']} tumour slices shown",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -252,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV of patient id (or file name) and group, e.g. figshare's labels.csv: scores per group as well",
     )
     cv.add_argument("--quiet", action="store_true", help="print only the summary")
+    cv.add_argument(
+        "--single-slice",
+        action="store_true",
+        help="also predict every slice alone, as the Review page does: false positives on tumour-free slices "
+        "without a gate, with each fold's gate, and with the gate chosen leave-one-patient-out",
+    )
     cv.set_defaults(func=_cmd_cv_evaluate)
 
     from brainviewer.evaluation import compare_run

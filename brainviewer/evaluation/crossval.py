@@ -32,6 +32,13 @@ from brainviewer.evaluation.evaluate import (
     score_summaries,
 )
 from brainviewer.evaluation.groups import NO_GROUP
+from brainviewer.evaluation.single_slice import (
+    DEFAULT_MAX_FP,
+    PatientSlices,
+    leave_one_patient_out,
+    patient_slices,
+    score_thresholds,
+)
 from brainviewer.model.inference import predict_volume_probs
 
 if TYPE_CHECKING:
@@ -40,6 +47,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BEST_DIR = "best"
+GATE_FILE = "tumour_gate.json"  # as brainviewer.training.gate_fit writes it
+WORST_PATIENTS = 5
+LOW_DICE = 0.30
 
 
 @dataclass
@@ -50,6 +60,12 @@ class FoldResult:
     weights: Path
     split: Split
     report: EvaluationReport
+    slices: dict[str, PatientSlices] | None = None
+    """Each validation patient's slices predicted alone (``single_slice``), else ``None``."""
+    gate: float | None = None
+    """The weights' ``tumour_gate`` (``None``: no gate)."""
+    gate_max_fp: float = DEFAULT_MAX_FP
+    """The false-positive rate the weights' gate was chosen for (``tumour_gate.json``)."""
 
 
 def fold_weights(path: str | Path) -> tuple[Path, Split]:
@@ -95,6 +111,7 @@ def evaluate_folds(
     load_segmenter: Callable[[Path], Segmenter],
     batch_size: int = 16,
     progress: Callable[[str, int, int], None] | None = None,
+    single_slice: bool = False,
 ) -> list[FoldResult]:
     """Score each fold's weights on its own validation patients, with the weights' own post-processing.
 
@@ -104,6 +121,8 @@ def evaluate_folds(
         load_segmenter: loads a weights folder (e.g. ``Segmenter.from_folder``).
         batch_size: slices per forward pass.
         progress: called with ``(fold name, patients done, patients total)``.
+        single_slice: also predict every slice alone (no 3-D step, normalised on its own, as the Review page
+            does) for the false-positive rate on tumour-free slices with and without the weights' gate.
 
     Raises:
         ValueError: overlapping folds, or a fold none of whose validation patients are in ``dataset``.
@@ -138,8 +157,38 @@ def evaluate_folds(
             (lambda d, t, n=name: progress(n, d, t)) if progress else None,
         )[0]
         report.tta_flip = prep.tta_flip
-        results.append(FoldResult(name, weights, split, report))
+        result = FoldResult(name, weights, split, report, gate=prep.tumour_gate)
+        if (weights / GATE_FILE).is_file():
+            result.gate_max_fp = float(json.loads((weights / GATE_FILE).read_text())["max_fp"])
+        if single_slice:
+            result.slices = patient_slices(segmenter, subset, subset.patient_ids, batch_size, need_head=False)
+        results.append(result)
     return results
+
+
+def single_slice_summary(results: Sequence[FoldResult]) -> dict | None:
+    """The folds' patients' slices, each predicted alone: the share of tumour-free slices that show a predicted
+    pixel without a gate, with each fold's own gate (chosen on the same patients, so flattering), and with the
+    gate chosen leave-one-patient-out within each fold (each patient gated at the threshold chosen, for the
+    fold's ``gate_max_fp``, on the fold's other patients: the honest figure). Each as
+    :func:`~brainviewer.evaluation.single_slice.score_gate`; ``None`` unless every fold has ``slices``."""
+    if not results or any(r.slices is None for r in results):
+        return None
+    patients = {pid: s for r in results for pid, s in r.slices.items()}  # type: ignore[union-attr]
+    own = {pid: r.gate for r in results for pid in r.slices}  # type: ignore[union-attr]
+    honest: dict[str, float | None] = {}
+    for r in results:
+        if r.gate is None:  # a model without a gate (or one that needed none) shows every slice
+            honest.update(dict.fromkeys(r.slices, None))  # type: ignore[union-attr]
+        else:
+            chosen = leave_one_patient_out(r.slices, r.gate_max_fp)["thresholds"]  # type: ignore[arg-type]
+            honest.update(zip(r.slices, chosen, strict=True))  # type: ignore[arg-type]
+    return {
+        "gates": {r.name: r.gate for r in results},
+        "ungated": score_thresholds(patients, dict.fromkeys(patients, None)),
+        "gated_own_threshold": score_thresholds(patients, own),
+        "gated_leave_one_patient_out": score_thresholds(patients, honest),
+    }
 
 
 def _true_positives(patient: PatientResult) -> int:
@@ -156,7 +205,9 @@ def pooled_summary(
     Returns:
         ``{"pooled": {...}, "scores": {...}, "folds": [{"fold", "weights", "summary"}, ...]}``. ``pooled`` has
         ``patients``, ``mean_volume_dice``, ``median_volume_dice``, ``std_volume_dice``, ``micro_dice``
-        (all voxels of all patients), ``fp_rate_empty_slices``, ``fold_mean_dice_mean`` /
+        (all voxels of all patients), ``fp_rate_empty_slices`` (tumour-free slices with a predicted pixel after
+        the 3-D step, whole patients as ``evaluate`` predicts them), ``patients_below_0.30``,
+        ``worst_patients`` (the lowest five: patient, fold, Dice), ``fold_mean_dice_mean`` /
         ``fold_mean_dice_std`` (the spread of the folds' means) and, given ``dataset_patients``,
         ``coverage`` (the share of the dataset's patients scored). ``seen_by_base`` counts the scored
         patients their fold's base model was trained on (fine-tuned folds; their scores flatter them).
@@ -164,7 +215,8 @@ def pooled_summary(
         folds: mean ± SD, median [IQR] and bootstrap 95% interval of Dice, sensitivity, precision, volume
         similarity, HD95 and surface Dice, with ``distance_unit`` and ``surface_dice_tolerance``. With
         ``group_of``, ``groups`` maps each group (patients the mapping lacks under ``"(no group)"``) to the
-        same ``scores`` over its pooled patients, so each group's mean has its own bootstrap interval.
+        same ``scores`` over its pooled patients, so each group's mean has its own bootstrap interval. When the
+        folds were scored with ``single_slice``, ``single_slice`` is :func:`single_slice_summary`.
     """
     patients = [p for r in results for p in r.report.patients]
     dice = np.array([p.volume_dice for p in patients], dtype=np.float64)
@@ -187,6 +239,13 @@ def pooled_summary(
         "fold_mean_dice_mean": float(fold_means.mean()) if len(fold_means) else None,
         "fold_mean_dice_std": float(fold_means.std()) if len(fold_means) else None,
         "seen_by_base": sum(len({p.patient_id for p in r.report.patients} & set(r.split.base_train)) for r in results),
+        f"patients_below_{LOW_DICE:.2f}": int((dice < LOW_DICE).sum()),
+        "worst_patients": [
+            {"patient": p.patient_id, "fold": name, "volume_dice": p.volume_dice}
+            for name, p in sorted(
+                ((r.name, p) for r in results for p in r.report.patients), key=lambda item: item[1].volume_dice
+            )[:WORST_PATIENTS]
+        ],
     }
     tolerances = {r.report.surface_tolerance for r in results if r.report.surface_tolerance is not None}
     if dataset_patients:
@@ -197,6 +256,9 @@ def pooled_summary(
         "scores": score_summaries(patients, tolerance),
         "folds": [{"fold": r.name, "weights": str(r.weights), "summary": r.report.summary()} for r in results],
     }
+    alone = single_slice_summary(results)
+    if alone is not None:
+        summary["single_slice"] = alone
     if group_of:
         members: dict[str, list[PatientResult]] = {}
         for patient in patients:

@@ -16,7 +16,16 @@ from test_evaluate import dataset_root, probs_from_channel_0  # noqa: F401  (dat
 from brainviewer import cli
 from brainviewer.data.datasets import open_dataset
 from brainviewer.data.split import Split
-from brainviewer.evaluation.crossval import check_folds, evaluate_folds, fold_weights, pooled_summary, write_cv_report
+from brainviewer.evaluation.crossval import (
+    FoldResult,
+    check_folds,
+    evaluate_folds,
+    fold_weights,
+    pooled_summary,
+    single_slice_summary,
+    write_cv_report,
+)
+from brainviewer.evaluation.single_slice import PatientSlices
 
 
 class ChannelZeroModel:
@@ -24,7 +33,12 @@ class ChannelZeroModel:
 
     def __init__(self, threshold: float) -> None:
         self.prep = SimpleNamespace(
-            threshold=threshold, min_component_px=0, keep_largest=False, volume_keep_largest=False, tta_flip=False
+            threshold=threshold,
+            min_component_px=0,
+            keep_largest=False,
+            volume_keep_largest=False,
+            tta_flip=False,
+            tumour_gate=None,
         )
 
     def predict_probs_batch(self, scans: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
@@ -73,6 +87,55 @@ def test_pooled_scores_by_hand(dataset_root: Path, folds: list[Path]) -> None:  
     assert pooled["fp_rate_empty_slices"] == pytest.approx(2 / 3)
     assert pooled["fold_mean_dice_mean"] == pytest.approx(0.8) and pooled["fold_mean_dice_std"] == pytest.approx(0.1)
     assert pooled["seen_by_base"] == 0
+    assert pooled["patients_below_0.30"] == 0
+    worst = [(w["patient"], w["fold"], w["volume_dice"]) for w in pooled["worst_patients"]]
+    assert worst == [
+        ("P1", str(folds[0]), pytest.approx(0.7)),
+        ("P3", str(folds[1]), pytest.approx(0.8)),
+        ("P2", str(folds[1]), pytest.approx(1.0)),
+    ]  # lowest first
+    assert "single_slice" not in pooled_summary(results)  # only when the slices were predicted alone
+
+
+def _slices(presence: list[float], shown: list[bool], tumour: list[bool]) -> PatientSlices:
+    """A patient whose shown tumour slices are found exactly (overlap = predicted = truth = 10 px)."""
+    shown_a, tumour_a = np.array(shown), np.array(tumour)
+    return PatientSlices(
+        presence=np.array(presence, dtype=np.float64),
+        shown=shown_a,
+        has_tumour=tumour_a,
+        overlap=np.where(shown_a & tumour_a, 10, 0),
+        predicted=np.where(shown_a, 10, 0),
+        truth=np.where(tumour_a, 10, 0),
+    )
+
+
+def test_single_slice_figures_by_hand() -> None:
+    """Two folds. Fold a (gate 0.5, chosen for 0% false positives): A1 has a false alarm at presence 0.2 and
+    a tumour slice at 0.9, A2 a false alarm at 0.6 and a tumour slice at 0.7. Fold b has no gate."""
+    fold_a = {
+        "A1": _slices([0.2, 0.9, 0.1], [True, True, False], [False, True, False]),
+        "A2": _slices([0.6, 0.7], [True, True], [False, True]),
+    }
+    fold_b = {"B1": _slices([np.nan, np.nan], [True, False], [False, False])}
+    split = Split(train=[], val=[], mode="random", seed=1, folds=2, fold=0)
+    results = [
+        FoldResult("a", Path("a"), split, None, slices=fold_a, gate=0.5, gate_max_fp=0.0),  # type: ignore[arg-type]
+        FoldResult("b", Path("b"), split, None, slices=fold_b, gate=None),  # type: ignore[arg-type]
+    ]
+    summary = single_slice_summary(results)
+    assert summary is not None and summary["gates"] == {"a": 0.5, "b": None}
+    ungated = summary["ungated"]  # every shown slice: 3 false alarms on 5 tumour-free slices
+    assert (ungated["fp"], ungated["tumour_free_slices"], ungated["tumour_slices_shown"]) == (3, 5, 2)
+    own = summary["gated_own_threshold"]  # A1's 0.2 is gated, A2's 0.6 is not; B1 is not gated
+    assert (own["fp"], own["tumour_slices_shown"]) == (2, 2)
+    # leave one patient out in fold a: A1 gets the threshold that clears A2's alarm (0.61: A1's alarm at 0.2 goes,
+    # its tumour slice at 0.9 stays); A2 gets the one that clears A1's (0.21: A2's alarm at 0.6 stays)
+    honest = summary["gated_leave_one_patient_out"]
+    assert (honest["fp"], honest["tumour_slices_shown"]) == (2, 2)
+    assert honest["fp_rate"] == pytest.approx(2 / 5)
+    results[1].slices = None
+    assert single_slice_summary(results) is None  # a fold not predicted alone: no pooled figure
 
 
 def test_patients_a_fold_s_base_model_trained_on_are_counted(
@@ -153,6 +216,11 @@ def test_cli_cv_evaluate_with_real_weights(
     assert sorted(p["patient_id"] for p in written["patients"]) == sorted(ids)
     assert cli.main(argv) == 2  # the report exists: refused without --overwrite
     assert "--overwrite" in capsys.readouterr().err
+    assert cli.main([*argv[:-3], "--quiet", "--single-slice"]) == 0  # no --out: nothing written
+    alone = json.loads(capsys.readouterr().out)["single_slice"]
+    assert alone["gates"] == dict.fromkeys(folders)  # these weights have no gate: gated figures are the ungated
+    assert alone["ungated"] == alone["gated_own_threshold"] == alone["gated_leave_one_patient_out"]
+    assert alone["ungated"]["tumour_free_slices"] + alone["ungated"]["tumour_slices"] == printed["pooled"]["slices"]
 
 
 def test_pooled_scores_per_group(dataset_root: Path, folds: list[Path]) -> None:  # noqa: F811

@@ -17,19 +17,11 @@ import torch
 
 from brainviewer.data.datasets import open_dataset
 from brainviewer.data.split import Split
+from brainviewer.evaluation.single_slice import PatientSlices, choose_threshold, leave_one_patient_out, score_gate
 from brainviewer.model.gate import attach_head, has_head, split_output, tumour_shown
 from brainviewer.model.preprocessing import Preprocessing
 from brainviewer.model.segmenter import Segmenter, load_model, save_weights
-from brainviewer.training.gate_fit import (
-    GATE_FILE,
-    PatientSlices,
-    choose_threshold,
-    encoder_features,
-    fit_gate,
-    fit_linear_head,
-    leave_one_patient_out,
-    score_gate,
-)
+from brainviewer.training.gate_fit import GATE_FILE, encoder_features, fit_gate, fit_linear_head
 
 
 def _slices(dataset_root: Path) -> tuple[list[np.ndarray], np.ndarray]:
