@@ -241,13 +241,15 @@ def _validation_samples(run_dir: str, split_mtime_ns: int, n: int) -> tuple:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _sample_picture(model_id: str, image_path: str, _segmenter: Segmenter, _dataset: Dataset, _record) -> tuple:
-    """(outlined picture, Dice or None) of one validation slice under one model version."""
+    """(outlined picture, Dice or None) of one validation slice under one model version, predicted alone as the
+    Review page does: a slice the weights' tumour-present gate calls tumour-free shows no mask."""
     from brainviewer.evaluation.metrics import dice
     from brainviewer.views.patient import outlined
 
     image = _dataset.load_image(_record)
     truth = _dataset.load_mask(_record, shape=image.shape[:2])
-    pred = _segmenter.mask_from_probs(_segmenter.predict_probs(image))
+    (probs,), (presence,) = _segmenter.predict_slices([image])
+    pred = _segmenter.mask_from_probs(probs, presence=presence)
     return outlined(image, truth, pred), (None if truth is None else dice(pred, truth))
 
 

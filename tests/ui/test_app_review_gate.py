@@ -56,3 +56,22 @@ def test_a_slice_the_gate_lets_through_shows_its_mask_and_the_probability(
     assert any("Tumour-present probability 1.00 (gate 0.50)" in str(c.value) for c in at.caption)
     assert not any("tumour-free" in str(info.value) for info in at.info)
     assert {m.label: m.value for m in at.metric}["Predicted area (px)"] == f"{64 * 64:,}"
+
+
+def test_fine_tuning_sample_predictions_are_gated_as_on_the_review_page(
+    tiny_weights: Path, tmp_path: Path, phantom_dataset: Path
+) -> None:
+    from brainviewer.data.datasets import open_dataset
+    from brainviewer.model.segmenter import Segmenter
+    from brainviewer.ui import finetune_watch
+
+    dataset = open_dataset(phantom_dataset)
+    record = next(r for r in dataset.records if dataset.load_mask(r).any())
+    scores = {}
+    for name, logit in (("closed", -10.0), ("open", 10.0)):
+        segmenter = Segmenter.from_folder(gated_weights(tiny_weights, tmp_path / name, logit), device="cpu")
+        _, scores[name] = finetune_watch._sample_picture.__wrapped__(
+            name, str(record.image_path), segmenter, dataset, record
+        )
+    assert scores["closed"] == 0.0  # a tumour slice the head calls tumour-free: no mask, as Review shows it
+    assert scores["open"] > 0.0  # the full ungated mask overlaps the tumour
