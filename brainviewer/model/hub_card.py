@@ -55,6 +55,8 @@ SCORE_METRICS: dict[str, tuple[str, str]] = {
 }
 EVALUATION_FILE = "evaluation.json"
 CV_EVALUATION_FILE = "cv_evaluation.json"
+CV_DIR = "cross_validation"
+"""Where a weights folder keeps its recipe's cross-validation (``cv-evaluate ... --out FOLDER/cross_validation``)."""
 
 
 @dataclass
@@ -121,6 +123,7 @@ def folder_records(folder: str | Path, weights_root: Path | None = None, _depth:
         validation=_read_json(folder / "validation.json"),
         evaluation=_read_json(folder / EVALUATION_DIR / EVALUATION_FILE),
         cv_evaluation=_read_json(folder / CV_EVALUATION_FILE)
+        or _read_json(folder / CV_DIR / CV_EVALUATION_FILE)
         or _read_json(folder / EVALUATION_DIR / CV_EVALUATION_FILE),
     )
 
@@ -167,13 +170,36 @@ def _score_results(scores: dict, n: int, where: str) -> list[tuple[str, float, s
     return out
 
 
+def _false_positive_results(cv: dict) -> list[tuple[str, float, str]]:
+    """The share of tumour-free slices that show a predicted pixel, after the 3-D step and, where ``cv-evaluate
+    --single-slice`` measured it, each slice predicted alone with the gate chosen leave-one-patient-out."""
+    out = []
+    pooled = cv.get("pooled", {})
+    if pooled.get("fp_rate_empty_slices") is not None:
+        text = (
+            f"false-positive rate on tumour-free slices, whole patients with the 3-D step "
+            f"({pooled['fp_slices']} of {pooled['empty_slices']})"
+        )
+        out.append(("false_positive_rate", round(float(pooled["fp_rate_empty_slices"]), 4), text))
+    alone = (cv.get("single_slice") or {}).get("gated_leave_one_patient_out")
+    if alone and alone.get("tumour_free_slices"):
+        text = (
+            f"false-positive rate on tumour-free slices, each predicted alone, tumour-present gate chosen "
+            f"leave-one-patient-out ({alone['fp']} of {alone['tumour_free_slices']})"
+        )
+        out.append(("false_positive_rate", round(float(alone["fp_rate"]), 4), text))
+    return out
+
+
 def results(records: CardRecords) -> tuple[str, list[tuple[str, float, str]]]:
     """The split and ``(metric type, value, name)`` results of the best record a folder holds (see module docstring)."""
     per = "patients" if Path(records.dataset_path or "").name != "figshare" else "images"
     if records.cv_evaluation and records.cv_evaluation.get("scores"):
         pooled = records.cv_evaluation.get("pooled", {})
-        split = f"cross-validation: {pooled.get('patients', '?')} patients of {pooled.get('folds', '?')} folds pooled"
-        return split, _score_results(records.cv_evaluation["scores"], pooled.get("patients", 0), per)
+        n = pooled.get("patients", "?")
+        split = f"cross-validation: {n} {_noun(n, per)} of {pooled.get('folds', '?')} folds pooled"
+        out = _score_results(records.cv_evaluation["scores"], pooled.get("patients", 0), per)
+        return split, out + _false_positive_results(records.cv_evaluation)
     if records.evaluation and records.evaluation.get("scores"):
         n = (records.evaluation.get("summary") or {}).get("patients") or len(records.split.get("val", []))
         return split_text(records.split, per), _score_results(records.evaluation["scores"], n, per)

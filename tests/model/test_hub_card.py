@@ -109,6 +109,39 @@ def test_a_cross_validation_report_comes_first(folder: Path) -> None:
     assert _results(data) == {"dice": [(0.66, _results(data)["dice"][0][1])]}
 
 
+def test_a_cross_validation_folder_gives_the_false_positive_rates_after_the_3d_step_and_of_a_slice_alone(
+    folder: Path,
+) -> None:
+    cv_scores = {**SCORES, "per_patient_scores": {"volume_dice": _summary(0.84, 0.8, 0.87)}}
+    single = {"fp": 7, "tumour_free_slices": 350, "fp_rate": 0.02}
+    (folder / "cross_validation").mkdir()  # where cv-evaluate --out FOLDER/cross_validation puts it
+    (folder / "cross_validation" / "cv_evaluation.json").write_text(
+        json.dumps(
+            {
+                "pooled": {
+                    "folds": 5,
+                    "patients": 88,
+                    "fp_rate_empty_slices": 0.01,
+                    "fp_slices": 4,
+                    "empty_slices": 400,
+                },
+                "scores": cv_scores,
+                "single_slice": {
+                    "ungated": {**single, "fp": 40, "fp_rate": 0.11},
+                    "gated_leave_one_patient_out": single,
+                },
+            }
+        )
+    )
+    data = check_card(refresh_card(folder)[1])
+    assert data.eval_results[0].dataset_split == "cross-validation: 88 patients of 5 folds pooled"
+    results = _results(data)
+    assert results["dice"][0][0] == 0.84
+    (after_3d, text_3d), (alone, text_alone) = results["false_positive_rate"]
+    assert after_3d == 0.01 and "3-D step (4 of 400)" in text_3d
+    assert alone == 0.02 and "each predicted alone" in text_alone and "(7 of 350)" in text_alone
+
+
 def test_a_fine_tuned_model_lists_its_base_models_data(folder: Path, tiny_weights: Path) -> None:
     base = folder.parent / "base-model"
     shutil.copytree(tiny_weights, base)
@@ -151,7 +184,8 @@ def test_shipped_cards_carry_up_to_date_hub_metadata(weights: Path) -> None:
     data = check_card(old)
     assert data.pipeline_tag == "image-segmentation" and data.library_name == "segmentation-models-pytorch"
     assert data.datasets and data.metrics and data.eval_results
-    report = weights / "evaluation" / "evaluation.json"
+    cv, single = weights / "cross_validation" / "cv_evaluation.json", weights / "evaluation" / "evaluation.json"
+    report = cv if cv.is_file() else single  # the cross-validation comes first
     if report.is_file():  # the model-index is that report's numbers, not invented ones
         scores = json.loads(report.read_text())["scores"]["per_patient_scores"]
         assert _results(data)["dice"][0][0] == round(scores["volume_dice"]["mean"], 4)
