@@ -265,3 +265,21 @@ def test_benchmark_smoke(tiny_weights: Path, tmp_path: Path, capsys: pytest.Capt
     assert volume["items"] == 40 and volume["per_item_ms"] == pytest.approx(1000 * volume["median_s"] / 40)
     assert main(args) == 2  # refuses to overwrite the JSON
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_benchmark_training_step_trains_in_float32_and_under_cpu_amp(bf16: bool) -> None:
+    """The step the benchmark times, as ``train`` does it without and with ``--cpu-amp``: the weights move."""
+    import inspect
+
+    import torch
+
+    from brainviewer.evaluation.benchmark_workloads import _training_step_fn
+
+    torch.manual_seed(0)
+    step = _training_step_fn(torch.device("cpu"), bf16=bf16)
+    model = inspect.getclosurevars(step).nonlocals["model"]
+    before = next(model.parameters()).detach().clone()
+    step()
+    after = next(model.parameters()).detach()
+    assert after.dtype == torch.float32 and not torch.equal(before, after)  # master weights stay float32

@@ -224,6 +224,14 @@ def run_benchmark(
                 unit="image",
                 note="resnet18 U-Net, AdamW" + (", bf16" if sync else ""),
             )
+            if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                measure(
+                    f"training step ({TRAIN_BATCH} x {TRAIN_CROP}x{TRAIN_CROP}), --cpu-amp",
+                    _training_step_fn(device, bf16=True),
+                    items=TRAIN_BATCH,
+                    unit="image",
+                    note="bf16 autocast on this CPU's native bf16",
+                )
         measure(
             f"inference, {VOLUME_SLICES}-slice volume",
             lambda seg=segmenter: seg.predict_probs_batch(volume, 16),

@@ -131,8 +131,9 @@ def _standin_rethreshold(item_and_probs: tuple, threshold: float) -> object:
     )
 
 
-def _training_step_fn(device: torch.device):
-    """One AdamW step of a fresh resnet18 U-Net on a 16 x 128 x 128 batch (bf16 autocast on CUDA)."""
+def _training_step_fn(device: torch.device, bf16: bool | None = None):
+    """One AdamW step of a fresh resnet18 U-Net on a 16 x 128 x 128 batch; bf16 autocast on CUDA, and on the
+    CPU when ``bf16`` (as ``train --cpu-amp``)."""
     from brainviewer.model.segmenter import build_model
     from brainviewer.training.losses import bce_dice_loss
 
@@ -148,7 +149,7 @@ def _training_step_fn(device: torch.device):
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or bool(bf16)):
             logits = model(images)
         bce_dice_loss(logits.float(), targets).backward()
         optimizer.step()
