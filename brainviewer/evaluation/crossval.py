@@ -282,6 +282,61 @@ def pooled_patients_csv(results: Sequence[FoldResult]) -> str:
     return out.getvalue()
 
 
+def _dice_row(name: str, n: int, scores: dict, bold: bool = False) -> str:
+    dice = scores["per_patient_scores"]["volume_dice"]
+    mean = f"{dice['mean']:.3f}"
+    interval = f" ({dice['ci_low']:.3f}-{dice['ci_high']:.3f})" if dice.get("ci_low") is not None else ""
+    return f"| {name} | {n} | {'**' + mean + '**' if bold else mean}{interval} | {dice['median']:.3f} |"
+
+
+def cv_markdown(summary: dict, per: str = "patients") -> str:
+    """The pooled figures of :func:`pooled_summary` as a model card section (markdown): mean Dice with its
+    bootstrap 95% interval and median, overall and per group; the folds' means; the worst patients; the
+    false-positive rates on tumour-free slices after the 3-D step and, with ``single_slice``, of a slice alone.
+    ``per``: what one scored unit is (``images`` for figshare)."""
+    pooled = summary["pooled"]
+    n, folds = pooled["patients"], pooled["folds"]
+    lines = [
+        f"| {folds}-fold cross-validation, {n} {per} | {per} | mean Dice per {per[:-1]} (bootstrap 95% CI) | median |",
+        "|---|---|---|---|",
+        _dice_row("all", n, summary["scores"], bold=True),
+    ]
+    for name, group in (summary.get("groups") or {}).items():
+        lines.append(_dice_row(name, group["patients"], group["scores"]))
+    means = [f["summary"]["mean_volume_dice"] for f in summary["folds"]]
+    worst = ", ".join(f"{w['patient']} {w['volume_dice']:.2f}" for w in pooled.get("worst_patients", []))
+    lines += [
+        "",
+        f"Fold means {' / '.join(f'{m:.3f}' for m in means)} (SD {pooled['fold_mean_dice_std']:.3f}). "
+        f"{pooled.get(f'patients_below_{LOW_DICE:.2f}', 0)} of {n} {per} score below {LOW_DICE:.2f}; the worst: "
+        f"{worst}.",
+    ]
+    if pooled.get("fp_rate_empty_slices") is not None:
+        lines += [
+            "",
+            f"Tumour-free slices with a predicted pixel, whole {per} with the 3-D step: "
+            f"{pooled['fp_rate_empty_slices']:.1%} ({pooled['fp_slices']} of {pooled['empty_slices']}).",
+        ]
+    alone = summary.get("single_slice")
+    if alone:
+        lines += [
+            "",
+            "| each slice predicted alone | tumour-free slices with a predicted pixel | tumour slices shown |",
+            "|---|---|---|",
+        ]
+        for key, label in (
+            ("ungated", "no gate"),
+            ("gated_own_threshold", "each fold's gate (chosen on these patients)"),
+            ("gated_leave_one_patient_out", "gate chosen leave-one-patient-out"),
+        ):
+            f = alone[key]
+            lines.append(
+                f"| {label} | {f['fp_rate']:.1%} ({f['fp']} of {f['tumour_free_slices']}) | "
+                f"{f['tumour_slices_shown']} of {f['tumour_slices']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def write_cv_report(
     results: Sequence[FoldResult],
     out_dir: str | Path,
@@ -289,13 +344,18 @@ def write_cv_report(
     overwrite: bool = False,
     group_of: dict[str, str] | None = None,
 ) -> dict[str, Path]:
-    """Write ``cv_evaluation.json`` (:func:`pooled_summary` and every patient) and ``cv_per_patient.csv``.
+    """Write ``cv_evaluation.json`` (:func:`pooled_summary` and every patient), ``cv_per_patient.csv`` and
+    ``cv_summary.md`` (:func:`cv_markdown`, for a model card).
 
     Raises:
         FileExistsError: a report file exists and ``overwrite`` is false.
     """
     out_dir = Path(out_dir)
-    paths = {"json": out_dir / "cv_evaluation.json", "csv": out_dir / "cv_per_patient.csv"}
+    paths = {
+        "json": out_dir / "cv_evaluation.json",
+        "csv": out_dir / "cv_per_patient.csv",
+        "markdown": out_dir / "cv_summary.md",
+    }
     if not overwrite:
         clash = [str(p) for p in paths.values() if p.exists()]
         if clash:
@@ -305,4 +365,6 @@ def write_cv_report(
     document["patients"] = [{"fold": r.name, **asdict(p)} for r in results for p in r.report.patients]
     paths["json"].write_text(json.dumps(document, indent=2) + "\n")
     paths["csv"].write_text(pooled_patients_csv(results))
+    per = "images" if all(p.n_slices == 1 for r in results for p in r.report.patients) else "patients"
+    paths["markdown"].write_text(cv_markdown(document, per))
     return paths

@@ -165,9 +165,23 @@ def test_report_files_and_no_silent_overwrite(dataset_root: Path, folds: list[Pa
     ]
     rows = list(csv.DictReader(paths["csv"].open()))
     assert [(r["patient_id"], float(r["volume_dice"])) for r in rows] == [("P1", 0.7), ("P2", 1.0), ("P3", 0.8)]
+    card = paths["markdown"].read_text()  # the section a model card quotes
+    assert (
+        "| 2-fold cross-validation, 3 patients | patients | mean Dice per patient (bootstrap 95% CI) | median |" in card
+    )
+    assert "| all | 3 | **0.833** (" in card and ") | 0.800 |" in card
+    assert "Fold means 0.700 / 0.900 (SD 0.100). 0 of 3 patients score below 0.30; the worst: P1 0.70, P3 0.80" in card
+    assert "with the 3-D step: 66.7% (2 of 3)." in card
+    assert "predicted alone" not in card  # only with --single-slice
     with pytest.raises(FileExistsError, match="--overwrite"):
         write_cv_report(results, tmp_path / "cv")
-    write_cv_report(results, tmp_path / "cv", overwrite=True)
+    results[0].slices = {"P1": _slices([0.2, 0.9], [True, True], [False, True])}  # as --single-slice gives them
+    results[1].slices = {"P2": _slices([0.6], [False], [False]), "P3": _slices([0.7], [True], [False])}
+    results[0].gate = 0.5
+    paths = write_cv_report(results, tmp_path / "cv", overwrite=True)
+    card = paths["markdown"].read_text()
+    assert "| no gate | 66.7% (2 of 3) | 1 of 1 |" in card
+    assert "| each fold's gate (chosen on these patients) | 33.3% (1 of 3) | 1 of 1 |" in card
 
 
 def test_overlapping_folds_are_refused(dataset_root: Path, tmp_path: Path) -> None:  # noqa: F811
