@@ -5,6 +5,7 @@ model's classification head calls the slice tumour-free, with a toggle to see th
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import streamlit as st
@@ -26,15 +27,42 @@ GATE_HELP = (
 )
 
 
-@st.cache_data(max_entries=64, show_spinner="Running the model on this scan…")
+#: Scans up to this many pixels share the large prediction cache; bigger ones (up to the 4096 x 4096 a scan may
+#: have, 64 MiB of float32 probabilities each) get a small one of their own, so that a visitor who uploads
+#: many big scans pins at most :data:`LARGE_ENTRIES` of them: about 256 + 256 MiB in all, not 4 GiB.
+LARGE_SCAN_PIXELS = 1024 * 1024
+SMALL_ENTRIES = 64
+LARGE_ENTRIES = 4
+_SPINNER = "Running the model on this scan…"
+
+
+def _predict(segmenter: Segmenter, image: np.ndarray) -> tuple[np.ndarray, float | None]:
+    with scan_slot():  # a bounded number of scans segmented at once, all sessions together
+        probs, presence = segmenter.predict_slices([image])
+        return probs[0], presence[0]
+
+
+@st.cache_data(max_entries=SMALL_ENTRIES, show_spinner=_SPINNER)
 def _cached_prediction(
     model_id: str, item_key: str, _segmenter: Segmenter, _image: np.ndarray
 ) -> tuple[np.ndarray, float | None]:
-    """Probabilities and tumour-present probability keyed by (model id, scan content hash); the underscored
-    arguments are not hashed."""
-    with scan_slot():  # a bounded number of scans segmented at once, all sessions together
-        probs, presence = _segmenter.predict_slices([_image])
-        return probs[0], presence[0]
+    """Probabilities and tumour-present probability keyed by (model id, scan content hash), for scans up to
+    :data:`LARGE_SCAN_PIXELS`; the underscored arguments are not hashed."""
+    return _predict(_segmenter, _image)
+
+
+@st.cache_data(max_entries=LARGE_ENTRIES, show_spinner=_SPINNER)
+def _cached_large_prediction(
+    model_id: str, item_key: str, _segmenter: Segmenter, _image: np.ndarray
+) -> tuple[np.ndarray, float | None]:
+    """As :func:`_cached_prediction`, for scans over :data:`LARGE_SCAN_PIXELS`."""
+    return _predict(_segmenter, _image)
+
+
+def cached_prediction_for(shape: tuple[int, ...]) -> Callable[..., tuple[np.ndarray, float | None]]:
+    """The prediction cache a scan of ``shape`` ``(H, W[, C])`` goes to."""
+    large = shape[0] * shape[1] > LARGE_SCAN_PIXELS
+    return _cached_large_prediction if large else _cached_prediction
 
 
 def item_prediction(model: ModelState, item: ReviewItem) -> tuple[np.ndarray | None, float | None]:
@@ -46,7 +74,8 @@ def item_prediction(model: ModelState, item: ReviewItem) -> tuple[np.ndarray | N
     if model.segmenter is None or model.model_id is None:
         return None, None
     try:
-        return _cached_prediction(model.model_id, item.key, model.segmenter, item.image)
+        cached = cached_prediction_for(item.image.shape)
+        return cached(model.model_id, item.key, model.segmenter, item.image)
     except Exception as err:
         logger.exception("model failed on %s", item.name)
         st.error(f"The model failed on {item.name}: {type(err).__name__}: {err}")

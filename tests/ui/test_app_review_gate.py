@@ -4,6 +4,7 @@ mask and says why, and the reviewer can show the mask anyway."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -75,3 +76,31 @@ def test_fine_tuning_sample_predictions_are_gated_as_on_the_review_page(
         )
     assert scores["closed"] == 0.0  # a tumour slice the head calls tumour-free: no mask, as Review shows it
     assert scores["open"] > 0.0  # the full ungated mask overlaps the tumour
+
+
+def test_big_scans_get_a_small_prediction_cache_of_their_own() -> None:
+    """A visitor who uploads many big scans pins at most LARGE_ENTRIES of their probabilities, not 64."""
+    from brainviewer.data.io import MAX_PIXELS
+    from brainviewer.ui import review_model
+
+    mib = 1024 * 1024
+    small = review_model.SMALL_ENTRIES * review_model.LARGE_SCAN_PIXELS * 4  # float32 probabilities
+    large = review_model.LARGE_ENTRIES * MAX_PIXELS * 4
+    assert small + large <= 600 * mib
+    assert review_model.cached_prediction_for((256, 256, 3)) is review_model._cached_prediction
+    assert review_model.cached_prediction_for((1024, 1024)) is review_model._cached_prediction
+    assert review_model.cached_prediction_for((1025, 1024, 3)) is review_model._cached_large_prediction
+    calls: list[tuple] = []
+
+    class Standin:  # what item_prediction needs of a Segmenter
+        def predict_slices(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[float | None]]:
+            calls.append(images[0].shape)
+            return [np.full(images[0].shape[:2], 0.25, np.float32)], [None]
+
+    model = SimpleNamespace(segmenter=Standin(), model_id="standin")
+    big = SimpleNamespace(image=np.zeros((2048, 1024), np.uint8), key="big-scan", name="big.png")
+    review_model._cached_large_prediction.clear()
+    for _ in range(2):
+        probs, presence = review_model.item_prediction(model, big)  # type: ignore[arg-type]
+    assert probs.shape == (2048, 1024) and presence is None
+    assert calls == [(2048, 1024)]  # the second look came from the cache
