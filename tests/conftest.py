@@ -22,6 +22,13 @@ FIGSHARE = SHARED_DATA / "figshare"
 COCO = SHARED_DATA / "coco" / "test"
 
 
+@pytest.fixture(autouse=True)
+def _empty_runs_folder(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test starts with an empty runs folder of its own, never the checkout's runs/ (a developer's
+    training runs would show in the app's lists); a test that needs runs sets BRAINVIEWER_RUNS_DIR itself."""
+    monkeypatch.setenv("BRAINVIEWER_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not present at {path} (see README: Datasets)")

@@ -137,6 +137,16 @@ def _weights_choices() -> list[tuple[str, str]]:
     return choices
 
 
+def _run_choices(listed: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``[(label, spec), ...]`` of the runs' ``best/`` weights (``run <name> (best)``), not in a public demo:
+    a run's weights can be reviewed without promoting them. Folders already ``listed`` are left out."""
+    if demo_mode():
+        return []
+    seen = {str(Path(spec).expanduser().resolve()) for _, spec in listed if Path(spec).expanduser().is_dir()}
+    runs = [(label, path) for label, path in runs_lib.base_weight_choices().items() if label.startswith("run ")]
+    return [(label, path) for label, path in runs if str(Path(path).resolve()) not in seen]
+
+
 def weights_choices() -> list[tuple[str, str]]:
     """``[(label, spec), ...]`` of the weights the sidebar lists, default first (the models a page can compare)."""
     return _weights_choices()
@@ -164,7 +174,7 @@ def load_model_state(spec: str) -> ModelState:
     return ModelState(
         segmenter=segmenter,
         model_id=f"{segmenter.source}@{mtime}@{device}",
-        label=segmenter.name,
+        label=f"{folder.resolve().parent.name} ({folder.name})" if folder.name == runs_lib.BEST else segmenter.name,
         threshold=float(segmenter.prep.threshold),
         device=device_label(),
         min_component_px=int(segmenter.prep.min_component_px),
@@ -197,6 +207,7 @@ def sidebar_model() -> ModelState:
             f"thread{'s' if threads > 1 else ''} and predictions may be slower until it ends."
         )
     choices = _weights_choices()
+    choices += _run_choices(choices)
     if not choices:
         sidebar.info(
             f"{NO_WEIGHTS_TEXT}. Scans and ground truth are shown without predictions. "
@@ -214,7 +225,8 @@ def sidebar_model() -> ModelState:
         labels,
         index=state_index(MODEL_CHOICE_KEY, labels),
         key=MODEL_CHOICE_KEY,
-        help="The default weights, then the other complete weights folders under weights/.",
+        help="The default weights, then the other complete weights folders under weights/, then the best "
+        "weights of each training run (not in a public demo): review a run's weights before promoting them.",
     )
     st.session_state[MODEL_SPEC_KEY] = specs[label]
     state = load_model_state(specs[label])

@@ -1,0 +1,40 @@
+"""The sidebar lists each training run's best weights after the weights folders, so a run can be reviewed
+before it is promoted; a public demo lists none."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.ui.test_app_review import new_app
+
+LABEL = "run my-finetune (best)"
+
+
+@pytest.fixture
+def a_run(app_env, tiny_weights: Path) -> Path:
+    """A run folder whose best/ holds the tiny weights (a run that validated at least once)."""
+    run = Path(os.environ["BRAINVIEWER_RUNS_DIR"]) / "my-finetune"
+    shutil.copytree(tiny_weights, run / "best")
+    (run / "config.json").write_text("{}")
+    return run
+
+
+def test_a_runs_best_weights_can_be_chosen_and_reviewed(a_run: Path) -> None:
+    at = new_app().run()
+    weights = at.sidebar.selectbox(key="model_choice")
+    assert weights.options[0].endswith("(default)") and LABEL in weights.options
+    weights.set_value(LABEL).run()
+    assert not at.exception, [e.value for e in at.exception]
+    caption = " ".join(str(c.value) for c in at.sidebar.caption)
+    assert "**my-finetune (best)**" in caption  # the run's best/ folder, named after its run
+    assert not any("Could not load" in str(w.value) for w in at.sidebar.warning)
+
+
+def test_a_public_demo_lists_no_runs(a_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRAINVIEWER_DEMO", "1")
+    at = new_app().run()
+    assert LABEL not in at.sidebar.selectbox(key="model_choice").options
