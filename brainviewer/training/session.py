@@ -131,6 +131,11 @@ def open_session(
     return session
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, as oneDNN reports): ``cpu_amp`` pays off."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def use_amp(config: TrainConfig, device: torch.device) -> bool:
     """Whether steps (and, on CPU, validation) run under bf16 autocast: ``amp`` on CUDA, ``cpu_amp`` on
     a CPU with native bf16 (oneDNN says so); float32 otherwise."""
@@ -138,7 +143,7 @@ def use_amp(config: TrainConfig, device: torch.device) -> bool:
         return config.amp
     if not config.cpu_amp:
         return False
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not cpu_bf16_supported():
         logger.warning("cpu_amp: this CPU has no native bf16 (AVX512-BF16 or AMX); training in float32")
         return False
     return True

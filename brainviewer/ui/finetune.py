@@ -17,6 +17,7 @@ from brainviewer.data.datasets import DATA_ENV
 from brainviewer.data.split import SPLIT_FILE
 from brainviewer.model.segmenter import ARCHITECTURES
 from brainviewer.training.config import AUGMENTATIONS, LOSSES, SPLIT_MODES, TrainConfig
+from brainviewer.training.session import cpu_bf16_supported
 from brainviewer.ui.server_files import DEMO_ENV, demo_mode
 from brainviewer.ui.sidebar import dataset_path
 from brainviewer.ui.state import FINETUNE_BASE_KEY, FINETUNE_FLASH_KEY, FINETUNE_RUN_KEY, state_index
@@ -181,7 +182,7 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
             cv_fold = c4.number_input(
                 "Held-out fold", 0, 99, 0, key="finetune_cv_fold", help="0 .. folds - 1; with folds only."
             )
-            c1, c2 = st.columns(2)
+            c1, c2, c3 = st.columns(3)
             intensity_augment = c1.number_input(
                 "Other-scanner share",
                 0.0,
@@ -198,6 +199,16 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
                 help="A classification head that hides the mask of a slice seen alone when it calls the slice "
                 "tumour-free; its threshold is chosen on the validation patients at the end. Always on when the "
                 "base model has one (the default model does).",
+            )
+            bf16 = cpu_bf16_supported()
+            cpu_amp = c3.checkbox(
+                "bf16 on the CPU",
+                value=bf16,
+                key="finetune_cpu_amp",
+                disabled=not bf16,
+                help="Train on the CPU under bf16 autocast: about twice as fast on a CPU with native bf16 "
+                "(AVX512-BF16 or AMX); the weights stay float32."
+                + ("" if bf16 else " This CPU has no native bf16, so it trains in float32."),
             )
         with st.expander("From scratch only: architecture"):
             c1, c2, c3 = st.columns(3)
@@ -235,6 +246,7 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
             missing_sequence_prob=float(missing_sequence),
             intensity_augment_prob=float(intensity_augment),
             tumour_head=bool(tumour_head),
+            cpu_amp=bool(cpu_amp) and bf16,
             augment=augment,
             loss=loss,
             epochs=int(epochs),

@@ -15,6 +15,7 @@ import torch
 
 from brainviewer import runs
 from brainviewer.training.config import TrainConfig
+from brainviewer.training.session import cpu_bf16_supported
 
 PAGE = "../../pages/finetune.py"  # AppTest resolves paths against this test file
 POLL_TIMEOUT_S = 150.0
@@ -240,6 +241,23 @@ def test_sampling_and_cross_validation_options_reach_the_run(page_env, phantom_d
     config = TrainConfig.load(runs_dir / "fold-1" / "config.json")
     assert (config.cv_folds, config.cv_fold, config.missing_sequence_prob, config.empty_fraction) == (3, 1, 0.25, 0.4)
     assert config.intensity_augment_prob == 0.5 and config.tumour_head
+    assert config.cpu_amp == cpu_bf16_supported()  # on by default where the CPU has native bf16
+
+
+def test_bf16_on_the_cpu_is_off_and_disabled_where_the_cpu_lacks_it(
+    page_env, phantom_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brainviewer.ui import finetune
+
+    runs_dir, _ = page_env
+    monkeypatch.setattr(finetune, "cpu_bf16_supported", lambda: False)
+    at = new_page().run()
+    box = at.checkbox(key="finetune_cpu_amp")
+    assert box.disabled and not box.value
+    fill_start_form(at, phantom_dataset, "plain")
+    button(at, "Start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not TrainConfig.load(runs_dir / "plain" / "config.json").cpu_amp
 
 
 def test_a_base_with_a_split_keeps_it_unless_unticked(page_env, phantom_dataset: Path) -> None:
