@@ -153,11 +153,10 @@ def end_epoch(session: TrainingSession) -> None:
     state, config = session.state, session.config
     done = state.epoch + 1
     validating = done % config.val_every == 0 or done >= config.epochs or max_steps_reached(session)
-    improved = validate_and_record(session) if validating else True
-    state.epoch += 1
-    state.step_in_epoch = 0
-    if not improved:
+    if validating and not validate_and_record(session):
         state.bad_validations += 1
+    state.epoch = done
+    state.step_in_epoch = 0
     save_checkpoint(session)
 
 
