@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -283,3 +284,14 @@ def test_benchmark_training_step_trains_in_float32_and_under_cpu_amp(bf16: bool)
     step()
     after = next(model.parameters()).detach()
     assert after.dtype == torch.float32 and not torch.equal(before, after)  # master weights stay float32
+
+
+def test_every_commands_help_prints_without_printf_escapes() -> None:
+    """argparse formats ``%`` in argument help but not in a description: ``95%%`` there reaches the reader."""
+    from brainviewer.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert "%%" not in text and "%(" not in text, name

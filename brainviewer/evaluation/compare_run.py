@@ -113,7 +113,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "compare-models",
         help="score two or more models on the same patients and compare them (paired)",
         description="Each model is scored per patient as `evaluate` does (its own threshold and post-processing), "
-        "then every model is compared with the first: per-patient differences, a bootstrap 95%% interval of the "
+        "then every model is compared with the first: per-patient differences, a bootstrap 95% interval of the "
         "mean difference (2,000 resamples of patients, seed 0) and a Wilcoxon signed-rank p-value.",
     )
     cm.add_argument("dataset", help="dataset folder, data_mask.csv or COCO json")
