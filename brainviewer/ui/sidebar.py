@@ -137,14 +137,29 @@ def _weights_choices() -> list[tuple[str, str]]:
     return choices
 
 
+#: How the sidebar names a run's best weights while the run may still replace them.
+UNFINISHED_RUN_NOTE = {
+    runs_lib.RUNNING: "best so far, still training",
+    runs_lib.QUEUED: "best so far, queued",
+    runs_lib.STOPPED: "best so far, stopped",
+    runs_lib.DEAD: "best so far, stopped",
+    runs_lib.FAILED: "best so far, failed",
+}
+
+
+def run_choice_label(run: runs_lib.RunInfo) -> str:
+    """``run <name> (best)`` for a run that ended; a run that may still replace its best weights says so."""
+    return f"run {run.name} ({UNFINISHED_RUN_NOTE.get(run.status, 'best')})"
+
+
 def _run_choices(listed: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``[(label, spec), ...]`` of the runs' ``best/`` weights (``run <name> (best)``), not in a public demo:
+    """``[(label, spec), ...]`` of the runs' ``best/`` weights (:func:`run_choice_label`), not in a public demo:
     a run's weights can be reviewed without promoting them. Folders already ``listed`` are left out."""
     if demo_mode():
         return []
     seen = {str(Path(spec).expanduser().resolve()) for _, spec in listed if Path(spec).expanduser().is_dir()}
-    runs = [(label, path) for label, path in runs_lib.base_weight_choices().items() if label.startswith("run ")]
-    return [(label, path) for label, path in runs if str(Path(path).resolve()) not in seen]
+    runs = [run for run in runs_lib.list_runs() if run.has_best]
+    return [(run_choice_label(run), str(run.best_dir)) for run in runs if str(run.best_dir.resolve()) not in seen]
 
 
 def weights_choices() -> list[tuple[str, str]]:
@@ -217,8 +232,9 @@ def sidebar_model() -> ModelState:
     labels = [label for label, _ in choices]
     specs = dict(choices)
     kept = st.session_state.get(MODEL_SPEC_KEY)
-    if MODEL_CHOICE_KEY not in st.session_state and kept in specs.values():
-        # another page was open: Streamlit forgot the widget's value, the session remembers the choice
+    if st.session_state.get(MODEL_CHOICE_KEY) not in labels and kept in specs.values():
+        # another page was open (Streamlit forgot the widget's value), or the chosen run finished and its label
+        # changed: the session remembers the weights chosen
         st.session_state[MODEL_CHOICE_KEY] = next(label for label, spec in choices if spec == kept)
     label = sidebar.selectbox(
         "Weights",
@@ -226,7 +242,8 @@ def sidebar_model() -> ModelState:
         index=state_index(MODEL_CHOICE_KEY, labels),
         key=MODEL_CHOICE_KEY,
         help="The default weights, then the other complete weights folders under weights/, then the best "
-        "weights of each training run (not in a public demo): review a run's weights before promoting them.",
+        "weights of each training run (not in a public demo): review a run's weights before promoting them. A run "
+        "still training says so: it replaces its best weights whenever it improves.",
     )
     st.session_state[MODEL_SPEC_KEY] = specs[label]
     state = load_model_state(specs[label])

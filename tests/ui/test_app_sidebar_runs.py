@@ -38,3 +38,24 @@ def test_a_public_demo_lists_no_runs(a_run: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("BRAINVIEWER_DEMO", "1")
     at = new_app().run()
     assert LABEL not in at.sidebar.selectbox(key="model_choice").options
+
+
+def test_a_run_still_training_says_so_and_the_choice_survives_its_end(
+    a_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import socket
+
+    from brainviewer.runs import read
+
+    monkeypatch.setattr(read, "process_alive", lambda pid: pid == 4242)  # a training process, as far as it knows
+    status = a_run / "status.json"
+    status.write_text(json.dumps({"state": "running", "pid": 4242, "host": socket.gethostname()}))
+    at = new_app().run()
+    training = "run my-finetune (best so far, still training)"
+    assert training in at.sidebar.selectbox(key="model_choice").options
+    at.sidebar.selectbox(key="model_choice").set_value(training).run()
+    status.write_text(json.dumps({"state": "finished"}))  # the run ends: its label changes
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.selectbox(key="model_choice").value == LABEL  # still its weights, not the default's
