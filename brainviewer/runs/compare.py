@@ -14,6 +14,7 @@ from brainviewer.training.config import TrainConfig
 if TYPE_CHECKING:
     import pandas as pd
 
+    from brainviewer.data.datasets import Dataset, SliceRecord
     from brainviewer.runs.read import RunInfo
 
 
@@ -88,8 +89,8 @@ def compare_runs(runs: Sequence[RunInfo]) -> pd.DataFrame:
 def validation_records(run_dir: str | Path, n: int = 3):
     """Up to ``n`` validation slices of a run, for sample predictions.
 
-    The middle slice of each validation patient (where tumours usually are), then evenly
-    spaced other validation slices.
+    The slice with the largest ground-truth tumour of each validation patient (the middle slice of a patient
+    without one or whose masks cannot be read), then evenly spaced other validation slices.
 
     Returns:
         ``(dataset, records)``: the run's dataset and the chosen :class:`~brainviewer.data.datasets.SliceRecord` s.
@@ -102,8 +103,7 @@ def validation_records(run_dir: str | Path, n: int = 3):
     dataset = open_dataset(config.data).subset(Split.load(run_dir / SPLIT_FILE).val)
     chosen = []
     for records in dataset.patients.values():
-        middle = records[len(records) // 2]
-        chosen.append(middle)
+        chosen.append(_largest_tumour(dataset, records))
         if len(chosen) >= n:
             break
     if len(chosen) < n:
@@ -111,3 +111,16 @@ def validation_records(run_dir: str | Path, n: int = 3):
         step = max(1, len(extra) // max(1, n - len(chosen)))
         chosen.extend(extra[::step][: n - len(chosen)])
     return dataset, chosen
+
+
+def _largest_tumour(dataset: Dataset, records: list[SliceRecord]) -> SliceRecord:
+    """The record of ``records`` with the largest ground-truth area; the middle one when none has tumour."""
+    areas = []
+    for record in records:
+        try:
+            mask = dataset.load_mask(record)
+        except (OSError, ValueError):
+            mask = None
+        areas.append(0 if mask is None else int(mask.sum()))
+    best = max(range(len(records)), key=areas.__getitem__)
+    return records[best] if areas[best] else records[len(records) // 2]

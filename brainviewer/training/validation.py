@@ -198,7 +198,7 @@ def finalise(run_dir: Path, segmenter: Segmenter, val_set: Dataset, config: Trai
         chosen.volume_keep_largest,
         chosen.tta_flip,
         chosen.mean_dice,
-        chosen.fp_rate,
+        "n/a" if chosen.fp_rate is None else f"{chosen.fp_rate:.3f}",
         base.mean_dice,
     )
     table = [report.summary() for report in candidates]

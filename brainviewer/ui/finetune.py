@@ -180,7 +180,12 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
                 "`python -m brainviewer cv-evaluate`.",
             )
             cv_fold = c4.number_input(
-                "Held-out fold", 0, 99, 0, key="finetune_cv_fold", help="0 .. folds - 1; with folds only."
+                "Held-out fold",
+                0,
+                99,
+                0,
+                key="finetune_cv_fold",
+                help="Which fold this run holds out for validation, from 0 to folds - 1; ignored without folds.",
             )
             c1, c2, c3 = st.columns(3)
             intensity_augment = c1.number_input(
@@ -190,15 +195,17 @@ def finetune_form(runs_dir: Path, disabled: bool = False) -> TrainConfig | None:
                 0.0,
                 0.05,
                 key="finetune_intensity_augment",
-                help="The share of training slices made to look as if from another scanner: per-channel gain and "
-                "gamma and a smooth bias field. 0 = never.",
+                help="Intensity augmentation (--intensity-augment-prob): the share of training slices made to look "
+                "as if from another scanner, by per-channel gain and gamma and a smooth bias field. 0 = never; the "
+                "default model's recipe uses 0.5.",
             )
             tumour_head = c2.checkbox(
                 "Train a tumour-present head",
                 key="finetune_tumour_head",
                 help="A classification head that hides the mask of a slice seen alone when it calls the slice "
-                "tumour-free; its threshold is chosen on the validation patients at the end. Always on when the "
-                "base model has one (the default model does).",
+                "tumour-free; its threshold is chosen on the validation patients at the end (--tumour-head). Tick "
+                "it to add one to a model without: a base model that has one (the default model does) keeps "
+                "training it, ticked or not.",
             )
             bf16 = cpu_bf16_supported()
             cpu_amp = c3.checkbox(

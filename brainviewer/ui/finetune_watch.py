@@ -250,12 +250,14 @@ def _sample_picture(model_id: str, image_path: str, _segmenter: Segmenter, _data
     truth = _dataset.load_mask(_record, shape=image.shape[:2])
     (probs,), (presence,) = _segmenter.predict_slices([image])
     pred = _segmenter.mask_from_probs(probs, presence=presence)
-    return outlined(image, truth, pred), (None if truth is None else dice(pred, truth))
+    scored = truth is not None and (truth.any() or pred.any())  # as on Review: no Dice without tumour in either
+    return outlined(image, truth, pred), (dice(pred, truth) if scored else None)
 
 
 def finetune_samples(info: runs_lib.RunInfo, n: int = 3) -> None:
     """Predictions of the run's current best weights on ``n`` validation slices (truth red, prediction green)."""
-    st.markdown("**Sample validation predictions** (best weights so far; truth red, prediction green)")
+    weights = "best weights so far" if info.status == runs_lib.RUNNING else "best weights"
+    st.markdown(f"**Sample validation predictions** ({weights}; truth red, prediction green)")
     if not info.has_best:
         st.caption("They appear once the first validation has saved best weights.")
         return
@@ -272,4 +274,5 @@ def finetune_samples(info: runs_lib.RunInfo, n: int = 3) -> None:
         return
     for column, record, (picture, score) in zip(st.columns(max(1, len(records))), records, pictures, strict=False):
         dice_text = "" if score is None else f" · Dice {score:.3f}"
-        column.image(picture, caption=f"{record.name}{dice_text}", width="stretch")
+        number = dataset.patients[record.patient_id].index(record) + 1  # words, so a narrow caption wraps between them
+        column.image(picture, caption=f"{record.patient_id} slice {number}{dice_text}", width="stretch")

@@ -30,7 +30,7 @@ from brainviewer.ui.common import (
 from brainviewer.ui.examples import example_source_items, review_examples
 from brainviewer.ui.mask_editor import mask_editor, review_source
 from brainviewer.ui.reading_view import review_reading_view
-from brainviewer.ui.review_model import gate_hides_mask, item_prediction
+from brainviewer.ui.review_model import gate_decision, item_prediction
 from brainviewer.ui.review_pages import chosen_pages, page_picker
 from brainviewer.ui.sidebar import ModelState
 from brainviewer.ui.state import (
@@ -324,10 +324,11 @@ def show_metrics(view: ReviewView, model: ModelState) -> None:
     metric_cards([("Predicted area (px)", f"{areas.pred_px:,}", "Predicted tumour pixels at this threshold.")])
 
 
-def show_downloads(view: ReviewView, model: ModelState) -> None:
-    """Download buttons: predicted mask PNG (scan size), overlay PNG, five-panel PNG (made on click)."""
+def show_downloads(view: ReviewView, model: ModelState, gate_note: str | None = None) -> None:
+    """Download buttons: predicted mask PNG (scan size), overlay PNG, five-panel PNG (made on click); the
+    figure's footer says what the tumour-present gate decided (``gate_note``)."""
     names = download_names(view.item)
-    note = figure_note(view.item, model.label if model.available else None, view.threshold)
+    note = figure_note(view.item, model.label if model.available else None, view.threshold, gate_note)
     no_mask = view.pred_mask is None  # the PNG is encoded on click (a 4096 px mask takes most of a second)
     with st.container(horizontal=True, gap="small"):
         st.download_button(
@@ -405,7 +406,7 @@ def show_item(item: ReviewItem, model: ModelState, dataset: Dataset | None = Non
     threshold, opacity = review_controls(model)
     channel = display_channel_control(item)
     probs, presence = item_prediction(model, item)
-    hidden = probs is not None and gate_hides_mask(model, presence)  # the tumour-present gate: an empty mask
+    hidden, gate_note = gate_decision(model, presence, item.key) if probs is not None else (False, None)
     view = render_review(
         item,
         probs,
@@ -423,5 +424,5 @@ def show_item(item: ReviewItem, model: ModelState, dataset: Dataset | None = Non
     review_reading_view(view, READING_REVIEW, view_id=item.key)
     mask_editor(item, view.pred_mask, model, view.threshold, review_source(item, dataset), channel)
     show_metrics(view, model)
-    show_downloads(view, model)
+    show_downloads(view, model, gate_note)
     show_probability_map(view)

@@ -82,19 +82,23 @@ def item_prediction(model: ModelState, item: ReviewItem) -> tuple[np.ndarray | N
         return None, None
 
 
-def gate_hides_mask(model: ModelState, presence: float | None) -> bool:
-    """Say what the gate decided for this slice; returns whether the mask is hidden (the reviewer can show it
-    with the "Show the mask anyway" toggle). Weights without a gate say nothing and hide nothing."""
+def gate_decision(model: ModelState, presence: float | None, item_key: str) -> tuple[bool, str | None]:
+    """Say what the gate decided for this slice: ``(hidden, note)``. ``hidden``: the mask is hidden (the reviewer
+    can show it with this slice's own "Show the mask anyway" toggle, which does not carry over to other slices);
+    ``note``: a few words for the downloaded figure's footer, ``None`` when the gate let the slice through.
+    Weights without a gate say nothing and hide nothing."""
     gate = None if model.segmenter is None else model.segmenter.prep.tumour_gate
     if gate is None or presence is None:
-        return False
+        return False, None
     if presence >= gate:
         st.caption(f"Tumour-present probability {presence:.2f} (gate {gate:.2f}): the mask is shown.", help=GATE_HELP)
-        return False
-    show = st.toggle("Show the mask anyway", key=REVIEW_SHOW_GATED_KEY, help=GATE_HELP)
+        return False, None
+    show = st.toggle("Show the mask anyway", key=f"{REVIEW_SHOW_GATED_KEY}_{item_key}", help=GATE_HELP)
     st.info(
         f"The model calls this slice tumour-free: its tumour-present probability {presence:.2f} is below the gate "
-        f"{gate:.2f}, so the prediction panels {'show the mask anyway' if show else 'are empty'}.",
+        f"{gate:.2f}, so the prediction panels {'show the mask anyway' if show else 'are empty'}. "
+        + ("" if show else "The threshold does not change this: the gate decides first."),
         icon=":material/visibility_off:" if not show else ":material/visibility:",
     )
-    return not show
+    verdict = f"tumour-present probability {presence:.2f} < gate {gate:.2f}"
+    return not show, f"mask shown despite the gate ({verdict})" if show else f"called tumour-free ({verdict})"

@@ -34,7 +34,7 @@ OPACITY_KEY = "opacity"  # the mask-opacity slider (Review and Patients)
 DISPLAY_CHANNEL_KEY = "display_channel"  # the channel shown under the overlays of a 3-channel scan
 REVIEW_PAGE_KEY = "review_page"  # prefix of the page (frame) picker of a multi-page upload: review_page_<scan name>
 REVIEW_PAGES_KEY = "_review_pages"  # {scan name: 0-based page} chosen with the page picker for the current upload
-REVIEW_SHOW_GATED_KEY = "review_show_gated"  # the "Show the mask anyway" toggle of a slice the tumour gate hides
+REVIEW_SHOW_GATED_KEY = "review_show_gated"  # prefix of each slice's "Show the mask anyway" toggle (+ "_<scan key>")
 
 # --- Correcting the mask (Review and Patients)
 MASK_EDIT_KEY = "_mask_edit"  # {edit key: MaskEdit} of this session's mask corrections (a few, newest last)

@@ -407,13 +407,18 @@ def render_review(
     )
 
 
-def figure_note(item: ReviewItem, model_label: str | None, threshold: float | None) -> str:
-    """The footer of the five-panel figure: synthetic label, model name and threshold."""
+def figure_note(
+    item: ReviewItem, model_label: str | None, threshold: float | None, gate_note: str | None = None
+) -> str:
+    """The footer of the five-panel figure: synthetic label, model name, threshold and, for a slice the
+    tumour-present gate called tumour-free, what it decided (``gate_note``)."""
     parts = []
     if item.synthetic:
         parts.append(f"{SYNTHETIC_LABEL}: not a real scan")
     parts.append(f"Model: {model_label}" if model_label else "No model loaded")
     if threshold is not None and model_label:
         parts.append(f"threshold {threshold:.2f}")
+    if gate_note and model_label:
+        parts.append(gate_note)
     parts.append(f"source: {item.source}")
     return " · ".join(parts)

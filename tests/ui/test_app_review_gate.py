@@ -42,9 +42,27 @@ def test_a_slice_the_gate_calls_tumour_free_shows_no_mask_until_asked(
     assert any("calls this slice tumour-free" in str(info.value) for info in at.info)
     cards = {m.label: m.value for m in at.metric}
     assert cards["Predicted area (px)"] == "0"
-    at.toggle(key="review_show_gated").set_value(True).run()
+    assert "The threshold does not change this" in " ".join(str(info.value) for info in at.info)
+    (toggle,) = [t for t in at.toggle if t.key.startswith("review_show_gated_")]  # this scan's own toggle
+    toggle.set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
     assert {m.label: m.value for m in at.metric}["Predicted area (px)"] == f"{64 * 64:,}"
+    # another scan starts hidden again: showing one slice's mask does not turn the gate off for the session
+    scan = np.stack([gradient(64, 64).T] * 3, axis=-1)
+    at.file_uploader(key="review_upload").set_value(("other.png", png_bytes(scan), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {m.label: m.value for m in at.metric}["Predicted area (px)"] == "0"
+    assert not any(t.value for t in at.toggle if t.key.startswith("review_show_gated_"))
+
+
+def test_the_downloaded_figure_says_what_the_gate_decided() -> None:
+    from brainviewer.views.review import figure_note
+    from brainviewer.views.review_sources import phantom_items
+
+    item = phantom_items(1, 64)[0]
+    note = figure_note(item, "lgg", 0.5, "called tumour-free (tumour-present probability 0.31 < gate 0.58)")
+    assert "threshold 0.50 · called tumour-free (tumour-present probability 0.31 < gate 0.58) · source" in note
+    assert "gate" not in figure_note(item, "lgg", 0.5)
 
 
 def test_a_slice_the_gate_lets_through_shows_its_mask_and_the_probability(
@@ -104,3 +122,28 @@ def test_big_scans_get_a_small_prediction_cache_of_their_own() -> None:
         probs, presence = review_model.item_prediction(model, big)  # type: ignore[arg-type]
     assert probs.shape == (2048, 1024) and presence is None
     assert calls == [(2048, 1024)]  # the second look came from the cache
+
+
+def test_fine_tuning_samples_show_each_patients_largest_tumour_and_no_dice_without_tumour(
+    tiny_weights: Path, tmp_path: Path, phantom_dataset: Path
+) -> None:
+    from brainviewer.data.datasets import open_dataset
+    from brainviewer.data.split import Split
+    from brainviewer.model.segmenter import Segmenter
+    from brainviewer.runs.compare import validation_records
+    from brainviewer.training.config import TrainConfig
+    from brainviewer.ui import finetune_watch
+
+    dataset = open_dataset(phantom_dataset)
+    run = tmp_path / "run"
+    run.mkdir()
+    TrainConfig(data=str(phantom_dataset)).save(run / "config.json")
+    Split(train=[], val=dataset.patient_ids[:2], mode="random", seed=1).save(run / "split.json")
+    opened, records = validation_records(run, 2)
+    for record in records:  # each patient's slice with the largest tumour
+        areas = [int(opened.load_mask(r).sum()) for r in opened.patients[record.patient_id]]
+        assert int(opened.load_mask(record).sum()) == max(areas) > 0
+    empty = next(r for r in dataset.records if not dataset.load_mask(r).any())
+    closed = Segmenter.from_folder(gated_weights(tiny_weights, tmp_path / "closed", -10.0), device="cpu")
+    _, score = finetune_watch._sample_picture.__wrapped__("c", str(empty.image_path), closed, dataset, empty)
+    assert score is None  # no tumour and none predicted: nothing to score, as the Review page's "n/a"
