@@ -160,8 +160,12 @@ def evaluate_folds(
         result = FoldResult(name, weights, split, report, gate=prep.tumour_gate)
         if (weights / GATE_FILE).is_file():
             result.gate_max_fp = float(json.loads((weights / GATE_FILE).read_text())["max_fp"])
-        if single_slice:
-            result.slices = patient_slices(segmenter, subset, subset.patient_ids, batch_size, need_head=False)
+        if single_slice:  # patient by patient, to report progress
+            result.slices = {}
+            for done, patient in enumerate(subset.patient_ids, 1):
+                result.slices |= patient_slices(segmenter, subset, [patient], batch_size, need_head=False)
+                if progress:
+                    progress(f"{name} (each slice alone)", done, len(subset.patient_ids))
         results.append(result)
     return results
 
@@ -204,7 +208,8 @@ def pooled_summary(
 
     Returns:
         ``{"pooled": {...}, "scores": {...}, "folds": [{"fold", "weights", "summary"}, ...]}``. ``pooled`` has
-        ``patients``, ``mean_volume_dice``, ``median_volume_dice``, ``std_volume_dice``, ``micro_dice``
+        ``cv_folds`` (the folds the splits were cut into), ``patients``, ``mean_volume_dice``,
+        ``median_volume_dice``, ``std_volume_dice``, ``micro_dice``
         (all voxels of all patients), ``fp_rate_empty_slices`` (tumour-free slices with a predicted pixel after
         the 3-D step, whole patients as ``evaluate`` predicts them), ``patients_below_0.30``,
         ``worst_patients`` (the lowest five: patient, fold, Dice), ``fold_mean_dice_mean`` /
@@ -227,6 +232,7 @@ def pooled_summary(
     fold_means = np.array([r.report.mean_dice for r in results], dtype=np.float64)
     pooled = {
         "folds": len(results),
+        "cv_folds": max((r.split.folds or 0 for r in results), default=0),
         "patients": len(patients),
         "slices": sum(p.n_slices for p in patients),
         "mean_volume_dice": float(dice.mean()) if len(dice) else None,
@@ -295,9 +301,10 @@ def cv_markdown(summary: dict, per: str = "patients") -> str:
     false-positive rates on tumour-free slices after the 3-D step and, with ``single_slice``, of a slice alone.
     ``per``: what one scored unit is (``images`` for figshare)."""
     pooled = summary["pooled"]
-    n, folds = pooled["patients"], pooled["folds"]
+    n, folds, of = pooled["patients"], pooled["folds"], pooled.get("cv_folds") or pooled["folds"]
+    title = f"{of}-fold cross-validation" + (f" ({folds} of its {of} folds)" if folds != of else "")
     lines = [
-        f"| {folds}-fold cross-validation, {n} {per} | {per} | mean Dice per {per[:-1]} (bootstrap 95% CI) | median |",
+        f"| {title}, {n} {per} | {per} | mean Dice per {per[:-1]} (bootstrap 95% CI) | median |",
         "|---|---|---|---|",
         _dice_row("all", n, summary["scores"], bold=True),
     ]
