@@ -133,6 +133,19 @@ class Dataset:
             return None
         return read_mask(record.mask_path, shape=shape)
 
+    def largest_truth_index(self, patient_id: str) -> int:
+        """Index of the patient's slice with the largest ground-truth area (the middle one if none has tumour;
+        a mask that cannot be read counts as empty)."""
+        records = self.patients[patient_id]
+        areas = []
+        for record in records:
+            try:
+                mask = self.load_mask(record)
+            except Exception:
+                mask = None
+            areas.append(0 if mask is None else int(np.count_nonzero(mask)))
+        return int(np.argmax(areas)) if max(areas, default=0) > 0 else len(records) // 2
+
 
 def rasterise_polygons(polygons: tuple[tuple[float, ...], ...], shape: tuple[int, ...]) -> np.ndarray:
     """Fill COCO polygons (flat ``x0, y0, x1, y1, ...`` lists in pixels) into a ``(H, W)`` bool mask.

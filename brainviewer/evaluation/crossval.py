@@ -39,6 +39,7 @@ from brainviewer.evaluation.single_slice import (
     patient_slices,
     score_thresholds,
 )
+from brainviewer.model.gate import GATE_FILE
 from brainviewer.model.inference import predict_volume_probs
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BEST_DIR = "best"
-GATE_FILE = "tumour_gate.json"  # as brainviewer.training.gate_fit writes it
 WORST_PATIENTS = 5
 LOW_DICE = 0.30
 

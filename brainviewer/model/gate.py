@@ -26,6 +26,8 @@ from brainviewer.model.postprocess import postprocess
 if TYPE_CHECKING:
     from brainviewer.model.preprocessing import Preprocessing
 
+GATE_FILE = "tumour_gate.json"
+"""The gate's report in a weights folder: threshold, how it was chosen, and its validation figures."""
 AUX_PARAMS: dict[str, object] = {"classes": 1, "pooling": "avg", "dropout": 0.2, "activation": None}
 """smp ``aux_params`` of the tumour-present head: one logit, average pooling, dropout 0.2 in training."""
 

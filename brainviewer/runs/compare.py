@@ -14,7 +14,6 @@ from brainviewer.training.config import TrainConfig
 if TYPE_CHECKING:
     import pandas as pd
 
-    from brainviewer.data.datasets import Dataset, SliceRecord
     from brainviewer.runs.read import RunInfo
 
 
@@ -103,7 +102,7 @@ def validation_records(run_dir: str | Path, n: int = 3):
     dataset = open_dataset(config.data).subset(Split.load(run_dir / SPLIT_FILE).val)
     chosen = []
     for records in dataset.patients.values():
-        chosen.append(_largest_tumour(dataset, records))
+        chosen.append(records[dataset.largest_truth_index(records[0].patient_id)])
         if len(chosen) >= n:
             break
     if len(chosen) < n:
@@ -112,15 +111,3 @@ def validation_records(run_dir: str | Path, n: int = 3):
         chosen.extend(extra[::step][: n - len(chosen)])
     return dataset, chosen
 
-
-def _largest_tumour(dataset: Dataset, records: list[SliceRecord]) -> SliceRecord:
-    """The record of ``records`` with the largest ground-truth area; the middle one when none has tumour."""
-    areas = []
-    for record in records:
-        try:
-            mask = dataset.load_mask(record)
-        except (OSError, ValueError):
-            mask = None
-        areas.append(0 if mask is None else int(mask.sum()))
-    best = max(range(len(records)), key=areas.__getitem__)
-    return records[best] if areas[best] else records[len(records) // 2]

@@ -36,13 +36,10 @@ from brainviewer.evaluation.single_slice import (
     patient_slices,
     score_gate,
 )
-from brainviewer.model.gate import attach_head, has_head
+from brainviewer.model.gate import GATE_FILE, attach_head, has_head
 from brainviewer.model.preprocessing import to_input
 
 logger = logging.getLogger(__name__)
-
-GATE_FILE = "tumour_gate.json"
-"""The gate's report in a weights folder: threshold, how it was chosen, and its validation figures."""
 
 
 def gate_report(patients: dict[str, PatientSlices], threshold: float | None, max_fp: float, how: str) -> dict:

@@ -159,15 +159,7 @@ def keep_newest(items: list[ReviewItem], cap: int) -> tuple[list[ReviewItem], in
 @st.cache_data(max_entries=32, show_spinner=False)
 def _tumour_slice(root: str, patient_id: str, _dataset: Dataset) -> int:
     """Index of the patient's slice with the largest ground-truth area (the middle one if none)."""
-    records = _dataset.patients[patient_id]
-    areas = []
-    for record in records:
-        try:
-            mask = _dataset.load_mask(record)
-        except Exception:
-            mask = None
-        areas.append(0 if mask is None else int(np.count_nonzero(mask)))
-    return int(np.argmax(areas)) if max(areas, default=0) > 0 else len(records) // 2
+    return _dataset.largest_truth_index(patient_id)
 
 
 @st.cache_data(max_entries=32, show_spinner="Reading the slice…")

@@ -27,8 +27,6 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-
 from brainviewer.data.datasets import Dataset, open_dataset
 from brainviewer.data.split import weights_split
 from brainviewer.model.weights import PROJECT_ROOT
@@ -139,19 +137,6 @@ def example_patient_dataset(root: Path) -> Dataset | None:
     return dataset.subset([patient]) if patient else None
 
 
-def _largest_truth(dataset: Dataset, patient: str) -> int:
-    """Index of the patient's slice with the largest ground-truth area (the middle one if none)."""
-    records = dataset.patients[patient]
-    areas = []
-    for record in records:
-        try:
-            mask = dataset.load_mask(record)
-        except Exception:
-            mask = None
-        areas.append(0 if mask is None else int(np.count_nonzero(mask)))
-    return int(np.argmax(areas)) if max(areas, default=0) > 0 else len(records) // 2
-
-
 def _item(dataset: Dataset, patient: str, index: int, source: str) -> ReviewItem | None:
     record = dataset.patients[patient][index]
     try:
@@ -175,7 +160,7 @@ def example_items(root: Path) -> list[ReviewItem]:
     if lgg is not None:
         patient = lgg.patient_ids[0]
         source = f"real example · LGG MRI Segmentation (Buda et al. 2019, TCGA-LGG), patient {patient}"
-        item = _item(lgg, patient, _largest_truth(lgg, patient), source)
+        item = _item(lgg, patient, lgg.largest_truth_index(patient), source)
         if item is not None:
             items.append(item)
     figshare = _open(root / "figshare")
