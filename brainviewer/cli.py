@@ -82,11 +82,14 @@ def _print_scores(scores: dict) -> None:
 
 def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
     from brainviewer.data.datasets import open_dataset
-    from brainviewer.evaluation.crossval import evaluate_folds, pooled_summary, write_cv_report
+    from brainviewer.evaluation.crossval import evaluate_folds, pooled_summary, report_paths, write_cv_report
+    from brainviewer.evaluation.fold_cache import FOLDS_DIR
     from brainviewer.evaluation.groups import read_groups
     from brainviewer.model.segmenter import Segmenter
 
     group_of = read_groups(args.groups) if args.groups else {}  # a bad CSV fails before the long part
+    if args.out:
+        report_paths(args.out, args.overwrite)  # so does a report that would be refused
     dataset = open_dataset(args.dataset)
 
     def progress(fold: str, done: int, total: int) -> None:
@@ -99,6 +102,7 @@ def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
         args.batch_size,
         progress,
         single_slice=args.single_slice,
+        cache_dir=Path(args.out) / FOLDS_DIR if args.out else None,
     )
     print(file=sys.stderr)
     if args.out:
@@ -254,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("folds", nargs="+", help="run folders (their best/ weights) or weights folders with split.json")
     cv.add_argument("--device", default=None, help="cpu, cuda (default: CUDA if available)")
     cv.add_argument("--batch-size", type=int, default=16)
-    cv.add_argument("--out", help="folder for cv_evaluation.json and cv_per_patient.csv")
+    cv.add_argument(
+        "--out",
+        help="folder for cv_evaluation.json, cv_per_patient.csv and cv_summary.md; each scored fold is kept in its "
+        "folds/ and reused by a later run with the same --out while the fold's weights and options are unchanged",
+    )
     cv.add_argument("--overwrite", action="store_true", help="replace existing report files in --out")
     cv.add_argument(
         "--groups",

@@ -31,6 +31,7 @@ from brainviewer.evaluation.evaluate import (
     patient_csv_cells,
     score_summaries,
 )
+from brainviewer.evaluation.fold_cache import FOLDS_DIR, cache_key, cache_path, load_fold, save_fold
 from brainviewer.evaluation.groups import NO_GROUP
 from brainviewer.evaluation.single_slice import (
     DEFAULT_MAX_FP,
@@ -112,6 +113,7 @@ def evaluate_folds(
     batch_size: int = 16,
     progress: Callable[[str, int, int], None] | None = None,
     single_slice: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> list[FoldResult]:
     """Score each fold's weights on its own validation patients, with the weights' own post-processing.
 
@@ -123,6 +125,8 @@ def evaluate_folds(
         progress: called with ``(fold name, patients done, patients total)``.
         single_slice: also predict every slice alone (no 3-D step, normalised on its own, as the Review page
             does) for the false-positive rate on tumour-free slices with and without the weights' gate.
+        cache_dir: where each scored fold is saved and, when its weights, patients and options are unchanged,
+            reused from (:mod:`~brainviewer.evaluation.fold_cache`); ``None``: always score.
 
     Raises:
         ValueError: overlapping folds, or a fold none of whose validation patients are in ``dataset``.
@@ -147,27 +151,51 @@ def evaluate_folds(
                 len(split.val),
                 ", ".join(seen[:5]) + (", ..." if len(seen) > 5 else ""),
             )
-        segmenter = load_segmenter(weights)
-        prep = segmenter.prep
-        setting = (prep.threshold, prep.min_component_px, prep.keep_largest, prep.volume_keep_largest)
-        report = evaluate_probs(
-            subset,
-            lambda scans, s=segmenter: predict_volume_probs(s, scans, batch_size),
-            [setting],
-            (lambda d, t, n=name: progress(n, d, t)) if progress else None,
-        )[0]
-        report.tta_flip = prep.tta_flip
-        result = FoldResult(name, weights, split, report, gate=prep.tumour_gate)
-        if (weights / GATE_FILE).is_file():
-            result.gate_max_fp = float(json.loads((weights / GATE_FILE).read_text())["max_fp"])
-        if single_slice:  # patient by patient, to report progress
-            result.slices = {}
-            for done, patient in enumerate(subset.patient_ids, 1):
-                result.slices |= patient_slices(segmenter, subset, [patient], batch_size, need_head=False)
-                if progress:
-                    progress(f"{name} (each slice alone)", done, len(subset.patient_ids))
+        key = cache_key(weights, dataset.root, subset.patient_ids, single_slice) if cache_dir else None
+        saved = cache_path(Path(cache_dir), name) if cache_dir else None
+        result = load_fold(saved, key, name, weights, split) if saved and key else None
+        if result is not None:
+            logger.info("%s: reusing its scores from %s", name, saved)
+        else:
+            segmenter = load_segmenter(weights)
+            result = _score_fold(name, weights, split, subset, segmenter, batch_size, progress, single_slice)
+            if saved and key:
+                save_fold(saved, key, result)
         results.append(result)
     return results
+
+
+def _score_fold(
+    name: str,
+    weights: Path,
+    split: Split,
+    subset: Dataset,
+    segmenter: Segmenter,
+    batch_size: int,
+    progress: Callable[[str, int, int], None] | None,
+    single_slice: bool,
+) -> FoldResult:
+    """Score one fold by predicting ``subset``, its validation patients (with ``single_slice``, each slice alone
+    too)."""
+    prep = segmenter.prep
+    setting = (prep.threshold, prep.min_component_px, prep.keep_largest, prep.volume_keep_largest)
+    report = evaluate_probs(
+        subset,
+        lambda scans, s=segmenter: predict_volume_probs(s, scans, batch_size),
+        [setting],
+        (lambda d, t: progress(name, d, t)) if progress else None,
+    )[0]
+    report.tta_flip = prep.tta_flip
+    result = FoldResult(name, weights, split, report, gate=prep.tumour_gate)
+    if (weights / GATE_FILE).is_file():
+        result.gate_max_fp = float(json.loads((result.weights / GATE_FILE).read_text())["max_fp"])
+    if single_slice:  # patient by patient, to report progress
+        result.slices = {}
+        for done, patient in enumerate(subset.patient_ids, 1):
+            result.slices |= patient_slices(segmenter, subset, [patient], batch_size, need_head=False)
+            if progress:
+                progress(f"{name} (each slice alone)", done, len(subset.patient_ids))
+    return result
 
 
 def single_slice_summary(results: Sequence[FoldResult]) -> dict | None:
@@ -344,6 +372,27 @@ def cv_markdown(summary: dict, per: str = "patients") -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_paths(out_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """The report files of :func:`write_cv_report` in ``out_dir``, by kind (``json``, ``csv``, ``markdown``).
+
+    Raises:
+        FileExistsError: one exists and ``overwrite`` is false (call before scoring, to fail early).
+    """
+    out_dir = Path(out_dir)
+    paths = {
+        "json": out_dir / "cv_evaluation.json",
+        "csv": out_dir / "cv_per_patient.csv",
+        "markdown": out_dir / "cv_summary.md",
+    }
+    clash = [str(p) for p in paths.values() if p.exists()]
+    if clash and not overwrite:
+        raise FileExistsError(
+            f"{', '.join(clash)} already exist; choose another --out or pass --overwrite (folds already scored in "
+            f"{out_dir / FOLDS_DIR} are reused)."
+        )
+    return paths
+
+
 def write_cv_report(
     results: Sequence[FoldResult],
     out_dir: str | Path,
@@ -358,15 +407,7 @@ def write_cv_report(
         FileExistsError: a report file exists and ``overwrite`` is false.
     """
     out_dir = Path(out_dir)
-    paths = {
-        "json": out_dir / "cv_evaluation.json",
-        "csv": out_dir / "cv_per_patient.csv",
-        "markdown": out_dir / "cv_summary.md",
-    }
-    if not overwrite:
-        clash = [str(p) for p in paths.values() if p.exists()]
-        if clash:
-            raise FileExistsError(f"{', '.join(clash)} already exist; choose another --out or pass --overwrite.")
+    paths = report_paths(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     document = pooled_summary(results, dataset_patients, group_of)
     document["patients"] = [{"fold": r.name, **asdict(p)} for r in results for p in r.report.patients]

@@ -208,10 +208,19 @@ def test_fold_folder_errors(dataset_root: Path, tmp_path: Path) -> None:  # noqa
         evaluate_folds(open_dataset(dataset_root), [elsewhere], load_fake)
 
 
+def _no_model(*args: object, **kwargs: object) -> None:
+    raise AssertionError("no model should be loaded")
+
+
 def test_cli_cv_evaluate_with_real_weights(
-    phantom_dataset: Path, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    phantom_dataset: Path,
+    tiny_weights: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from brainviewer.data.split import split_patients
+    from brainviewer.model.segmenter import Segmenter
 
     ids = open_dataset(phantom_dataset).patient_ids
     folders = []
@@ -228,8 +237,14 @@ def test_cli_cv_evaluate_with_real_weights(
     assert len(printed["folds"]) == 3
     written = json.loads((out / "cv_evaluation.json").read_text())
     assert sorted(p["patient_id"] for p in written["patients"]) == sorted(ids)
+    assert len(list((out / "folds").glob("*.json"))) == 3  # each scored fold, for a later run to reuse
     assert cli.main(argv) == 2  # the report exists: refused without --overwrite
     assert "--overwrite" in capsys.readouterr().err
+    monkeypatch.setattr(Segmenter, "from_folder", _no_model)  # refused before any model is loaded, ...
+    assert cli.main(argv) == 2
+    assert cli.main([*argv, "--overwrite"]) == 0  # ... and with --overwrite, every fold is reused
+    assert json.loads(capsys.readouterr().out)["pooled"] == printed["pooled"]
+    monkeypatch.undo()
     assert cli.main([*argv[:-3], "--quiet", "--single-slice"]) == 0  # no --out: nothing written
     alone = json.loads(capsys.readouterr().out)["single_slice"]
     assert alone["gates"] == dict.fromkeys(folders)  # these weights have no gate: gated figures are the ungated
@@ -250,3 +265,56 @@ def test_pooled_scores_per_group(dataset_root: Path, folds: list[Path]) -> None:
     unlabelled = pooled_summary(results, group_of={"P1": "glioma"})["groups"]
     assert unlabelled["(no group)"]["patients"] == 2  # patients the CSV lacks are kept, under their own name
     assert "groups" not in pooled_summary(results)
+
+
+def test_scored_folds_are_reused_until_their_weights_change(
+    dataset_root: Path,  # noqa: F811
+    folds: list[Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``cache_dir`` keeps each scored fold; a later call loads only the folds whose weights folder changed."""
+    loaded: list[Path] = []
+
+    def counting_loader(weights: Path) -> ChannelZeroModel:
+        loaded.append(weights)
+        return load_fake(weights)
+
+    dataset, cache = open_dataset(dataset_root), tmp_path / "folds"
+    first = evaluate_folds(dataset, folds, counting_loader, cache_dir=cache)
+    assert len(loaded) == 2 and len(list(cache.glob("*.json"))) == 2
+    again = evaluate_folds(dataset, folds, counting_loader, cache_dir=cache)
+    assert len(loaded) == 2  # nothing predicted again
+    assert pooled_summary(again) == pooled_summary(first)
+    assert [(r.name, r.weights, r.split) for r in again] == [(r.name, r.weights, r.split) for r in first]
+    (folds[1] / "config.json").write_text(json.dumps({"threshold": 0.5}))  # fold 1's weights changed
+    changed = evaluate_folds(dataset, folds, counting_loader, cache_dir=cache)
+    assert loaded[2:] == [folds[1]] and changed[1].report.threshold == 0.5
+    assert changed[0].report.patients == first[0].report.patients
+    (folds[0] / "best" / "README.md").write_text("a new model card")  # the card does not change a prediction
+    evaluate_folds(dataset, folds, counting_loader, cache_dir=cache)
+    assert len(loaded) == 3
+    for saved in cache.glob("*.json"):
+        saved.write_text("{not json")
+    with caplog.at_level("WARNING"):
+        evaluate_folds(dataset, folds, counting_loader, cache_dir=cache)
+    assert len(loaded) == 5 and "could not be reused" in caplog.text
+
+
+def test_a_saved_fold_keeps_its_single_slice_records(tmp_path: Path) -> None:
+    from brainviewer.evaluation.evaluate import EvaluationReport, PatientResult
+    from brainviewer.evaluation.fold_cache import load_fold, save_fold
+
+    patient = PatientResult("P1", 2, 1, 0.7, 0.7, 0.0, 10, 10, slice_dice=[1.0, 0.7], slice_max_prob=[0.1, 0.9])
+    report = EvaluationReport(0.4, 16, True, [patient], 0.7, 0, 1, tta_flip=True, volume_keep_largest=True)
+    split = Split(train=["P2"], val=["P1"], mode="random", seed=1, folds=5, fold=3)
+    result = FoldResult("f3", tmp_path, split, report, {"P1": _slices([0.2, 0.9], [True, True], [False, True])}, 0.3)
+    result.gate_max_fp = 0.02
+    key = {"format": 1, "weights": "abc"}
+    save_fold(tmp_path / "f3.json", key, result)
+    assert load_fold(tmp_path / "f3.json", {**key, "weights": "other"}, "f3", tmp_path, split) is None
+    back = load_fold(tmp_path / "f3.json", key, "f3", tmp_path, split)
+    assert back is not None and back.report == report and (back.gate, back.gate_max_fp) == (0.3, 0.02)
+    slices = back.slices["P1"]  # type: ignore[index]
+    assert slices.shown.dtype == bool and slices.has_tumour.dtype == bool and slices.overlap.dtype.kind == "i"
+    assert single_slice_summary([back]) == single_slice_summary([result])
