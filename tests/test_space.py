@@ -367,3 +367,27 @@ def test_space_container_starts_and_is_healthy(instructions: list[tuple[str, str
             process.kill()
             process.wait(timeout=10)
         log.close()
+
+
+def test_streamlit_sends_large_messages_in_full() -> None:
+    """The app's config turns off Streamlit's message references (see .streamlit/config.toml), with a value
+    Streamlit can read: it takes ``int()`` of the option, which ``inf`` would break."""
+    import tomllib
+    from streamlit import config as st_config
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from streamlit.runtime.forward_msg_cache import populate_hash_if_needed
+
+    def cacheable(min_size: float) -> bool:
+        msg = ForwardMsg()
+        msg.delta.new_element.markdown.body = "x" * 100_000  # ten times Streamlit's default threshold
+        previous = st_config.get_option("global.minCachedMessageSize")
+        st_config.set_option("global.minCachedMessageSize", min_size)
+        try:
+            populate_hash_if_needed(msg)
+        finally:
+            st_config.set_option("global.minCachedMessageSize", previous)
+        return msg.metadata.cacheable
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert cacheable(10 * 1e3)  # Streamlit's default would send a reference to it
+    assert not cacheable(config["global"]["minCachedMessageSize"])
