@@ -1,7 +1,8 @@
 """End to end in a real browser: streamlit run app.py, driven by headless Chromium through Playwright.
 
 Uploads a real LGG slice of a held-out patient and its mask, waits for the five panels, moves the threshold
-slider with the keyboard, checks that the page follows, and saves docs/screenshot.png.
+slider with the keyboard, checks that the page follows, and takes a screenshot (docs/screenshot.png with
+BRAINVIEWER_SAVE_SCREENSHOT=1).
 Skips when Chromium (/usr/bin/chromium), the playwright package or the LGG data is missing.
 """
 
@@ -142,8 +143,12 @@ def _prediction_caption(page) -> str:
     return locator.first.inner_text().strip()
 
 
-def test_upload_threshold_and_screenshot(app_url, lgg_root, tiny_weights):
+def test_upload_threshold_and_screenshot(app_url, lgg_root, tiny_weights, tmp_path):
+    """Upload, threshold by keyboard, and a full-page screenshot: into the test's folder, and into
+    docs/screenshot.png (the README's picture) only with ``BRAINVIEWER_SAVE_SCREENSHOT=1``."""
     from playwright.sync_api import expect, sync_playwright
+
+    screenshot = SCREENSHOT if os.environ.get("BRAINVIEWER_SAVE_SCREENSHOT") == "1" else tmp_path / "screenshot.png"
 
     folder = lgg_root / "kaggle_3m" / LGG_PATIENT
     scans = [p for p in folder.glob(f"{LGG_PATIENT}_{LGG_SLICE}.*")]
@@ -202,11 +207,11 @@ def test_upload_threshold_and_screenshot(app_url, lgg_root, tiny_weights):
             page.set_viewport_size({"width": 1440, "height": min(max(int(height) + 40, 900), 4000)})
             page.mouse.move(0, 0)
             time.sleep(1.0)
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
-    assert SCREENSHOT.stat().st_size > 50_000
+    assert screenshot.stat().st_size > 50_000
 
 
 def test_the_chosen_model_stays_chosen_from_page_to_page(app_url):
