@@ -33,7 +33,7 @@ from brainviewer.ui.server_files import (
     named_splits,
 )
 from brainviewer.ui.sidebar import ModelState, dataset_path
-from brainviewer.ui.state import EVAL_REQUESTED_KEY, OPEN_PATIENT_KEY
+from brainviewer.ui.state import EVAL_DONE_KEY, EVAL_REQUESTED_KEY, OPEN_PATIENT_KEY
 from brainviewer.views.dataset_evaluation import (
     EMPTY_MASKS_NOTE,
     DatasetEvaluation,
@@ -189,11 +189,31 @@ def run_settings(model: ModelState, dataset: Dataset, scope: str) -> tuple[float
     return float(threshold), int(min_px), key
 
 
+def _stop_evaluation() -> None:
+    st.session_state.pop(EVAL_REQUESTED_KEY, None)
+
+
 def evaluate(model: ModelState, dataset: Dataset, key: str, threshold: float, min_px: int) -> DatasetEvaluation:
-    """Every patient's evaluation (cached, with a progress bar), merged; stops the page on an error (shown)."""
+    """Every patient's evaluation (cached, with a progress bar), merged; stops the page on an error (shown).
+
+    While it runs, a Stop button: pressing it interrupts the run (Streamlit stops a script at its next
+    element when a widget changes) and withdraws the request, so the page goes back to its Run button, with
+    the patients scored so far cached for the next run."""
+    stop_slot = st.empty()
+    request = evaluation_request(model.model_id, key, threshold, min_px, model.keep_largest, model.volume_keep_largest)
+    if request not in st.session_state.get(EVAL_DONE_KEY, set()):  # a cached result needs no Stop
+        stop_slot.button(
+            "Stop evaluation",
+            key="eval_stop",
+            icon=":material/stop:",
+            on_click=_stop_evaluation,
+            help="Stops after the batch of slices in progress. The patients already scored stay cached: "
+            "Run evaluation resumes from there.",
+        )
     result = evaluate_with_progress(
         model, dataset, key, threshold, min_px, model.keep_largest, model.volume_keep_largest
     )
+    stop_slot.empty()
     if result is None:
         st.stop()
     return result

@@ -135,6 +135,32 @@ def test_evaluation_page_shows_the_mean_dice_and_opens_a_patient(
     assert at.slider(key="patient_slice").value == slice_number
 
 
+def test_an_evaluation_can_be_stopped_and_resumed(
+    app_env: None, monkeypatch: pytest.MonkeyPatch, phantom_dataset: Path
+) -> None:
+    """Stop evaluation shows while an evaluation runs (here: one interrupted half way), takes the page back to
+    its Run button, and is gone once an evaluation has finished."""
+    import streamlit as st
+
+    import brainviewer.ui.evaluation as evaluation_ui
+
+    monkeypatch.setenv("BRAINVIEWER_DATA", str(phantom_dataset))
+    at = open_page("pages/evaluation.py")
+    assert not at.button(key="eval_run").disabled and not [b for b in at.button if b.key == "eval_stop"]
+    finish = evaluation_ui.evaluate_with_progress
+    monkeypatch.setattr(evaluation_ui, "evaluate_with_progress", lambda *args, **kwargs: st.stop())  # still running
+    at.button(key="eval_run").click().run()
+    assert not at.exception, at.exception
+    assert at.button(key="eval_stop").label == "Stop evaluation" and not at.metric
+    at.button(key="eval_stop").click().run()
+    assert not at.exception, at.exception
+    assert any("Press **Run evaluation**" in i.value for i in at.info) and not at.metric
+    monkeypatch.setattr(evaluation_ui, "evaluate_with_progress", finish)
+    at.button(key="eval_run").click().run()
+    assert not at.exception, at.exception
+    assert at.metric and not [b for b in at.button if b.key == "eval_stop"]  # finished: no Stop left on screen
+
+
 def test_evaluation_page_shows_dice_by_group_from_a_groups_csv(
     app_env: None, monkeypatch: pytest.MonkeyPatch, phantom_dataset: Path, tiny_weights: Path, tmp_path: Path
 ) -> None:
