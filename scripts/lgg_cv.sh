@@ -8,15 +8,19 @@
 # 30 epochs, validated every 2 epochs, bf16 autocast on a CPU that has it. Runs go to runs/lgg-cv5-r2-f<k>,
 # one at a time; CODE=<a checkout> runs them with that checkout's code (a git worktree at a fixed commit,
 # so that editing this one does not change a run half way). Afterwards, the pooled figures:
-#   bash scripts/lgg_cv.sh evaluate DIR   # cv-evaluate --single-slice of the five folds, report in DIR
+#   bash scripts/lgg_cv.sh evaluate DIR [--overwrite]   # cv-evaluate --single-slice of the five folds, per
+#                                                        # hospital too; report in DIR (scored folds reused)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 CODE="${CODE:-$ROOT}"
 DATA="$(cd "$ROOT/../shared/data/lgg" && pwd)"
 if [ "${1:-}" = evaluate ]; then
+  out="${2:?give the report folder: bash scripts/lgg_cv.sh evaluate DIR}"
+  mkdir -p "$out"
+  [ -f "$out/lgg_sites.csv" ] || python scripts/lgg_sites.py "$DATA" --out "$out/lgg_sites.csv"
   exec python -m brainviewer cv-evaluate "$DATA" "$ROOT"/runs/lgg-cv5-r2-f{0,1,2,3,4} --single-slice --quiet \
-    --out "${2:?give the report folder: bash scripts/lgg_cv.sh evaluate DIR}"
+    --groups "$out/lgg_sites.csv" --out "$out" "${@:3}"
 fi
 for k in "${@:-0 1 2 3 4}"; do
   for fold in $k; do
