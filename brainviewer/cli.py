@@ -81,11 +81,13 @@ def _print_scores(scores: dict) -> None:
 
 
 def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
     from brainviewer.data.datasets import open_dataset
     from brainviewer.evaluation.crossval import evaluate_folds, pooled_summary, report_paths, write_cv_report
     from brainviewer.evaluation.fold_cache import FOLDS_DIR
     from brainviewer.evaluation.groups import read_groups
-    from brainviewer.model.segmenter import Segmenter
+    from brainviewer.model.segmenter import Segmenter, default_device
 
     group_of = read_groups(args.groups) if args.groups else {}  # a bad CSV fails before the long part
     if args.out:
@@ -103,6 +105,7 @@ def _cmd_cv_evaluate(args: argparse.Namespace) -> int:
         progress,
         single_slice=args.single_slice,
         cache_dir=Path(args.out) / FOLDS_DIR if args.out else None,
+        device_type=torch.device(args.device).type if args.device else default_device().type,
     )
     print(file=sys.stderr)
     if args.out:
@@ -261,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument(
         "--out",
         help="folder for cv_evaluation.json, cv_per_patient.csv and cv_summary.md; each scored fold is kept in its "
-        "folds/ and reused by a later run with the same --out while the fold's weights and options are unchanged",
+        "folds/ and reused by a later run with the same --out while the fold's weights, patients' files, options, "
+        "device kind and brainviewer's scoring code are unchanged",
     )
     cv.add_argument("--overwrite", action="store_true", help="replace existing report files in --out")
     cv.add_argument(

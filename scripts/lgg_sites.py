@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import re
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from brainviewer.data.datasets import open_dataset
+from brainviewer.files import write_new
 
 TCGA_ID = re.compile(r"^TCGA[_-](?P<site>[A-Z0-9]{2})[_-]")
 
@@ -37,11 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         parser.error(f"{args.out} exists; choose another --out")
     rows = [(patient, site_of(patient)) for patient in open_dataset(args.dataset).patient_ids]
-    with args.out.open("x", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("patient_id", "group"))
-        writer.writerows((patient, site) for patient, site in rows if site)
     sites = sorted({site for _, site in rows if site})
+    if not sites:
+        parser.error(f"no TCGA patient ids (TCGA_XX_...) in {args.dataset}: is it the LGG dataset?")
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(("patient_id", "group"))
+    writer.writerows((patient, site) for patient, site in rows if site)
+    write_new(args.out, table.getvalue())  # atomically: no half-written file to be reused later
     print(f"{args.out}: {sum(1 for _, s in rows if s)} patients of {len(sites)} sites ({', '.join(sites)})")
     return 0
 

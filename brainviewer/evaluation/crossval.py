@@ -114,6 +114,7 @@ def evaluate_folds(
     progress: Callable[[str, int, int], None] | None = None,
     single_slice: bool = False,
     cache_dir: str | Path | None = None,
+    device_type: str = "cpu",
 ) -> list[FoldResult]:
     """Score each fold's weights on its own validation patients, with the weights' own post-processing.
 
@@ -125,8 +126,11 @@ def evaluate_folds(
         progress: called with ``(fold name, patients done, patients total)``.
         single_slice: also predict every slice alone (no 3-D step, normalised on its own, as the Review page
             does) for the false-positive rate on tumour-free slices with and without the weights' gate.
-        cache_dir: where each scored fold is saved and, when its weights, patients and options are unchanged,
-            reused from (:mod:`~brainviewer.evaluation.fold_cache`); ``None``: always score.
+        cache_dir: where each scored fold is saved and, when its weights, patients' files, options, device kind
+            and scoring code are unchanged, reused from (:mod:`~brainviewer.evaluation.fold_cache`); ``None``:
+            always score.
+        device_type: ``"cpu"`` or ``"cuda"``, the kind of device ``load_segmenter`` puts the models on (part of a
+            saved fold's key: CUDA predicts under bf16 autocast).
 
     Raises:
         ValueError: overlapping folds, or a fold none of whose validation patients are in ``dataset``.
@@ -151,7 +155,7 @@ def evaluate_folds(
                 len(split.val),
                 ", ".join(seen[:5]) + (", ..." if len(seen) > 5 else ""),
             )
-        key = cache_key(weights, dataset.root, subset.patient_ids, single_slice) if cache_dir else None
+        key = cache_key(weights, subset, single_slice, device_type) if cache_dir else None
         saved = cache_path(Path(cache_dir), name) if cache_dir else None
         result = load_fold(saved, key, name, weights, split) if saved and key else None
         if result is not None:
@@ -188,7 +192,7 @@ def _score_fold(
     report.tta_flip = prep.tta_flip
     result = FoldResult(name, weights, split, report, gate=prep.tumour_gate)
     if (weights / GATE_FILE).is_file():
-        result.gate_max_fp = float(json.loads((result.weights / GATE_FILE).read_text())["max_fp"])
+        result.gate_max_fp = float(json.loads((weights / GATE_FILE).read_text())["max_fp"])
     if single_slice:  # patient by patient, to report progress
         result.slices = {}
         for done, patient in enumerate(subset.patient_ids, 1):

@@ -2,9 +2,10 @@
 
 Scoring a fold means predicting every slice of its validation patients (twice with ``--single-slice``): minutes
 per fold on a CPU. Folds finish one at a time over hours, so ``cv-evaluate --out DIR`` keeps each fold's result
-in ``DIR/folds/<fold>.json`` and reuses it when nothing it depends on changed: the weights folder's files (a run
-whose best weights improved is scored again), the dataset, the patients scored, ``--single-slice`` and
-:data:`FORMAT`, which changes whenever the scoring does.
+in ``DIR/folds/<fold>.json`` and reuses it only when nothing it depends on changed (:func:`cache_key`): the
+weights folder's files (a run whose best weights improved is scored again), the scored patients' files, the
+options, the device kind (CUDA predicts in bf16) and the source of the code that scores (any change to it scores
+every fold again).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from brainviewer.data.datasets import Dataset
 from brainviewer.evaluation.evaluate import EvaluationReport, PatientResult
 from brainviewer.evaluation.single_slice import PatientSlices
+from brainviewer.files import write_atomic
 
 if TYPE_CHECKING:
     from brainviewer.data.split import Split
@@ -31,36 +34,89 @@ logger = logging.getLogger(__name__)
 FOLDS_DIR = "folds"
 """Sub-folder of the report folder that holds one scored fold per file."""
 FORMAT = 1
-"""Version of the scoring and of this file's layout; a saved fold of another version is scored again."""
+"""Version of this file's layout; a saved fold of another version is scored again."""
 _IGNORED = {"README.md"}  # the model card does not change a prediction
+_SCORING_MODULES = (
+    "brainviewer.evaluation.crossval",
+    "brainviewer.evaluation.evaluate",
+    "brainviewer.evaluation.metrics",
+    "brainviewer.evaluation.single_slice",
+    "brainviewer.evaluation.surface",
+    "brainviewer.model.inference",
+    "brainviewer.model.postprocess",
+    "brainviewer.model.preprocessing",
+    "brainviewer.model.segmenter",
+    "brainviewer.data.datasets",
+    "brainviewer.data.io",
+)
+"""The modules whose source a saved fold's key holds: reading, predicting, post-processing and scoring."""
 
 
-def weights_fingerprint(weights: Path) -> str:
-    """SHA-256 over the names and bytes of the files directly in ``weights`` (all but the model card)."""
+def _sha256_of_files(paths: list[Path], names: list[str]) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in weights.iterdir() if p.is_file() and p.name not in _IGNORED):
-        digest.update(path.name.encode() + b"\0")
+    for path, name in zip(paths, names, strict=True):
+        digest.update(name.encode() + b"\0")
         with path.open("rb") as handle:
             for block in iter(lambda h=handle: h.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
 
 
-def cache_key(weights: Path, dataset_root: Path, patients: list[str], single_slice: bool) -> dict:
-    """What a scored fold depends on; a saved fold is reused only when its key is equal."""
+def scoring_code_fingerprint() -> str:
+    """SHA-256 of the source of :data:`_SCORING_MODULES`."""
+    import importlib
+
+    paths = [Path(importlib.import_module(m).__file__ or "") for m in _SCORING_MODULES]
+    return _sha256_of_files(paths, list(_SCORING_MODULES))
+
+
+def weights_fingerprint(weights: Path) -> str:
+    """SHA-256 over the names and bytes of the files directly in ``weights`` (all but the model card)."""
+    paths = sorted(p for p in weights.iterdir() if p.is_file() and p.name not in _IGNORED)
+    return _sha256_of_files(paths, [p.name for p in paths])
+
+
+def dataset_fingerprint(subset: Dataset) -> str:
+    """SHA-256 over the scored slices' patient, image and mask paths, sizes and modification times: a corrected
+    mask or a replaced scan scores the fold again (a stat per file, no reading)."""
+    digest = hashlib.sha256()
+    for record in subset.records:
+        for path in (record.image_path, record.mask_path):
+            if path is None:
+                digest.update(b"-\0")
+                continue
+            stat = Path(path).stat()
+            digest.update(f"{record.patient_id}\0{Path(path).resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def cache_key(weights: Path, subset: Dataset, single_slice: bool, device_type: str) -> dict:
+    """What a scored fold depends on; a saved fold is reused only when its key is equal.
+
+    Args:
+        weights: the fold's weights folder.
+        subset: the fold's validation patients, as scored.
+        single_slice: whether each slice is also predicted alone.
+        device_type: ``"cpu"`` or ``"cuda"`` (which predicts under bf16 autocast).
+    """
     return {
         "format": FORMAT,
+        "code": scoring_code_fingerprint(),
         "weights": weights_fingerprint(weights),
-        "dataset": str(Path(dataset_root).resolve()),
-        "patients": sorted(patients),
+        "dataset": str(Path(subset.root).resolve()),
+        "patients": sorted(subset.patient_ids),
+        "files": dataset_fingerprint(subset),
         "single_slice": single_slice,
+        "device": device_type,
     }
 
 
 def cache_path(folds_dir: Path, fold_name: str) -> Path:
-    """``folds_dir/<fold>.json``, the fold's path made into one safe file name."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(Path(fold_name).resolve()).strip("/"))
-    return folds_dir / f"{stem[-150:]}.json"
+    """``folds_dir/<fold>-<hash>.json``: the fold's path made into a readable file name, with a hash of the
+    whole resolved path so that two folds never share a file."""
+    resolved = str(Path(fold_name).resolve())
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.strip("/"))[-120:]
+    return folds_dir / f"{stem}-{hashlib.sha256(resolved.encode()).hexdigest()[:12]}.json"
 
 
 def save_fold(path: Path, key: dict, result: FoldResult) -> None:
@@ -74,10 +130,11 @@ def save_fold(path: Path, key: dict, result: FoldResult) -> None:
         if result.slices is None
         else {pid: {f.name: getattr(s, f.name).tolist() for f in fields(s)} for pid, s in result.slices.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(document) + "\n")
-    partial.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(document) + "\n")
+    except OSError as error:  # the scores are still reported; only their reuse is lost
+        logger.warning("could not save %s's scores to %s (%s): it is scored again next time", result.name, path, error)
 
 
 def load_fold(path: Path, key: dict, name: str, weights: Path, split: Split) -> FoldResult | None:
@@ -90,9 +147,18 @@ def load_fold(path: Path, key: dict, name: str, weights: Path, split: Split) -> 
 
     try:
         document = json.loads(path.read_text())
-        if document.get("key") != key:
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        saved = document.get("key") or {}
+        if saved != key:
+            changed = sorted(k for k in set(saved) | set(key) if saved.get(k) != key.get(k))
+            logger.info("%s: scoring it again (changed since %s was saved: %s)", name, path, ", ".join(changed))
             return None
         report = dict(document["report"])
+        if set(report) != {f.name for f in fields(EvaluationReport)} or any(
+            set(p) != {f.name for f in fields(PatientResult)} for p in report["patients"]
+        ):
+            raise ValueError("its fields are not those of this version")
         report["patients"] = [PatientResult(**p) for p in report["patients"]]
         slices = document["slices"]
         return FoldResult(
@@ -105,11 +171,11 @@ def load_fold(path: Path, key: dict, name: str, weights: Path, split: Split) -> 
             slices=None
             if slices is None
             else {
-                pid: PatientSlices(**{name: np.asarray(values) for name, values in record.items()})
+                pid: PatientSlices(**{field: np.asarray(values) for field, values in record.items()})
                 for pid, record in slices.items()
             },
         )
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         if path.exists():
             logger.warning("%s could not be reused (%s); scoring the fold again", path, error)
         return None

@@ -190,7 +190,9 @@ def run_settings(model: ModelState, dataset: Dataset, scope: str) -> tuple[float
 
 
 def _stop_evaluation() -> None:
-    st.session_state.pop(EVAL_REQUESTED_KEY, None)
+    """Withdraw the running request, unless it finished as Stop was pressed (its result then stays shown)."""
+    if st.session_state.get(EVAL_REQUESTED_KEY) not in st.session_state.get(EVAL_DONE_KEY, set()):
+        st.session_state.pop(EVAL_REQUESTED_KEY, None)
 
 
 def evaluate(model: ModelState, dataset: Dataset, key: str, threshold: float, min_px: int) -> DatasetEvaluation:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -240,10 +241,11 @@ def test_cli_cv_evaluate_with_real_weights(
     assert len(list((out / "folds").glob("*.json"))) == 3  # each scored fold, for a later run to reuse
     assert cli.main(argv) == 2  # the report exists: refused without --overwrite
     assert "--overwrite" in capsys.readouterr().err
-    monkeypatch.setattr(Segmenter, "from_folder", _no_model)  # refused before any model is loaded, ...
-    assert cli.main(argv) == 2
-    assert cli.main([*argv, "--overwrite"]) == 0  # ... and with --overwrite, every fold is reused
+    monkeypatch.setattr(Segmenter, "from_folder", _no_model)
+    assert cli.main([*argv, "--overwrite"]) == 0  # every fold is reused
     assert json.loads(capsys.readouterr().out)["pooled"] == printed["pooled"]
+    shutil.rmtree(out / "folds")  # nothing to reuse: a report that exists is refused before any model is loaded
+    assert cli.main(argv) == 2 and "--overwrite" in capsys.readouterr().err
     monkeypatch.undo()
     assert cli.main([*argv[:-3], "--quiet", "--single-slice"]) == 0  # no --out: nothing written
     alone = json.loads(capsys.readouterr().out)["single_slice"]
@@ -294,11 +296,19 @@ def test_scored_folds_are_reused_until_their_weights_change(
     (folds[0] / "best" / "README.md").write_text("a new model card")  # the card does not change a prediction
     evaluate_folds(dataset, folds, counting_loader, cache_dir=cache)
     assert len(loaded) == 3
-    for saved in cache.glob("*.json"):
-        saved.write_text("{not json")
+    evaluate_folds(dataset, folds, counting_loader, cache_dir=cache, device_type="cuda")  # bf16 there
+    assert len(loaded) == 5
+    mask = dataset_root / "P1" / "P1_1_mask.png"  # fold 0's patient's mask, corrected
+    os.utime(mask, ns=(mask.stat().st_atime_ns, mask.stat().st_mtime_ns + 10**9))
+    with caplog.at_level("INFO"):
+        evaluate_folds(dataset, folds, counting_loader, cache_dir=cache, device_type="cuda")
+    assert loaded[5:] == [folds[0] / "best"] and "changed since" in caplog.text and "files" in caplog.text
+    for saved, text in zip(sorted(cache.glob("*.json")), ("{not json", "[]"), strict=True):
+        saved.write_text(text)
+    caplog.clear()
     with caplog.at_level("WARNING"):
-        evaluate_folds(dataset, folds, counting_loader, cache_dir=cache)
-    assert len(loaded) == 5 and "could not be reused" in caplog.text
+        evaluate_folds(dataset, folds, counting_loader, cache_dir=cache, device_type="cuda")
+    assert len(loaded) == 8 and caplog.text.count("could not be reused") == 2
 
 
 def test_a_saved_fold_keeps_its_single_slice_records(tmp_path: Path) -> None:

@@ -37,3 +37,9 @@ def test_the_csv_of_the_real_patients_reads_as_groups(lgg_sites, lgg_root: Path,
     assert groups["TCGA_DU_7008_19830723"] == "TCGA site DU"
     with pytest.raises(SystemExit):  # never overwrites
         lgg_sites.main([str(lgg_root), "--out", str(out)])
+
+
+def test_a_dataset_without_tcga_ids_is_refused(lgg_sites, phantom_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        lgg_sites.main([str(phantom_dataset), "--out", str(tmp_path / "sites.csv")])
+    assert not (tmp_path / "sites.csv").exists()

@@ -212,7 +212,7 @@ def _click_and_wait(page, target, done: str, arg: object) -> None:
     except PlaywrightTimeout as error:
         raise AssertionError(
             f"{error.message.splitlines()[0]}; on the page: {page.evaluate(_OVERLAYS)}; "
-            f"chart x range {page.evaluate(_PLOT_STATE)['x']}"
+            f"chart x range {(page.evaluate(_PLOT_STATE) or {}).get('x')}"
         ) from error
 
 
