@@ -23,6 +23,8 @@ LGG_CHANNEL_NAMES = ["pre-contrast", "FLAIR", "post-contrast"]
 GRAY_CHANNEL_NAME = "grayscale"
 """``channel_names`` entry of a model trained on grayscale scans (repeated into each input channel)."""
 INTENSITY_NORMS = ("none", "percentile", "volume_percentile")
+PLANES = ("axial", "coronal", "sagittal")
+"""The planes a slice can be acquired in (``Preprocessing.planes``)."""
 """Values of ``Preprocessing.intensity_norm``."""
 HEAD_LEVEL = 0.02
 """Unit-range intensity above which a pixel counts as head (not background) for the percentile."""
@@ -79,6 +81,9 @@ class Preprocessing:
     model's classification head gives it a tumour-present probability of at least this, in ``[0, 1)``; chosen
     on validation patients for a target false-positive rate. ``None`` (weights without a head) never gates.
     Whole patients (``--volume``, evaluation, the Patients page) are not gated: their 3-D step does that."""
+    planes: list[str] | None = None
+    """The planes (:data:`PLANES`) of the slices the weights were trained on, when known: the app names them and
+    says when a series was acquired in another. ``None``: not recorded, and the app says nothing about planes."""
 
     def __post_init__(self) -> None:
         for name in ("input_size", "in_channels", "gray_channel", "min_component_px"):
@@ -140,6 +145,11 @@ class Preprocessing:
             if isinstance(gate, bool) or not isinstance(gate, (int, float)) or not 0.0 <= gate < 1.0:
                 raise ValueError(f"tumour_gate must be a number in [0, 1) or null (no gate), got {gate!r}")
             self.tumour_gate = float(gate)
+        if self.planes is not None:
+            planes = [self.planes] if isinstance(self.planes, str) else list(self.planes)
+            if not planes or any(plane not in PLANES for plane in planes):
+                raise ValueError(f"planes must list some of {', '.join(PLANES)} (or be null), got {self.planes!r}")
+            self.planes = [plane for plane in PLANES if plane in planes]
 
     def save(self, folder: str | Path) -> Path:
         """Write ``<folder>/preprocessing.json`` (the folder must exist); returns its path."""

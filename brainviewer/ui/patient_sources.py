@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from brainviewer.data.datasets import Dataset
-from brainviewer.data.volumes.base import MAX_DICOM_FILES, MAX_DICOM_FILES_ENV
+from brainviewer.data.volumes.base import MAX_DICOM_FILES, MAX_DICOM_FILES_ENV, PLANE_INFO
 from brainviewer.limits import raise_hint
 from brainviewer.ui.common import first_held_out, no_dataset_help, patient_label, patient_split_note, phantom_dataset
 from brainviewer.ui.examples import example_patient, examples_credit
@@ -35,6 +35,7 @@ from brainviewer.ui.state import (
     PATIENT_UPLOAD_MEMO_KEY,
     state_index,
 )
+from brainviewer.views.scan_kind import plane_note
 
 if TYPE_CHECKING:
     from brainviewer.data.volumes import Volume
@@ -232,4 +233,7 @@ def choose_patient(dataset: Dataset | None, model: ModelState) -> tuple[Volume, 
         volume, volume_key = dataset_patient(phantom_dataset(), label="Phantom patient")
     for note in volume.notes:
         st.caption(f"ℹ️ {note}")
+    plane = plane_note(volume.info.get(PLANE_INFO), model.segmenter.prep, model.label) if model.segmenter else None
+    if plane:
+        st.info(plane, icon=":material/info:")
     return volume, volume_key, source

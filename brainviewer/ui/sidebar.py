@@ -35,6 +35,7 @@ from brainviewer.ui.state import (
     MODEL_SPEC_KEY,
     state_index,
 )
+from brainviewer.views.scan_kind import planes_text
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ def sidebar_model() -> ModelState:
         + (" · largest component kept" if prep.keep_largest else "")
         + (" · largest 3-D component kept per patient" if prep.volume_keep_largest else "")
         + (" · mirror-averaged (flip TTA)" if prep.tta_flip else "")
+        + (f"  \nTrained on {planes_text(prep.planes)} slices" if prep.planes else "")
     )
     return state
 

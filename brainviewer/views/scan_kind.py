@@ -1,5 +1,6 @@
-"""Whether a scan is the kind a model was trained on (3-channel LGG slices vs grayscale scans), and which
-model fits it: the notes the Review and Patients pages show, and the model they offer in one click."""
+"""Whether a scan is the kind a model was trained on (3-channel LGG slices vs grayscale scans; the plane a
+series was acquired in), and which model fits it: the notes the Review and Patients pages show, and the model
+they offer in one click."""
 
 from __future__ import annotations
 
@@ -48,3 +49,21 @@ def fitting_model(
         if input_kind_note(image, prep, label, channels_by_layout) is None:
             return label
     return None
+
+
+def planes_text(planes: list[str]) -> str:
+    """``"axial"``, ``"axial and sagittal"``, ``"axial, coronal and sagittal"``."""
+    return planes[0] if len(planes) == 1 else f"{', '.join(planes[:-1])} and {planes[-1]}"
+
+
+def plane_note(series_plane: str | None, prep: Preprocessing, model_label: str) -> str | None:
+    """A note when a series was acquired in a plane the model was not trained on, else ``None``: also when
+    either plane is unknown (``series_plane`` ``None``, or weights that record no ``planes``), for the app never
+    guesses what a model was trained on."""
+    if series_plane is None or prep.planes is None or series_plane in prep.planes:
+        return None
+    return (
+        f"{model_label} was trained on {planes_text(prep.planes)} slices only, and this series was acquired "
+        f"{series_plane}: expect poorer predictions. A series of the patient in a plane it knows, if there is one, "
+        "suits it better."
+    )

@@ -28,6 +28,7 @@ from brainviewer.data.volumes import (
     write_nifti_mask,
     write_png_masks,
 )
+from brainviewer.data.volumes.base import PLANE_INFO
 
 IDENTIFYING = ("Doe", "Jane", "PID-4711", "19800101", "General Hospital", "Dr^Who")
 
@@ -292,7 +293,7 @@ def test_dicom_folder_sorted_by_position_with_spacing(tmp_path: Path) -> None:
     assert volume.patient_id.startswith("dicom-")
     assert volume.info["Modality"] == "MR"
     assert volume.info["Rows"] == 8 and volume.info["Columns"] == 10
-    assert not any("trained on axial" in note for note in volume.notes)  # an axial series
+    assert volume.info[PLANE_INFO] == "axial" and not volume.notes  # an axial series: nothing to say
 
 
 def test_dicom_zip_with_rescale(tmp_path: Path) -> None:
@@ -345,6 +346,8 @@ def test_dicom_sagittal_series_is_resliced_to_axial_with_square_pixels() -> None
     assert volume.spacing_mm == pytest.approx((0.55, 0.55, 0.5))
     assert any("sagittal series, shown as axial slices" in note for note in volume.notes)
     assert any("resampled to 6x44" in note for note in volume.notes)
+    assert volume.info[PLANE_INFO] == "sagittal"  # for a model-aware note (views.scan_kind.plane_note) ...
+    assert not any("trained" in note for note in volume.notes)  # ... the reader knows no model
     # The markers (RAS z = -0.5: the 2nd most superior of 6 levels; y = -1.1: 3rd row from the
     # anterior top) lie at x = -21, ..., -3, 0: the patient's right (x = 0) on the viewer's left.
     assert all(np.count_nonzero(volume.slices[z]) == 0 for z in (0, 1, 2, 3, 5))

@@ -268,6 +268,16 @@ def test_weights_without_the_norm_fields_load_as_before(tmp_path: Path) -> None:
     np.testing.assert_array_equal(prepare_unit(image, prep), letterbox(to_unit_range(image), 64))
 
 
+def test_the_planes_weights_were_trained_on_are_recorded_only_when_known(tmp_path: Path) -> None:
+    (tmp_path / PREPROCESSING_FILE).write_text(json.dumps({"input_size": 64}))
+    assert Preprocessing.load(tmp_path).planes is None  # older weights: unknown, and the app says nothing
+    assert Preprocessing(planes=["sagittal", "axial"]).planes == ["axial", "sagittal"]  # in PLANES order
+    assert Preprocessing(planes="coronal").planes == ["coronal"]
+    for bad in ([], ["oblique"], ["axial", 1]):
+        with pytest.raises(ValueError, match="planes must list"):
+            Preprocessing(planes=bad)
+
+
 @pytest.mark.parametrize(
     "kwargs", [{"intensity_norm": "zscore"}, {"norm_percentile": 20.0}, {"norm_target": 0.0}, {"norm_target": True}]
 )

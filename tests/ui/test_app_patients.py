@@ -297,7 +297,7 @@ def test_pages_tell_held_out_patients_from_those_the_model_was_trained_on(
     assert "All patients: 6 patients, 48 slices" in texts(at, "caption")
 
 
-def test_a_sagittal_dicom_upload_is_shown_axially_and_offers_a_nifti_mask(app_env: None, tmp_path: Path) -> None:
+def _upload_sagittal_series():
     from brainviewer.ui import patient_sources as ui
     from tests.data.test_volumes import sagittal_series, zip_bytes
 
@@ -307,6 +307,27 @@ def test_a_sagittal_dicom_upload_is_shown_axially_and_offers_a_nifti_mask(app_en
     at.file_uploader(key="patient_upload").set_value([("sagittal.zip", upload, "application/zip")]).run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def test_a_sagittal_series_gets_a_plane_note_only_from_a_model_that_records_its_planes(
+    app_env: None, monkeypatch: pytest.MonkeyPatch, tiny_weights: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    axial = tmp_path / "axial-only"
+    shutil.copytree(tiny_weights, axial)
+    prep = json.loads((axial / "preprocessing.json").read_text())
+    (axial / "preprocessing.json").write_text(json.dumps({**prep, "planes": ["axial"]}))
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(axial))
+    info = texts(_upload_sagittal_series(), "info")
+    assert "was trained on axial slices only, and this series was acquired sagittal" in info
+
+
+def test_a_sagittal_dicom_upload_is_shown_axially_and_offers_a_nifti_mask(app_env: None, tmp_path: Path) -> None:
+    at = _upload_sagittal_series()
+    assert "this series was acquired" not in texts(at, "info")  # the tiny weights record no planes: no guess
     text = texts(at, "caption")
     assert "sagittal series, shown as axial slices reformatted from it" in text
     assert "resampled to 6x44" in text

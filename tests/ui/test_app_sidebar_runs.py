@@ -59,3 +59,20 @@ def test_a_run_still_training_says_so_and_the_choice_survives_its_end(
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.sidebar.selectbox(key="model_choice").value == LABEL  # still its weights, not the default's
+
+
+def test_the_sidebar_names_the_planes_only_for_weights_that_record_them(app_env, tiny_weights: Path) -> None:
+    """The tiny weights record no planes (as every trained run): no claim. A copy that records them: named."""
+    import json
+
+    at = new_app().run()
+    assert "Trained on" not in " ".join(str(c.value) for c in at.sidebar.caption)
+    recorded = Path(os.environ["BRAINVIEWER_RUNS_DIR"]) / "planes" / "best"
+    shutil.copytree(tiny_weights, recorded)
+    prep = json.loads((recorded / "preprocessing.json").read_text())
+    (recorded / "preprocessing.json").write_text(json.dumps({**prep, "planes": ["sagittal", "axial"]}))
+    (recorded.parent / "config.json").write_text("{}")
+    at = new_app().run()
+    at.sidebar.selectbox(key="model_choice").set_value("run planes (best)").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Trained on axial and sagittal slices" in " ".join(str(c.value) for c in at.sidebar.caption)

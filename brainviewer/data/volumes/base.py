@@ -88,6 +88,10 @@ class VolumeError(ValueError):
     """A file, folder or zip could not be read as a volume. The message says why and what to do."""
 
 
+PLANE_INFO = "acquired_plane"
+"""``Volume.info`` key of the plane a series was acquired in (``axial``, ``coronal``, ``sagittal``), when known."""
+
+
 @dataclass
 class Volume:
     """One patient's slices, in slice order, with optional ground truth.
@@ -107,7 +111,8 @@ class Volume:
         nifti_ornt: with ``affine``: the orientation transform from the input's axes to RAS+.
         grid_shape: ``(H, W)`` of the slices before they were resampled to square pixels, or ``None``
             when they were not (see *Pixel shape* above).
-        info: non-identifying technical fields (see :func:`~brainviewer.data.volumes.dicom_series.safe_dicom_summary`).
+        info: non-identifying technical fields (see :func:`~brainviewer.data.volumes.dicom_series.safe_dicom_summary`);
+            a DICOM series with slice geometry also records the plane it was acquired in under :data:`PLANE_INFO`.
         notes: things the reader had to decide (which series, missing spacing ...), for people.
     """
 

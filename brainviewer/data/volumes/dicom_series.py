@@ -22,6 +22,7 @@ import numpy as np
 
 from brainviewer.data.volumes.base import (
     MIN_RESLICE_SLICES,
+    PLANE_INFO,
     Volume,
     VolumeError,
     _axial_slices,
@@ -120,6 +121,8 @@ def _series_to_volume(items: list[_DicomSlice], label: str, notes: list[str]) ->
     spacing = _dicom_spacing(first, positions, notes)
     info = safe_dicom_summary(first)
     info["slices"] = len(slices)
+    if plane is not None:
+        info[PLANE_INFO] = plane
     affine = _series_affine([item.ds for item in ordered], spacing) if slices[0].ndim == 2 else None
     too_few = plane not in (None, "axial") and len(slices) < MIN_RESLICE_SLICES
     if affine is None or too_few:
@@ -129,11 +132,7 @@ def _series_to_volume(items: list[_DicomSlice], label: str, notes: list[str]) ->
                 if too_few
                 else "without full slice geometry it cannot be resliced"
             )
-            notes.append(
-                f"This is a {plane} series, shown as stored: {why}, and the models here were trained on axial "
-                "slices, so expect poorer predictions. An axial series of the patient, if there is one, is a "
-                "better choice."
-            )
+            notes.append(f"This is a {plane} series, shown as stored: {why}.")
         return Volume("dicom-series-1", slices, spacing_mm=spacing, source_kind="dicom", info=info, notes=notes)
     import nibabel as nib
 
@@ -143,9 +142,8 @@ def _series_to_volume(items: list[_DicomSlice], label: str, notes: list[str]) ->
     if plane != "axial":
         notes.append(
             f"This is a {plane} series, shown as axial slices reformatted from it (voxels reordered, no "
-            "interpolation), as the models here were trained on axial slices. Reformatted slices are only as sharp "
-            f"as the series' {spacing[2]:.3g} mm slice spacing: expect poorer predictions than on an axial series "
-            "of the patient, if there is one."
+            f"interpolation). Reformatted slices are only as sharp as the series' {spacing[2]:.3g} mm slice "
+            "spacing: expect poorer predictions than on an axial series of the patient, if there is one."
         )
     axial, axial_spacing, grid_shape = _square_pixels(axial, axial_spacing, notes)
     header = nib.Nifti1Header()
