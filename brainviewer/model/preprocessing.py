@@ -23,9 +23,9 @@ LGG_CHANNEL_NAMES = ["pre-contrast", "FLAIR", "post-contrast"]
 GRAY_CHANNEL_NAME = "grayscale"
 """``channel_names`` entry of a model trained on grayscale scans (repeated into each input channel)."""
 INTENSITY_NORMS = ("none", "percentile", "volume_percentile")
+"""Values of ``Preprocessing.intensity_norm``."""
 PLANES = ("axial", "coronal", "sagittal")
 """The planes a slice can be acquired in (``Preprocessing.planes``)."""
-"""Values of ``Preprocessing.intensity_norm``."""
 HEAD_LEVEL = 0.02
 """Unit-range intensity above which a pixel counts as head (not background) for the percentile."""
 MAX_INPUT_SIZE = 1024

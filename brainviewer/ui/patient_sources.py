@@ -20,11 +20,12 @@ from brainviewer.limits import raise_hint
 from brainviewer.ui.common import first_held_out, no_dataset_help, patient_label, patient_split_note, phantom_dataset
 from brainviewer.ui.examples import example_patient, examples_credit
 from brainviewer.ui.server_files import NONE_CHOICE, demo_mode
-from brainviewer.ui.sidebar import ModelState, named_dataset_name
+from brainviewer.ui.sidebar import ModelState, named_dataset_name, other_models_preprocessing, use_model
 from brainviewer.ui.state import (
     DATASET_CHOICE_KEY,
     DATASET_PATH_INPUT_KEY,
     DATASET_PATH_KEY,
+    MODEL_CHOICE_KEY,
     OPEN_PATIENT_KEY,
     PATIENT_CURRENT_KEY,
     PATIENT_HAD_DATASET_KEY,
@@ -33,9 +34,10 @@ from brainviewer.ui.state import (
     PATIENT_SOURCE_KEY,
     PATIENT_UPLOAD_KEY,
     PATIENT_UPLOAD_MEMO_KEY,
+    USE_PLANE_MODEL_KEY,
     state_index,
 )
-from brainviewer.views.scan_kind import plane_note
+from brainviewer.views.scan_kind import plane_fitting_model, plane_note
 
 if TYPE_CHECKING:
     from brainviewer.data.volumes import Volume
@@ -233,7 +235,27 @@ def choose_patient(dataset: Dataset | None, model: ModelState) -> tuple[Volume, 
         volume, volume_key = dataset_patient(phantom_dataset(), label="Phantom patient")
     for note in volume.notes:
         st.caption(f"ℹ️ {note}")
-    plane = plane_note(volume.info.get(PLANE_INFO), model.segmenter.prep, model.label) if model.segmenter else None
-    if plane:
-        st.info(plane, icon=":material/info:")
+    plane_notes(volume, model)
     return volume, volume_key, source
+
+
+def plane_notes(volume: Volume, model: ModelState) -> None:
+    """When the series was acquired in a plane the model records it was not trained on: a note, and a button
+    to a local model that records that plane (and reads this kind of scan), if there is one."""
+    series_plane = volume.info.get(PLANE_INFO)
+    note = plane_note(series_plane, model.segmenter.prep, model.label) if model.segmenter else None
+    if not note:
+        return
+    st.info(note, icon=":material/info:")
+    better = plane_fitting_model(
+        series_plane, volume.slices[0], other_models_preprocessing(st.session_state.get(MODEL_CHOICE_KEY))
+    )
+    if better is not None:
+        st.button(
+            f"Use {better} for this series",
+            key=USE_PLANE_MODEL_KEY,
+            icon=":material/swap_horiz:",
+            on_click=use_model,
+            args=(better,),
+            help=f"Switches the sidebar's model to one trained on {series_plane} slices.",
+        )

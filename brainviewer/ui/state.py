@@ -16,6 +16,7 @@ import streamlit as st
 # --- Sidebar (every page)
 MODEL_CHOICE_KEY = "model_choice"  # the sidebar's weights selectbox (a label of the weights choices)
 USE_FITTING_MODEL_KEY = "use_fitting_model"  # the button that switches to a model trained on this kind of scan
+USE_PLANE_MODEL_KEY = "use_plane_model"  # the Patients page's button to a model trained on the series' plane
 MODEL_SPEC_KEY = "_model_spec"  # the chosen weights' spec, kept across pages (Streamlit drops a widget's value)
 DATASET_PATH_KEY = "dataset_path"  # the dataset folder, remembered across pages
 DATASET_PATH_INPUT_KEY = "dataset_path_input"  # the sidebar's "Dataset folder" text input

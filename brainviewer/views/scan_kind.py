@@ -67,3 +67,17 @@ def plane_note(series_plane: str | None, prep: Preprocessing, model_label: str) 
         f"{series_plane}: expect poorer predictions. A series of the patient in a plane it knows, if there is one, "
         "suits it better."
     )
+
+
+def plane_fitting_model(
+    series_plane: str | None, image: np.ndarray, candidates: list[tuple[str, Preprocessing]]
+) -> str | None:
+    """The first candidate ``(label, preprocessing)`` that records ``series_plane`` among its training planes and
+    reads ``image``'s kind of scan (no :func:`input_kind_note`), or ``None``: what the Patients page offers in
+    one click beside a :func:`plane_note`."""
+    if series_plane is None:
+        return None
+    for label, prep in candidates:
+        if prep.planes and series_plane in prep.planes and input_kind_note(image, prep, label) is None:
+            return label
+    return None

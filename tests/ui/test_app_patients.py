@@ -320,9 +320,17 @@ def test_a_sagittal_series_gets_a_plane_note_only_from_a_model_that_records_its_
     shutil.copytree(tiny_weights, axial)
     prep = json.loads((axial / "preprocessing.json").read_text())
     (axial / "preprocessing.json").write_text(json.dumps({**prep, "planes": ["axial"]}))
+    every_plane = tmp_path / "weights" / "every-plane"  # a grayscale model of all planes, one click away
+    shutil.copytree(tiny_weights, every_plane)
+    gray = {**prep, "planes": ["axial", "coronal", "sagittal"], "channel_names": ["grayscale"] * 3}
+    (every_plane / "preprocessing.json").write_text(json.dumps(gray))
     monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(axial))
-    info = texts(_upload_sagittal_series(), "info")
-    assert "was trained on axial slices only, and this series was acquired sagittal" in info
+    at = _upload_sagittal_series()
+    assert "was trained on axial slices only, and this series was acquired sagittal" in texts(at, "info")
+    at.button(key="use_plane_model").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.selectbox(key="model_choice").value == "every-plane"
+    assert "this series was acquired" not in texts(at, "info")
 
 
 def test_a_sagittal_dicom_upload_is_shown_axially_and_offers_a_nifti_mask(app_env: None, tmp_path: Path) -> None:

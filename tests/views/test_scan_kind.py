@@ -24,3 +24,21 @@ def test_no_note_when_the_model_knows_the_plane_or_either_plane_is_unknown() -> 
     assert plane_note("sagittal", every_plane, "m") is None
     assert plane_note(None, Preprocessing(planes=["axial"]), "m") is None  # e.g. a NIfTI or a PNG
     assert plane_note("sagittal", Preprocessing(), "m") is None  # weights that record no planes: no guess
+
+
+def test_the_model_offered_for_a_series_records_its_plane_and_reads_its_kind_of_scan() -> None:
+    import numpy as np
+
+    from brainviewer.views.scan_kind import plane_fitting_model
+
+    gray = np.zeros((8, 8), np.uint8)
+    candidates = [
+        ("unknown planes", Preprocessing()),
+        ("lgg sagittal", Preprocessing(planes=["sagittal"])),  # reads 3-channel LGG slices, not grayscale
+        ("gray axial", Preprocessing(planes=["axial"], channel_names=["grayscale"] * 3)),
+        ("gray all", Preprocessing(planes=["axial", "coronal", "sagittal"], channel_names=["grayscale"] * 3)),
+    ]
+    assert plane_fitting_model("sagittal", gray, candidates) == "gray all"
+    three_sequences = np.broadcast_to(np.array([1, 2, 3], np.uint8), (8, 8, 3))
+    assert plane_fitting_model("sagittal", three_sequences, candidates) == "lgg sagittal"
+    assert plane_fitting_model(None, gray, candidates) is None
