@@ -21,7 +21,7 @@ from brainviewer.data.split import patient_of_file
 from brainviewer.model.inference import patient_levels, predict_batch
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.runs.compare import format_duration
-from brainviewer.ui.sidebar import ModelState, load_dataset, other_models_preprocessing, use_model
+from brainviewer.ui.sidebar import ModelState, load_dataset, other_models_preprocessing, use_model_button
 from brainviewer.ui.state import (
     EVAL_DONE_KEY,
     MODEL_CHOICE_KEY,
@@ -147,14 +147,7 @@ def item_banner(item: ReviewItem, model: ModelState) -> None:
             current = st.session_state.get(MODEL_CHOICE_KEY)
             better = fitting_model(item.image, other_models_preprocessing(current), by_layout)
             if better is not None:
-                st.button(
-                    f"Use {better} for this scan",
-                    key=USE_FITTING_MODEL_KEY,
-                    icon=":material/swap_horiz:",
-                    on_click=use_model,
-                    args=(better,),
-                    help="Switches the sidebar's model to one trained on this kind of scan.",
-                )
+                use_model_button(better, "scan", USE_FITTING_MODEL_KEY, "this kind of scan")
         if item.source == "upload" and model.split is not None:  # a dataset pick has its note already
             patient_id = patient_of_file(item.name, model.split)
             if patient_id is not None:

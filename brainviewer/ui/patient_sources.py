@@ -20,7 +20,7 @@ from brainviewer.limits import raise_hint
 from brainviewer.ui.common import first_held_out, no_dataset_help, patient_label, patient_split_note, phantom_dataset
 from brainviewer.ui.examples import example_patient, examples_credit
 from brainviewer.ui.server_files import NONE_CHOICE, demo_mode
-from brainviewer.ui.sidebar import ModelState, named_dataset_name, other_models_preprocessing, use_model
+from brainviewer.ui.sidebar import ModelState, named_dataset_name, other_models_preprocessing, use_model_button
 from brainviewer.ui.state import (
     DATASET_CHOICE_KEY,
     DATASET_PATH_INPUT_KEY,
@@ -251,11 +251,4 @@ def plane_notes(volume: Volume, model: ModelState) -> None:
         series_plane, volume.slices[0], other_models_preprocessing(st.session_state.get(MODEL_CHOICE_KEY))
     )
     if better is not None:
-        st.button(
-            f"Use {better} for this series",
-            key=USE_PLANE_MODEL_KEY,
-            icon=":material/swap_horiz:",
-            on_click=use_model,
-            args=(better,),
-            help=f"Switches the sidebar's model to one trained on {series_plane} slices.",
-        )
+        use_model_button(better, "series", USE_PLANE_MODEL_KEY, f"{series_plane} slices")

@@ -418,6 +418,18 @@ def use_model(label: str) -> None:
         st.session_state[MODEL_SPEC_KEY] = specs[label]
 
 
+def use_model_button(label: str, what: str, key: str, why: str) -> None:
+    """The one-click switch of the sidebar's model to ``label``: "Use <label> for this <what>"."""
+    st.button(
+        f"Use {label} for this {what}",
+        key=key,
+        icon=":material/swap_horiz:",
+        on_click=use_model,
+        args=(label,),
+        help=f"Switches the sidebar's model to one trained on {why}.",
+    )
+
+
 def other_models_preprocessing(current: str | None) -> list[tuple[str, Preprocessing]]:
     """``(label, preprocessing)`` of every local weights choice but ``current`` (unreadable ones are skipped)."""
     found = []
