@@ -124,7 +124,7 @@ def evaluate_folds(
         load_segmenter: loads a weights folder (e.g. ``Segmenter.from_folder``).
         batch_size: slices per forward pass.
         progress: called with ``(fold name, patients done, patients total)``.
-        single_slice: also predict every slice alone (no 3-D step, normalised on its own, as the Review page
+        single_slice: also predict every slice alone (no 3-D step, no patient-level rescaling, as the Review page
             does) for the false-positive rate on tumour-free slices with and without the weights' gate.
         cache_dir: where each scored fold is saved and, when its weights, patients' files, options, device kind
             and scoring code are unchanged, reused from (:mod:`~brainviewer.evaluation.fold_cache`); ``None``:

@@ -19,8 +19,8 @@ from brainviewer.data.datasets import Dataset
 DEFAULT_MAX_FP = 0.025
 """False-positive rate on tumour-free slices, each predicted alone, that the threshold is chosen to reach. Below
 the 3% a reviewer accepts, because a threshold chosen to reach a rate on some patients overshoots it on others:
-on the default LGG model's 13 validation patients, a 3% target gave 3.4% leave-one-patient-out, 2.5% gave 2.4%
-(``tumour_gate.json`` of ``weights/lgg-unet-resnet18``)."""
+on the previous default LGG model's 13 validation patients, a 3% target gave 3.4% leave-one-patient-out, 2.5%
+gave 2.4% (``tumour_gate.json`` of ``weights/lgg-unet-resnet18`` before the cross-validated model replaced it)."""
 THRESHOLDS = np.round(np.arange(0.0, 1.0, 0.01), 2)
 
 

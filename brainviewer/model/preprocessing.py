@@ -69,8 +69,8 @@ class Preprocessing:
     each image scaled so that the ``norm_percentile``-th percentile of its head pixels lands on
     ``norm_target``, then clipped to [0, 1]) or ``volume_percentile`` (the same, with the percentile taken
     over all slices of a patient where a whole volume is predicted; a slice seen alone is not rescaled,
-    since one slice's percentile is a biased estimate of its patient's: with the LGG default model it cost
-    0.06 Dice on its validation patients)."""
+    since one slice's percentile is a biased estimate of its patient's: with the previous LGG default model
+    it cost 0.06 Dice on its validation patients)."""
     norm_percentile: float = 99.0
     """With a percentile ``intensity_norm``: the percentile of head pixels that is matched, in (50, 100]."""
     norm_target: list[float] = field(default_factory=lambda: [0.7])
