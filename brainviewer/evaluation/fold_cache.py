@@ -77,16 +77,17 @@ def weights_fingerprint(weights: Path) -> str:
 
 
 def dataset_fingerprint(subset: Dataset) -> str:
-    """SHA-256 over the scored slices' patient, image and mask paths, sizes and modification times: a corrected
-    mask or a replaced scan scores the fold again (a stat per file, no reading)."""
+    """SHA-256 over the scored slices' patients, file names and bytes: a corrected mask or a replaced scan scores
+    the fold again, while the same files copied or touched elsewhere (a fresh checkout of the data, with new
+    modification times) do not. It reads each file once: about 40 MB, well under a second, for an LGG fold."""
     digest = hashlib.sha256()
     for record in subset.records:
         for path in (record.image_path, record.mask_path):
             if path is None:
                 digest.update(b"-\0")
                 continue
-            stat = Path(path).stat()
-            digest.update(f"{record.patient_id}\0{Path(path).resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+            digest.update(f"{record.patient_id}\0{Path(path).name}\0".encode())
+            digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
     return digest.hexdigest()
 
 

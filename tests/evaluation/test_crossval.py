@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_evaluate import dataset_root, probs_from_channel_0  # noqa: F401  (dataset_root is a fixture)
 
 from brainviewer import cli
@@ -298,8 +299,13 @@ def test_scored_folds_are_reused_until_their_weights_change(
     assert len(loaded) == 3
     evaluate_folds(dataset, folds, counting_loader, cache_dir=cache, device_type="cuda")  # bf16 there
     assert len(loaded) == 5
-    mask = dataset_root / "P1" / "P1_1_mask.png"  # fold 0's patient's mask, corrected
-    os.utime(mask, ns=(mask.stat().st_atime_ns, mask.stat().st_mtime_ns + 10**9))
+    mask = dataset_root / "P1" / "P1_1_mask.png"
+    os.utime(mask, ns=(mask.stat().st_atime_ns, mask.stat().st_mtime_ns + 10**9))  # touched: same bytes
+    evaluate_folds(dataset, folds, counting_loader, cache_dir=cache, device_type="cuda")
+    assert len(loaded) == 5
+    pixels = np.array(Image.open(mask))
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(mask)  # fold 0's patient's mask, corrected
     with caplog.at_level("INFO"):
         evaluate_folds(dataset, folds, counting_loader, cache_dir=cache, device_type="cuda")
     assert loaded[5:] == [folds[0] / "best"] and "changed since" in caplog.text and "files" in caplog.text
