@@ -36,6 +36,7 @@ from brainviewer.views.dataset_evaluation import (
     evaluation_request,
     merge_evaluations,
 )
+from brainviewer.views.examples import EXAMPLE_SOURCE
 from brainviewer.views.overlay import DEFAULT_ALPHA, overview_picture, placeholder_image
 from brainviewer.views.review import (
     NO_PREDICTION_TEXT,
@@ -152,6 +153,8 @@ def item_banner(item: ReviewItem, model: ModelState) -> None:
             patient_id = patient_of_file(item.name, model.split)
             if patient_id is not None:
                 patient_split_note(model, patient_id)
+        elif item.source.startswith(EXAMPLE_SOURCE) and item.patient_id is not None:
+            patient_split_note(model, item.patient_id)
 
 
 def placeholder_text(caption: str) -> str:

@@ -233,7 +233,7 @@ def show_volumes(summary: PatientSummary, spacing: tuple[float, float, float] | 
             "One Dice over all slices stacked (Buda et al. 2019).",
         ),
         (
-            "Slice Dice",
+            "Mean slice Dice",
             f"{summary.tumour_slice_dice:.3f}" if predicted and summary.tumour_slice_dice is not None else "n/a",
             "Mean tumour-slice Dice: the mean Dice over the slices whose ground truth has tumour.",
         ),

@@ -13,7 +13,7 @@ import streamlit as st
 from brainviewer.limits import scan_slot
 from brainviewer.model.segmenter import Segmenter
 from brainviewer.ui.sidebar import ModelState
-from brainviewer.ui.state import REVIEW_SHOW_GATED_KEY
+from brainviewer.ui.state import REVIEW_SHOW_GATED_KEY, REVIEW_SHOWN_GATED_KEY
 from brainviewer.views.review import ReviewItem
 
 logger = logging.getLogger(__name__)
@@ -82,9 +82,16 @@ def item_prediction(model: ModelState, item: ReviewItem) -> tuple[np.ndarray | N
         return None, None
 
 
+def _remember_shown(key: str, item_key: str) -> None:
+    """Keep this slice's "Show the mask anyway" choice for when the reviewer comes back to it."""
+    shown: set[str] = st.session_state.setdefault(REVIEW_SHOWN_GATED_KEY, set())
+    (shown.add if st.session_state.get(key) else shown.discard)(item_key)
+
+
 def gate_decision(model: ModelState, presence: float | None, item_key: str) -> tuple[bool, str | None]:
     """Say what the gate decided for this slice: ``(hidden, note)``. ``hidden``: the mask is hidden (the reviewer
-    can show it with this slice's own "Show the mask anyway" toggle, which does not carry over to other slices);
+    can show it with this slice's own "Show the mask anyway" toggle, which does not carry over to other slices
+    and is remembered when the reviewer comes back to this slice);
     ``note``: a few words for the downloaded figure's footer, ``None`` when the gate let the slice through.
     Weights without a gate say nothing and hide nothing."""
     gate = None if model.segmenter is None else model.segmenter.prep.tumour_gate
@@ -93,7 +100,16 @@ def gate_decision(model: ModelState, presence: float | None, item_key: str) -> t
     if presence >= gate:
         st.caption(f"Tumour-present probability {presence:.2f} (gate {gate:.2f}): the mask is shown.", help=GATE_HELP)
         return False, None
-    show = st.toggle("Show the mask anyway", key=f"{REVIEW_SHOW_GATED_KEY}_{item_key}", help=GATE_HELP)
+    key = f"{REVIEW_SHOW_GATED_KEY}_{item_key}"
+    shown: set[str] = st.session_state.setdefault(REVIEW_SHOWN_GATED_KEY, set())
+    show = st.toggle(
+        "Show the mask anyway",
+        value=item_key in shown,  # Streamlit forgets a widget's state on runs that do not draw it
+        key=key,
+        help=GATE_HELP,
+        on_change=_remember_shown,
+        args=(key, item_key),
+    )
     st.info(
         f"The model calls this slice tumour-free: its tumour-present probability {presence:.2f} is below the gate "
         f"{gate:.2f}, so the prediction panels {'show the mask anyway' if show else 'are empty'}. "

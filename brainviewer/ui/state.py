@@ -36,6 +36,7 @@ DISPLAY_CHANNEL_KEY = "display_channel"  # the channel shown under the overlays 
 REVIEW_PAGE_KEY = "review_page"  # prefix of the page (frame) picker of a multi-page upload: review_page_<scan name>
 REVIEW_PAGES_KEY = "_review_pages"  # {scan name: 0-based page} chosen with the page picker for the current upload
 REVIEW_SHOW_GATED_KEY = "review_show_gated"  # prefix of each slice's "Show the mask anyway" toggle (+ "_<scan key>")
+REVIEW_SHOWN_GATED_KEY = "_review_shown_gated"  # {scan key} whose toggle is on, kept while the toggle is not drawn
 
 # --- Correcting the mask (Review and Patients)
 MASK_EDIT_KEY = "_mask_edit"  # {edit key: MaskEdit} of this session's mask corrections (a few, newest last)

@@ -40,6 +40,8 @@ DEFAULT_EXAMPLES = PROJECT_ROOT.parent / "shared" / "data"
 #: Values of ``$BRAINVIEWER_EXAMPLES`` that switch the examples off (the phantom is shown instead).
 OFF_VALUES = ("", "0", "off", "none", "false", "no")
 #: The shipped models whose held-out patients the examples are taken from.
+EXAMPLE_SOURCE = "real example"
+"""How an example item's ``source`` begins (the Review page then says whether the model held its patient out)."""
 FIGSHARE_WEIGHTS = PROJECT_ROOT / "weights" / "figshare-unet-resnet18"
 LGG_WEIGHTS = PROJECT_ROOT / "weights" / "lgg-unet-resnet18"
 
@@ -159,7 +161,7 @@ def example_items(root: Path) -> list[ReviewItem]:
     lgg = example_patient_dataset(root)
     if lgg is not None:
         patient = lgg.patient_ids[0]
-        source = f"real example · LGG MRI Segmentation (Buda et al. 2019, TCGA-LGG), patient {patient}"
+        source = f"{EXAMPLE_SOURCE} · LGG MRI Segmentation (Buda et al. 2019, TCGA-LGG), patient {patient}"
         item = _item(lgg, patient, lgg.largest_truth_index(patient), source)
         if item is not None:
             items.append(item)
@@ -168,7 +170,7 @@ def example_items(root: Path) -> list[ReviewItem]:
         labels = _read_labels(Path(figshare.root) / "labels.csv")
         for image_id in figshare_example_ids(figshare.patient_ids, labels, _held_out(FIGSHARE_WEIGHTS)):
             kind = labels.get(image_id, "tumour")
-            source = f"real example · figshare T1-CE, {kind} (Cheng et al. 2015, CC BY 4.0)"
+            source = f"{EXAMPLE_SOURCE} · figshare T1-CE, {kind} (Cheng et al. 2015, CC BY 4.0)"
             item = _item(figshare, image_id, 0, source)
             if item is not None:
                 items.append(item)

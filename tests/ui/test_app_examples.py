@@ -90,6 +90,7 @@ def test_review_opens_on_a_real_credited_example_with_a_prediction(examples_env)
     assert int(cards["Truth area (px)"].replace(",", "")) > 0
     assert int(cards["Predicted area (px)"].replace(",", "")) > 0
     assert float(cards["Dice"]) > 0.3  # the held-out LGG example: a fair, non-trivial first look
+    assert "Held out:" in text  # and the page says so, as for an upload or a dataset pick of that patient
     names = at.selectbox(key="review_item").options
     assert names[0].startswith("TCGA_") and {"437.png", "721.png", "1101.png"} <= set(names)
 

@@ -55,6 +55,37 @@ def test_a_slice_the_gate_calls_tumour_free_shows_no_mask_until_asked(
     assert not any(t.value for t in at.toggle if t.key.startswith("review_show_gated_"))
 
 
+def test_show_the_mask_anyway_is_remembered_per_slice(
+    app_env, monkeypatch: pytest.MonkeyPatch, tiny_weights: Path, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BRAINVIEWER_WEIGHTS", str(gated_weights(tiny_weights, tmp_path / "gated", -10.0)))
+    at = new_app().run()
+    at.radio(key="review_source").set_value("Upload").run()
+    scans = {
+        name: np.stack([image] * 3, axis=-1)
+        for name, image in (("a.png", gradient(64, 64)), ("b.png", gradient(64, 64).T))
+    }
+    at.file_uploader(key="review_upload").set_value([(n, png_bytes(s), "image/png") for n, s in scans.items()]).run()
+
+    def area() -> str:
+        assert not at.exception, [e.value for e in at.exception]
+        return {m.label: m.value for m in at.metric}["Predicted area (px)"]
+
+    at.selectbox(key="review_item").set_value("a.png").run()
+    (toggle,) = [t for t in at.toggle if t.key.startswith("review_show_gated_")]
+    toggle.set_value(True).run()
+    assert area() == f"{64 * 64:,}"
+    at.selectbox(key="review_item").set_value("b.png").run()  # a.png's toggle is not drawn on this run
+    assert area() == "0"
+    at.selectbox(key="review_item").set_value("a.png").run()  # back: still shown
+    assert area() == f"{64 * 64:,}"
+    (toggle,) = [t for t in at.toggle if t.key.startswith("review_show_gated_")]
+    toggle.set_value(False).run()
+    at.selectbox(key="review_item").set_value("b.png").run()
+    at.selectbox(key="review_item").set_value("a.png").run()  # hidden again, as left
+    assert area() == "0"
+
+
 def test_the_downloaded_figure_says_what_the_gate_decided() -> None:
     from brainviewer.views.review import figure_note
     from brainviewer.views.review_sources import phantom_items
