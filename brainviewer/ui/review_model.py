@@ -82,10 +82,14 @@ def item_prediction(model: ModelState, item: ReviewItem) -> tuple[np.ndarray | N
         return None, None
 
 
+def _shown_gated() -> set[str]:
+    """The scan keys whose "Show the mask anyway" toggle is on (kept while a toggle is not drawn)."""
+    return st.session_state.setdefault(REVIEW_SHOWN_GATED_KEY, set())
+
+
 def _remember_shown(key: str, item_key: str) -> None:
     """Keep this slice's "Show the mask anyway" choice for when the reviewer comes back to it."""
-    shown: set[str] = st.session_state.setdefault(REVIEW_SHOWN_GATED_KEY, set())
-    (shown.add if st.session_state.get(key) else shown.discard)(item_key)
+    (_shown_gated().add if st.session_state.get(key) else _shown_gated().discard)(item_key)
 
 
 def gate_decision(model: ModelState, presence: float | None, item_key: str) -> tuple[bool, str | None]:
@@ -101,10 +105,9 @@ def gate_decision(model: ModelState, presence: float | None, item_key: str) -> t
         st.caption(f"Tumour-present probability {presence:.2f} (gate {gate:.2f}): the mask is shown.", help=GATE_HELP)
         return False, None
     key = f"{REVIEW_SHOW_GATED_KEY}_{item_key}"
-    shown: set[str] = st.session_state.setdefault(REVIEW_SHOWN_GATED_KEY, set())
     show = st.toggle(
         "Show the mask anyway",
-        value=item_key in shown,  # Streamlit forgets a widget's state on runs that do not draw it
+        value=item_key in _shown_gated(),  # Streamlit forgets a widget's state on runs that do not draw it
         key=key,
         help=GATE_HELP,
         on_change=_remember_shown,

@@ -39,9 +39,9 @@ EXAMPLES_ENV = "BRAINVIEWER_EXAMPLES"
 DEFAULT_EXAMPLES = PROJECT_ROOT.parent / "shared" / "data"
 #: Values of ``$BRAINVIEWER_EXAMPLES`` that switch the examples off (the phantom is shown instead).
 OFF_VALUES = ("", "0", "off", "none", "false", "no")
-#: The shipped models whose held-out patients the examples are taken from.
 EXAMPLE_SOURCE = "real example"
 """How an example item's ``source`` begins (the Review page then says whether the model held its patient out)."""
+#: The shipped models whose held-out patients the examples are taken from.
 FIGSHARE_WEIGHTS = PROJECT_ROOT / "weights" / "figshare-unet-resnet18"
 LGG_WEIGHTS = PROJECT_ROOT / "weights" / "lgg-unet-resnet18"
 
